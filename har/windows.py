@@ -1,0 +1,47 @@
+"""Windowing and subject-wise splitting, shared by the pipeline and the service."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from har.fusion import CHANNELS, segments
+
+
+def window_step(length: int, overlap: float) -> int:
+    if not 0 <= overlap < 1:
+        raise ValueError(f"window.overlap must be in [0, 1), got {overlap}")
+    return max(1, int(round(length * (1 - overlap))))
+
+
+def make_windows(fused: pd.DataFrame, *, length: int, overlap: float, target_hz: float) -> tuple[np.ndarray, np.ndarray]:
+    """Windows [n, length, 6] float32 and their start times, never spanning a gap in `t`."""
+    t = fused["t"].to_numpy()
+    values = fused[CHANNELS].to_numpy(np.float32)
+    step = window_step(length, overlap)
+    starts = [np.arange(a, b - length + 1, step) for a, b in segments(t, 1.5 / target_hz)]
+    starts = np.concatenate(starts) if starts else np.empty(0, dtype=int)
+    if len(starts) == 0:
+        return np.empty((0, length, len(CHANNELS)), np.float32), np.empty(0)
+    index = starts[:, None] + np.arange(length)[None, :]
+    return values[index], t[starts]
+
+
+def split_subjects(subjects, split: dict) -> dict[str, list[str]]:
+    """train / val / test subject lists: explicit lists from config, or a seeded split by fractions.
+
+    Either way a subject lands in exactly one split.
+    """
+    subjects = sorted({str(s) for s in subjects})
+    if split.get("test_subjects"):
+        test = [str(s) for s in split["test_subjects"]]
+        val = [str(s) for s in split.get("val_subjects") or []]
+        train = [s for s in subjects if s not in set(test) | set(val)]
+    else:
+        order = np.random.default_rng(split["seed"]).permutation(subjects)
+        n_test = max(1, int(round(split["test_fraction"] * len(subjects))))
+        n_val = max(1, int(round(split["val_fraction"] * len(subjects))))
+        test, val, train = list(order[:n_test]), list(order[n_test:n_test + n_val]), list(order[n_test + n_val:])
+    overlap = (set(train) & set(val)) | (set(train) & set(test)) | (set(val) & set(test))
+    if overlap:
+        raise ValueError(f"subjects {sorted(overlap)} are in more than one split")
+    return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
