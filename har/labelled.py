@@ -98,7 +98,7 @@ def read_long_table(path, spec: dict) -> list[Recording]:
     """
     path = Path(path)
     try:
-        table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, keep_default_na=False, na_values=[""])
     except Exception as exc:
         raise InputError(path, f"cannot be read ({type(exc).__name__}: {exc})", expected="CSV or parquet") from None
     columns = [spec["timestamp"], *spec["acc"], *spec["gyr"], spec["activity"], spec["subject"]]
@@ -120,7 +120,7 @@ def read_long_table(path, spec: dict) -> list[Recording]:
         if len(bad):
             row, col = int(bad[0, 0]), int(bad[0, 1])
             column = spec["timestamp"] if name != "sensor" else [*spec["acc"], *spec["gyr"]][col]
-            raise InputError(path, f"non-numeric or missing value {table[column].iloc[row]!r}", row=row + 2,
+            raise InputError(path, f"non-numeric or missing value {str(table[column].iloc[row])!r}", row=row + 2,
                              column=column, expected="a number" if name == "sensor" else "a timestamp")
 
     acc = to_si(sensors[:, :3], spec.get("acc_unit", "m/s^2"), ACC_TO_SI)

@@ -1,0 +1,109 @@
+"""Fusion and windowing on signals with known answers, and on the real Garmin hour."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from har.fusion import CHANNELS, fuse_recording
+from har.recording import Recording, SensorStream
+from har.windows import make_windows, split_subjects
+
+
+def jittery_times(duration_s, hz, rng, drop_fraction=0.05, start=0.0):
+    """Native-rate times with +-1 ms jitter and a fraction of samples missing, like the Garmin logger."""
+    t = start + np.arange(0, duration_s, 1 / hz) + rng.uniform(-0.001, 0.001, int(np.ceil(duration_s * hz)))
+    return np.sort(t[rng.random(len(t)) > drop_fraction])
+
+
+def sine_stream(t, freq, amplitude=1.0, phase=0.0):
+    x = amplitude * np.sin(2 * np.pi * freq * t + phase)
+    return SensorStream(t, np.column_stack([x, 2 * x, -x]))
+
+
+def test_slow_signal_is_reproduced_on_the_grid():
+    rng = np.random.default_rng(0)
+    acc_t, gyr_t = jittery_times(20, 100, rng), jittery_times(20, 100, rng, start=0.037)
+    recording = Recording("sine", sine_stream(acc_t, 1.5), sine_stream(gyr_t, 0.5, phase=1.0))
+    fused, quality = fuse_recording(recording, target_hz=50, max_gap_s=0.5, lowpass_hz=10)
+    t = fused["t"].to_numpy()
+    assert np.allclose(np.diff(t), 0.02)  # uniform 50 Hz grid
+    assert t[0] >= 0.037 and t[-1] <= min(acc_t[-1], gyr_t[-1])  # only where both sensors are
+    inner = (t > 1) & (t < 19)  # zero-phase filter edges aside
+    np.testing.assert_allclose(fused["ax"][inner], np.sin(2 * np.pi * 1.5 * t[inner]), atol=0.01)
+    np.testing.assert_allclose(fused["ay"][inner], 2 * np.sin(2 * np.pi * 1.5 * t[inner]), atol=0.02)
+    np.testing.assert_allclose(fused["gx"][inner], np.sin(2 * np.pi * 0.5 * t[inner] + 1.0), atol=0.01)
+    assert list(fused.columns) == ["t", *CHANNELS]
+    assert all(fused[c].dtype == np.float32 for c in CHANNELS) and fused["t"].dtype == np.float64
+
+
+def test_content_above_the_cutoff_is_removed_not_aliased():
+    """30 Hz at 100 Hz native would alias to 20 Hz on a 50 Hz grid without the anti-alias filter."""
+    t = np.arange(0, 10, 0.01)
+    fused, _ = fuse_recording(Recording("hf", sine_stream(t, 30.0), sine_stream(t, 30.0)), target_hz=50, lowpass_hz=None)
+    assert fused["ax"].abs()[100:-100].max() < 0.02
+    # lowpass_hz band-limits further: 15 Hz passes the anti-alias filter but not a 10 Hz cutoff.
+    mid = Recording("mid", sine_stream(t, 15.0), sine_stream(t, 15.0))
+    kept, _ = fuse_recording(mid, target_hz=50, lowpass_hz=None)
+    removed, _ = fuse_recording(mid, target_hz=50, lowpass_hz=10)
+    assert kept["ax"].abs()[100:-100].max() > 0.5
+    assert removed["ax"].abs()[100:-100].max() < 0.05
+
+
+def test_gaps_are_not_bridged_and_windows_never_span_them():
+    t = np.arange(0, 30, 0.01)
+    t = t[(t < 10) | (t > 12)]  # a 2 s gap in the accelerometer
+    recording = Recording("gap", sine_stream(t, 1.0), sine_stream(np.arange(0, 30, 0.01), 1.0))
+    fused, quality = fuse_recording(recording, target_hz=50, max_gap_s=0.5)
+    ft = fused["t"].to_numpy()
+    assert not np.any((ft > 10.01) & (ft < 11.99))
+    assert quality["segments"] == 2 and quality["acc"]["gaps"] == 1
+    assert quality["acc"]["gap_seconds"] == pytest.approx(2.02, abs=0.005)  # 9.99 s -> 12.01 s
+    X, starts = make_windows(fused, length=100, overlap=0.5, target_hz=50)
+    ends = starts + 99 / 50
+    assert not np.any((starts < 10) & (ends > 12))  # no window straddles the gap
+    # Segments of 500 (0-9.98 s) and 899 (12.02-29.98 s) grid points: 9 + 16 windows of 100, step 50.
+    assert len(X) == 9 + 16
+    # Windows hold exactly the fused rows they start at.
+    first = int(np.searchsorted(ft, starts[3]))
+    np.testing.assert_array_equal(X[3], fused[CHANNELS].to_numpy()[first:first + 100])
+
+
+def test_duplicates_and_out_of_order_samples_are_counted_and_every_sample_accounted_for():
+    t = np.arange(0, 10, 0.01)
+    shuffled = t.copy()
+    shuffled[[100, 101]] = shuffled[[101, 100]]  # one swap
+    with_dupes = np.concatenate([shuffled, t[:7]])  # seven repeated timestamps
+    acc = SensorStream(with_dupes, np.ones((len(with_dupes), 3)))
+    gyr = SensorStream(t[200:] , np.ones((len(t) - 200, 3)))  # gyroscope starts 2 s later
+    _, quality = fuse_recording(Recording("dupes", acc, gyr), target_hz=50)
+    q = quality["acc"]
+    assert q["samples_read"] == 1007 and q["duplicates"] == 7
+    assert q["out_of_order"] == 2  # the swap, and the repeated block going back to t = 0
+    assert q["samples_read"] == q["duplicates"] + q["samples_used"] + q["samples_outside_fused"]
+    assert q["samples_outside_fused"] == pytest.approx(200, abs=1)  # before the gyroscope starts
+
+
+def test_real_garmin_hour_fuses_to_the_published_sample_count(garmin_recording):
+    fused, quality = fuse_recording(garmin_recording, target_hz=50, max_gap_s=0.5, lowpass_hz=10)
+    assert len(fused) == pytest.approx(181_700, rel=0.01)
+    magnitude = np.linalg.norm(fused[["ax", "ay", "az"]].to_numpy(), axis=1)
+    assert np.median(magnitude) == pytest.approx(9.8, abs=0.15)
+    assert fused[["gx", "gy", "gz"]].abs().median().max() < 1.0  # rad/s, not deg/s
+    for sensor in ("acc", "gyr"):
+        q = quality[sensor]
+        assert q["samples_read"] == 363_400
+        assert q["samples_read"] == q["duplicates"] + q["samples_used"] + q["samples_outside_fused"]
+        assert q["native_hz"] == pytest.approx(100, rel=0.05)
+    assert quality["overlap_s"] == pytest.approx(3634, abs=2)
+
+
+def test_subject_split_puts_each_subject_in_exactly_one_split():
+    subjects = [str(1600 + i) for i in range(41)]
+    splits = split_subjects(subjects, {"seed": 42, "test_fraction": 0.2, "val_fraction": 0.15})
+    together = splits["train"] + splits["val"] + splits["test"]
+    assert sorted(together) == sorted(subjects) and len(set(together)) == 41
+    assert len(splits["test"]) == 8 and len(splits["val"]) == 6
+    assert split_subjects(subjects, {"seed": 42, "test_fraction": 0.2, "val_fraction": 0.15}) == splits
+    explicit = split_subjects(subjects, {"test_subjects": ["1600", "1601"], "val_subjects": ["1602"]})
+    assert explicit["test"] == ["1600", "1601"] and explicit["val"] == ["1602"] and len(explicit["train"]) == 38
+    with pytest.raises(ValueError, match="more than one split"):
+        split_subjects(subjects, {"test_subjects": ["1600"], "val_subjects": ["1600"]})
