@@ -1,0 +1,31 @@
+# The inference service (python -m serve): Litestar on onnxruntime. No TensorFlow in this image.
+#
+#   docker build -t har-serve .
+#   docker run --rm -p 8000:8000 -v "$PWD/models:/models:ro" -e HAR_SERVE_TOKEN="$(cat token)" har-serve
+#
+# The model is mounted (or baked into a derived image) at /models/model.onnx; another path can be
+# given with `--model`. The token comes from $HAR_SERVE_TOKEN or the secret file
+# /run/secrets/har_serve_token; with neither the service refuses to start.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+COPY requirements.lock ./
+# Only what serving needs, at the project's pinned versions (the lock file acts as the constraints).
+RUN pip install -c requirements.lock numpy pandas scipy PyYAML python-calamine onnx onnxruntime \
+        litestar uvicorn prometheus-client
+
+COPY params.yaml ./
+COPY har/ har/
+COPY serve/ serve/
+
+RUN useradd --create-home --uid 10001 serve
+USER serve
+
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=3s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=2)"]
+
+ENTRYPOINT ["python", "-m", "serve", "--host", "0.0.0.0", "--port", "8000", "--token-file", "/run/secrets/har_serve_token"]
+CMD ["--model", "/models/model.onnx"]

@@ -1,0 +1,192 @@
+"""Training the model on window arrays: seeding, augmentation, subject-wise early stopping.
+
+Everything here takes arrays, so tests run it on tiny windows without DVC; stages/train.py
+only does the file I/O around `train_model`.
+"""
+from __future__ import annotations
+
+import random
+import sys
+import time
+
+import numpy as np
+
+from har.evaluation import macro_f1
+from har.model import build_model, channel_stats
+
+
+def set_seeds(seed: int) -> None:
+    """Python, NumPy and Keras (TensorFlow) generators, so the same params give the same model."""
+    import keras
+
+    random.seed(seed)
+    np.random.seed(seed)
+    keras.utils.set_random_seed(seed)
+
+
+def random_rotations(rng: np.random.Generator, n: int, max_degrees: float) -> np.ndarray:
+    """n rotation matrices [n, 3, 3] about uniformly random axes by angles uniform in ±max_degrees."""
+    axis = rng.normal(size=(n, 3))
+    axis /= np.linalg.norm(axis, axis=1, keepdims=True)
+    angle = np.deg2rad(rng.uniform(-max_degrees, max_degrees, size=n))
+    # Rodrigues' formula: R = I + sin(a) K + (1 - cos(a)) K^2, K the cross-product matrix of the axis.
+    k = np.zeros((n, 3, 3))
+    k[:, 0, 1], k[:, 0, 2], k[:, 1, 2] = -axis[:, 2], axis[:, 1], -axis[:, 0]
+    k -= k.transpose(0, 2, 1)
+    sin, cos = np.sin(angle)[:, None, None], np.cos(angle)[:, None, None]
+    return np.eye(3)[None] + sin * k + (1 - cos) * (k @ k)
+
+
+def time_warp(X: np.ndarray, rng: np.random.Generator, max_change: float) -> np.ndarray:
+    """Each window replayed faster or slower by a factor in [1 - max_change, 1 + max_change].
+
+    People clap, brush and chew at their own tempo. The window is resampled about its centre
+    by linear interpolation; positions past an edge are mirrored back into the window.
+    """
+    n, length, _ = X.shape
+    factor = rng.uniform(1 - max_change, 1 + max_change, size=(n, 1))
+    centre = (length - 1) / 2
+    position = centre + (np.arange(length)[None, :] - centre) * factor
+    position = (length - 1) - np.abs((length - 1) - np.abs(position))  # mirror at both ends
+    left = np.clip(np.floor(position).astype(int), 0, length - 2)
+    weight = (position - left)[..., None].astype(np.float32)
+    before = np.take_along_axis(X, left[..., None], axis=1)
+    after = np.take_along_axis(X, left[..., None] + 1, axis=1)
+    return before * (1 - weight) + after * weight
+
+
+def augment_windows(X: np.ndarray, rng: np.random.Generator, *, rotation_deg: float, scale: float,
+                    jitter: float, channel_std: np.ndarray, flip_prob: float = 0.0,
+                    time_warp_change: float = 0.0) -> np.ndarray:
+    """Windows as another person might have recorded them.
+
+    A watch worn at a slightly different angle sees the same motion rotated: one rotation per
+    window, applied alike to the accelerometer and gyroscope triads (both are vectors in the
+    watch's frame). With probability `flip_prob` the watch is also turned by 180 degrees about
+    its z axis (x and y negated), as some training subjects wear it (their gravity x and y have
+    the opposite sign). Then an optional tempo change, a per-window, per-sensor amplitude
+    scale and Gaussian jitter (`jitter` times each channel's training standard deviation).
+    """
+    n = len(X)
+    if time_warp_change > 0:
+        X = time_warp(X, rng, time_warp_change)
+    out = np.empty_like(X)
+    rotation = random_rotations(rng, n, rotation_deg)
+    flipped = rng.random(n) < flip_prob
+    rotation[flipped] = rotation[flipped] @ np.diag([-1.0, -1.0, 1.0])
+    rotation = rotation.astype(np.float32)
+    for sensor in (slice(0, 3), slice(3, 6)):
+        factor = rng.uniform(1 - scale, 1 + scale, size=(n, 1, 1)).astype(np.float32)
+        out[..., sensor] = np.einsum("ntj,nij->nti", X[..., sensor], rotation) * factor
+    if jitter > 0:
+        out += rng.normal(scale=jitter, size=X.shape).astype(np.float32) * channel_std.astype(np.float32)
+    return out
+
+
+def class_weights(y: np.ndarray, n_classes: int) -> dict[int, float]:
+    """Weights inversely proportional to class frequency, 1.0 on average over the windows."""
+    counts = np.bincount(y, minlength=n_classes).astype(float)
+    if np.any(counts == 0):
+        missing = np.flatnonzero(counts == 0).tolist()
+        raise ValueError(f"training windows have no examples of classes {missing}; expected every label present")
+    return {i: float(len(y) / (n_classes * c)) for i, c in enumerate(counts)}
+
+
+def make_batches(X, y, n_classes: int, train_params: dict, channel_std: np.ndarray):
+    """A keras PyDataset that reshuffles and re-augments the training windows every epoch.
+
+    Augmentation is done here, in NumPy, rather than by layers in the model, so the saved
+    model holds only inference layers (plain to export to ONNX).
+    """
+    import keras
+
+    augment = train_params.get("augment") or {}
+
+    class AugmentedBatches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.rng = np.random.default_rng(train_params["seed"])
+            self.batch_size = train_params["batch_size"]
+            self.targets = keras.utils.to_categorical(y, n_classes).astype(np.float32)
+            self.on_epoch_end()
+
+        def __len__(self):
+            return int(np.ceil(len(X) / self.batch_size))
+
+        def __getitem__(self, index):
+            rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+            return self.windows[rows], self.targets[rows]
+
+        def on_epoch_end(self):
+            self.order = self.rng.permutation(len(X))
+            self.windows = X if not augment.get("enabled", False) else augment_windows(
+                X, self.rng, rotation_deg=augment["rotation_deg"], scale=augment["scale"],
+                jitter=augment["jitter"], channel_std=channel_std, flip_prob=augment.get("flip_prob", 0.0),
+                time_warp_change=augment.get("time_warp", 0.0))
+
+    return AugmentedBatches()
+
+
+def validation_callback(X_val, y_val, n_classes: int, batch_size: int):
+    """Adds val_loss, val_accuracy and val_macro_f1 (validation subjects) to each epoch's logs.
+
+    It runs before early stopping, dvclive and the progress bar in the callback list, so all
+    of them see these values.
+    """
+    import keras
+
+    class ValidationMetrics(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            probabilities = self.model.predict(X_val, batch_size=batch_size, verbose=0)
+            predicted = probabilities.argmax(axis=1)
+            picked = probabilities[np.arange(len(y_val)), y_val]
+            logs["val_loss"] = float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))
+            logs["val_accuracy"] = float(np.mean(predicted == y_val))
+            logs["val_macro_f1"] = macro_f1(y_val, predicted, n_classes)
+
+    return ValidationMetrics()
+
+
+def train_model(X_train, y_train, X_val, y_val, *, n_classes: int, model_params: dict, train_params: dict,
+                extra_callbacks=(), verbose: int | None = None):
+    """A trained model (best validation macro-F1 weights restored) and a summary of the run.
+
+    The summary holds epochs_run, best_epoch (1-based), best_val_macro_f1, train_seconds and
+    the per-epoch history.
+    """
+    import keras
+
+    set_seeds(train_params["seed"])
+    mean, variance = channel_stats(X_train)
+    model = build_model(model_params, window_length=X_train.shape[1], n_channels=X_train.shape[2],
+                        n_classes=n_classes, mean=mean, variance=variance)
+    model.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate=train_params["lr"],
+                                         weight_decay=train_params.get("weight_decay", 0.0)),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=train_params.get("label_smoothing", 0.0)),
+        metrics=["accuracy"],
+    )
+    early_stopping = keras.callbacks.EarlyStopping(monitor="val_macro_f1", mode="max",
+                                                   patience=train_params["patience"], restore_best_weights=True)
+    callbacks = [validation_callback(X_val, y_val, n_classes, 4 * train_params["batch_size"]),
+                 early_stopping, *extra_callbacks]
+    if verbose is None:
+        # A progress bar on a terminal; one line per epoch in logs (dvc repro, CI).
+        verbose = 1 if sys.stdout.isatty() else 2
+    weights = class_weights(y_train, n_classes) if train_params.get("class_weights") else None
+
+    started = time.perf_counter()
+    history = model.fit(make_batches(X_train, y_train, n_classes, train_params, np.sqrt(variance)),
+                        epochs=train_params["epochs"], class_weight=weights, callbacks=callbacks,
+                        verbose=verbose)
+    seconds = time.perf_counter() - started
+    scores = history.history["val_macro_f1"]
+    best = int(np.argmax(scores))
+    summary = {
+        "epochs_run": len(scores),
+        "best_epoch": best + 1,
+        "best_val_macro_f1": float(scores[best]),
+        "train_seconds": round(seconds, 1),
+        "history": {k: [float(v) for v in values] for k, values in history.history.items()},
+    }
+    return model, summary

@@ -1,0 +1,59 @@
+"""`python -m serve`: start the inference service under uvicorn.
+
+Settings come from params.yaml (`serve:`, composed from conf/serve/); flags override them.
+The bearer token comes from $HAR_SERVE_TOKEN or a token file; without one the service
+refuses to start unless `--insecure-local` (loopback only).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import uvicorn
+
+from serve.config import Settings
+from serve.modelfile import ModelFileError
+from serve.security import ConfigurationError, load_token, require_token
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m serve", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml", help="composed parameters (default: params.yaml)")
+    parser.add_argument("--model", dest="model_path", help="ONNX model (default: serve.model_path)")
+    parser.add_argument("--host", help="address to bind (default: serve.host)")
+    parser.add_argument("--port", type=int, help="port (default: serve.port; 0 picks a free one)")
+    parser.add_argument("--threads", type=int, help="onnxruntime threads (default: serve.threads)")
+    parser.add_argument("--token-file", help="file holding the bearer token (used when $HAR_SERVE_TOKEN is unset)")
+    parser.add_argument("--batching", choices=["on", "off"], help="dynamic batching (default: serve.batching.enabled)")
+    parser.add_argument("--insecure-local", action="store_true",
+                        help="serve WITHOUT a token, on a loopback address only (local try-outs)")
+    parser.add_argument("--no-access-log", action="store_true", help="skip uvicorn's per-request log lines")
+    parser.add_argument("--log-level", default="info")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    batching = None if args.batching is None else args.batching == "on"
+    settings = Settings.load(args.params, model_path=args.model_path, host=args.host, port=args.port,
+                             threads=args.threads, token_file=args.token_file, batching=batching)
+    try:
+        token = load_token(settings.token_env, settings.token_file)
+        require_token(token, insecure=args.insecure_local, host=settings.host, env_var=settings.token_env)
+        from serve.app import create_app  # the web stack and the model load only once the token question is settled
+
+        app = create_app(settings, token=token, insecure=args.insecure_local)
+    except (ConfigurationError, ModelFileError) as error:
+        print(f"serve: refusing to start: {error}", file=sys.stderr)
+        return 2
+    if token is None:
+        logging.getLogger("serve").warning("serving WITHOUT authentication (--insecure-local) on %s", settings.host)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
+                access_log=not args.no_access_log, server_header=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,280 @@
+"""The Litestar application: routes, authentication, limits, metrics, and the prediction path.
+
+Every route that scores windows goes through `Predictor.predict`, which batches (or not),
+runs the one onnxruntime session and then passes windows and probabilities to each observer.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import anyio.to_thread
+import numpy as np
+from litestar import Litestar, MediaType, Request, Response, get, post
+from litestar.datastructures import UploadFile
+from litestar.enums import RequestEncodingType
+from litestar.exceptions import HTTPException, NotFoundException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema, SecurityScheme
+from litestar.params import Body
+
+from har.recording import InputError
+from serve.batching import DynamicBatcher
+from serve.config import Settings
+from serve.monitoring import Observer, ServiceMetrics
+from serve.runtime import ModelRuntime
+from serve.security import bearer_guard, require_token
+from serve.timeline import garmin_windows, recording_answer, recording_preprocessing
+from serve.validation import RequestError, parse_predict, parse_v2_infer
+
+log = logging.getLogger("serve")
+SECURED = [{"bearer": []}]
+V2_OUTPUTS = ("probabilities", "label")
+
+
+@dataclass
+class GarminUpload:
+    """The two workbooks of one Garmin sensor-logger session (multipart form fields)."""
+
+    accelerometer: UploadFile
+    gyroscope: UploadFile
+
+
+class Predictor:
+    """The one prediction path: batching or a direct call, then the observers."""
+
+    def __init__(self, runtime: ModelRuntime, batcher: DynamicBatcher | None, observers: list[Observer]):
+        self.runtime, self.batcher, self.observers = runtime, batcher, observers
+
+    async def predict(self, windows: np.ndarray) -> np.ndarray:
+        if self.batcher is not None and len(windows) < self.batcher.max_batch_size:
+            probabilities = await self.batcher.predict(windows)
+        else:
+            probabilities = await anyio.to_thread.run_sync(self.runtime.predict, windows)
+        for observer in self.observers:
+            try:
+                observer.observe(windows, probabilities)
+            except Exception:  # monitoring must never cost a client its answer; the failure goes to the log
+                log.exception("observer %s failed", type(observer).__name__)
+        return probabilities
+
+
+def _json_body(description: str, schema: Schema) -> type[Operation]:
+    """An Operation class that documents a JSON body for handlers that decode the raw body themselves."""
+
+    @dataclass
+    class WithJsonBody(Operation):
+        def __post_init__(self) -> None:
+            self.request_body = RequestBody(content={"application/json": OpenAPIMediaType(schema=schema)},
+                                            description=description, required=True)
+
+    return WithJsonBody
+
+
+def _array(items: Schema, size: int | None = None, **extra) -> Schema:
+    return Schema(type=OpenAPIType.ARRAY, items=items, min_items=size, max_items=size, **extra)
+
+
+def _safe_filename(name: str | None, fallback: str) -> str:
+    """An uploaded file's base name, reduced to harmless characters."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name or "").name).lstrip(".")
+    return name or fallback
+
+
+def _error_response(request: Request, status_code: int, message: str) -> Response:
+    # The Open Inference Protocol's error body is {"error": ...}; the other routes use Litestar's shape.
+    if request.url.path.startswith("/v2/"):
+        content = {"error": message}
+    else:
+        content = {"status_code": status_code, "detail": message}
+    return Response(content, status_code=status_code, media_type=MediaType.JSON)
+
+
+def create_app(settings: Settings, *, token: str | None, insecure: bool = False, runtime: ModelRuntime | None = None,
+               observers: list[Observer] | None = None, extra_route_handlers: list | None = None) -> Litestar:
+    """The service for `settings.model_path` (or a given runtime).
+
+    `token` None is refused unless `insecure` (local try-outs only). `observers` receive every
+    scored batch; `extra_route_handlers` add routes (a drift monitor's `GET /drift`, say).
+    """
+    require_token(token, insecure=insecure, host=settings.host, env_var=settings.token_env)
+    runtime = runtime or ModelRuntime(settings.model_path, threads=settings.threads)
+    card = runtime.card
+    metrics = ServiceMetrics(card)
+    batcher = DynamicBatcher(runtime.predict, max_batch_size=settings.max_batch_size,
+                             max_wait_s=settings.max_wait_ms / 1000.0, on_batch=metrics.on_batch) if settings.batching else None
+    predictor = Predictor(runtime, batcher, [metrics, *(observers or [])])
+    guard = bearer_guard(token)
+    length, channels, limit = card.window_length, card.channels, settings.max_windows_per_request
+    input_name = card.input_contract.get("input", "windows")
+    preprocessing = recording_preprocessing(card)
+    state = {"ready": False}
+
+    def predictions(probabilities: np.ndarray) -> list[dict]:
+        best = probabilities.argmax(axis=1)
+        return [{"label": card.labels[b], "confidence": float(p[b]), "probabilities": dict(zip(card.labels, p.tolist()))}
+                for b, p in zip(best, probabilities)]
+
+    def model_or_404(name: str) -> None:
+        if name != card.name:
+            raise NotFoundException(f"unknown model {name!r}; this server serves {card.name!r}")
+
+    window_schema = _array(_array(_array(Schema(type=OpenAPIType.NUMBER), len(channels)), length), None,
+                           description=f"windows [n <= {limit}][{length} samples][{', '.join(channels)}], "
+                                       f"SI units {card.input_contract.get('units')}")
+
+    @get("/health", tags=["health"], summary="Alive")
+    async def health() -> dict:
+        return {"status": "alive"}
+
+    @get("/ready", tags=["health"], summary="Model loaded, checksum verified, batcher running")
+    async def ready() -> Response:
+        if not state["ready"]:
+            return Response({"status": "not ready"}, status_code=503)
+        return Response({"status": "ready", "model": card.name, "version": card.version, "sha256": card.sha256})
+
+    @get("/model", tags=["model"], summary="Model name, version, labels, input contract and test metrics")
+    async def model() -> dict:
+        return {**card.describe(), "serving": {"threads": settings.threads, "batching": settings.batching,
+                                               "max_batch_size": settings.max_batch_size,
+                                               "max_wait_ms": settings.max_wait_ms,
+                                               "max_windows_per_request": limit}}
+
+    @post("/predict", tags=["predict"], guards=[guard], security=SECURED, status_code=200,
+          summary="Label and probabilities for each window",
+          operation_class=_json_body("A batch of fused SI-unit windows", Schema(
+              type=OpenAPIType.OBJECT, required=["windows"], properties={"windows": window_schema})))
+    async def predict(request: Request) -> dict:
+        windows = parse_predict(await request.body(), length=length, channels=channels, max_windows=limit)
+        probabilities = await predictor.predict(windows)
+        return {"model": card.name, "version": card.version, "predictions": predictions(probabilities)}
+
+    @get("/v2", tags=["open inference protocol"], summary="Server metadata")
+    async def v2_server() -> dict:
+        return {"name": "har-serve", "version": "1", "extensions": []}
+
+    @get("/v2/health/live", tags=["open inference protocol"], summary="Server live")
+    async def v2_live() -> dict:
+        return {"live": True}
+
+    @get("/v2/health/ready", tags=["open inference protocol"], summary="Server ready")
+    async def v2_ready() -> Response:
+        return Response({"ready": state["ready"]}, status_code=200 if state["ready"] else 503)
+
+    @get("/v2/models/{name:str}", tags=["open inference protocol"], summary="Model metadata")
+    async def v2_model(name: str) -> dict:
+        model_or_404(name)
+        return {"name": card.name, "versions": [card.version], "platform": "onnxruntime_onnx",
+                "inputs": [{"name": input_name, "datatype": "FP32", "shape": [-1, length, len(channels)]}],
+                "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, len(card.labels)]},
+                            {"name": "label", "datatype": "BYTES", "shape": [-1]}],
+                "parameters": {"labels": card.labels, "channels": channels}}
+
+    @get("/v2/models/{name:str}/ready", tags=["open inference protocol"], summary="Model ready")
+    async def v2_model_ready(name: str) -> Response:
+        model_or_404(name)
+        return Response({"name": card.name, "ready": state["ready"]}, status_code=200 if state["ready"] else 503)
+
+    @post("/v2/models/{name:str}/infer", tags=["open inference protocol"], guards=[guard], security=SECURED,
+          status_code=200, summary="Inference (KServe v2 JSON)",
+          operation_class=_json_body(f"One FP32 input named {input_name!r}, shape [n, {length}, {len(channels)}], "
+                                     "data flat (row-major) or nested", Schema(type=OpenAPIType.OBJECT, required=["inputs"])))
+    async def v2_infer(name: str, request: Request) -> dict:
+        model_or_404(name)
+        windows, infer = parse_v2_infer(await request.body(), input_name=input_name, length=length,
+                                        channels=channels, max_windows=limit)
+        wanted = [o.name for o in infer.outputs] if infer.outputs else list(V2_OUTPUTS)
+        unknown = [o for o in wanted if o not in V2_OUTPUTS]
+        if unknown:
+            raise RequestError(422, f"outputs names {unknown}; this model has {list(V2_OUTPUTS)}")
+        probabilities = await predictor.predict(windows)
+        tensors = {"probabilities": {"name": "probabilities", "datatype": "FP32", "shape": list(probabilities.shape),
+                                     "data": probabilities.ravel().tolist()},
+                   "label": {"name": "label", "datatype": "BYTES", "shape": [len(probabilities)],
+                             "data": [card.labels[i] for i in probabilities.argmax(axis=1)]}}
+        response = {"model_name": card.name, "model_version": card.version, "outputs": [tensors[o] for o in wanted]}
+        if infer.id is not None:
+            response["id"] = infer.id
+        return response
+
+    @post("/recordings", tags=["predict"], guards=[guard], security=SECURED, status_code=200,
+          request_max_body_size=settings.max_upload_bytes,
+          summary="Activity timeline of an uploaded Garmin accelerometer + gyroscope workbook pair")
+    async def recordings(data: Annotated[GarminUpload, Body(media_type=RequestEncodingType.MULTI_PART)]) -> dict:
+        uploads = {"accelerometer": data.accelerometer, "gyroscope": data.gyroscope}
+        names = {field: _safe_filename(upload.filename, f"{field}.xlsx") for field, upload in uploads.items()}
+        with tempfile.TemporaryDirectory(prefix="har-upload-") as folder:
+            paths = {}
+            for field, name in names.items():
+                paths[field] = Path(folder) / field / name  # one folder each: the two names may be equal
+                paths[field].parent.mkdir()
+                paths[field].write_bytes(await uploads[field].read())
+            try:  # the recording is named after the uploaded accelerometer file, as the pipeline names it
+                scored = await anyio.to_thread.run_sync(lambda: garmin_windows(
+                    paths["accelerometer"], paths["gyroscope"], preprocessing, timezone=settings.timezone))
+            except InputError as error:  # name the upload, not our temporary path
+                field = next((f for f, p in paths.items() if str(p) == error.file), "upload")
+                located = InputError(f"{field} ({names.get(field, '?')})", error.problem, row=error.row,
+                                     column=error.column, expected=error.expected)
+                raise RequestError(422, str(located)) from None
+        if len(scored.windows) == 0:
+            raise RequestError(422, f"the recording holds no complete {length}-sample window of fused data "
+                                    f"({scored.quality['fused_seconds']} s fused)")
+        probabilities = await predictor.predict(scored.windows)
+        return recording_answer(card, probabilities, scored.start_s, scored.quality,
+                                recording_id=scored.recording.recording_id, start_time=scored.recording.start_time)
+
+    @get("/metrics", tags=["monitoring"], summary="Prometheus exposition", media_type="text/plain; version=0.0.4")
+    async def prometheus() -> Response:
+        return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    def request_error(request: Request, error: RequestError) -> Response:
+        return _error_response(request, error.status_code, error.message)
+
+    def http_error(request: Request, error: HTTPException) -> Response:
+        detail = error.detail
+        if error.status_code == 413:  # Litestar's body-size refusal: say what the limit is
+            limit = settings.max_upload_bytes if request.url.path == "/recordings" else settings.max_body_bytes
+            detail = f"request body exceeds {limit} bytes (serve.max_body_mb / serve.max_upload_mb)"
+        response = _error_response(request, error.status_code, detail)
+        response.headers.update(error.headers or {})
+        if error.extra and not request.url.path.startswith("/v2/"):
+            response.content["extra"] = error.extra
+        return response
+
+    def unexpected_error(request: Request, error: Exception) -> Response:
+        # The traceback goes to the log (it holds code locations, not request data); the client gets no details.
+        log.error("unhandled %s on %s %s", type(error).__name__, request.method, request.scope.get("path_template"),
+                  exc_info=error)
+        return _error_response(request, 500, "internal server error")
+
+    async def start() -> None:
+        if batcher is not None:
+            await batcher.start()
+        state["ready"] = True
+        log.info("serving model %s version %s (sha256 %s…) with %d labels; batching %s",
+                 card.name, card.version, card.sha256[:12], len(card.labels), "on" if batcher else "off")
+
+    async def stop() -> None:
+        state["ready"] = False
+        if batcher is not None:
+            await batcher.stop()
+
+    return Litestar(
+        route_handlers=[health, ready, model, predict, v2_server, v2_live, v2_ready, v2_model, v2_model_ready,
+                        v2_infer, recordings, prometheus, *(extra_route_handlers or [])],
+        on_startup=[start],
+        on_shutdown=[stop],
+        middleware=[metrics.middleware],
+        request_max_body_size=settings.max_body_bytes,
+        exception_handlers={RequestError: request_error, HTTPException: http_error, Exception: unexpected_error},
+        logging_config=None,  # logging is set up by whoever runs the app (serve/__main__.py, uvicorn)
+        openapi_config=OpenAPIConfig(title="Wrist activity recognition", version=card.version, path="/schema",
+                                     components=Components(security_schemes={
+                                         "bearer": SecurityScheme(type="http", scheme="bearer")})),
+        debug=False,
+    )

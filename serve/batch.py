@@ -1,0 +1,199 @@
+"""Batch scoring: a folder of recordings in, an activity timeline per recording out.
+
+    python -m serve.batch INPUT_FOLDER OUTPUT_FOLDER [--model models/model.onnx | models:/<name>@champion]
+
+INPUT_FOLDER holds Garmin workbook pairs (`<session>-accelerometer_data.xlsx` +
+`<session>-gyroscope_data.xlsx`) and/or fused tables (`<recording>.parquet` with columns t, ax..gz,
+as `python -m stages.fuse garmin` writes them, with its index.csv for wall-clock start times).
+Each recording goes through the service's own path: `serve.timeline.garmin_windows` (the
+pipeline's reader, fusion and windowing with the model's preprocessing), one `ModelRuntime`
+call, `serve.timeline.recording_answer`; so OUTPUT_FOLDER/<recording>/recording.json is what
+`POST /recordings` answers for the same pair. Beside it: timeline.csv, episodes.csv and
+minutes_per_activity.csv; OUTPUT_FOLDER/summary.json lists what was scored and what was
+skipped and why.
+
+Exit status: 0 when every recording was scored, 1 when any was skipped (or none was found),
+2 when the model cannot be loaded.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from har.config import load_params, write_json
+from har.fusion import CHANNELS
+from har.garmin import find_garmin_pairs
+from har.windows import make_windows
+from serve.config import Settings
+from serve.modelfile import ModelFileError
+from serve.runtime import ModelRuntime
+from serve.timeline import garmin_windows, recording_answer, recording_preprocessing
+
+# Files that belong to a fused folder (stages.fuse writes them) but are not recordings themselves.
+FUSED_FOLDER_FILES = {"index.csv", "quality.json"}
+
+
+@dataclass
+class Job:
+    """One recording to score: a Garmin pair or a fused table."""
+
+    name: str
+    sources: list[Path]
+    kind: str  # "garmin" | "fused"
+
+
+def find_jobs(folder: Path) -> tuple[list[Job], list[dict]]:
+    """Every recording in `folder`, and a skip record for every other file (nothing is passed over silently)."""
+    pairs, unpaired = find_garmin_pairs(folder)
+    jobs = [Job(acc.name.removesuffix("-accelerometer_data.xlsx"), [acc, gyr], "garmin") for acc, gyr in pairs]
+    skipped = [{"source": item["file"], "reason": item["reason"]} for item in unpaired]
+    for path in sorted(folder.glob("*.parquet")):
+        if path.stem in {job.name for job in jobs}:  # one output folder per recording: the raw pair wins
+            skipped.append({"source": path.name, "reason": f"recording {path.stem} is scored from its Garmin pair"})
+        else:
+            jobs.append(Job(path.stem, [path], "fused"))
+    claimed = {p.name for job in jobs for p in job.sources} | {item["source"] for item in skipped} | FUSED_FOLDER_FILES
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and not path.name.startswith(".") and path.name not in claimed:
+            skipped.append({"source": path.name, "reason": "not a recording (expected <session>-accelerometer_data.xlsx "
+                                                           "+ <session>-gyroscope_data.xlsx pairs or fused .parquet tables)"})
+    return jobs, skipped
+
+
+def fused_index(folder: Path) -> tuple[dict, dict]:
+    """Start times (index.csv) and fusion settings (quality.json) per recording, where stages.fuse wrote them."""
+    start_times, fusion = {}, {}
+    if (folder / "index.csv").is_file():
+        index = pd.read_csv(folder / "index.csv", dtype={"recording": str, "file": str, "start_time": str})
+        start_times = {Path(row.file).stem: row.start_time for row in index.itertuples() if isinstance(row.start_time, str)}
+    if (folder / "quality.json").is_file():
+        fusion = {entry["recording"]: entry for entry in json.loads((folder / "quality.json").read_text())}
+    return start_times, fusion
+
+
+def fused_windows(path: Path, preprocessing: dict, fusion: dict | None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """A fused table cut into the model's windows (windows, start_s, quality); refused when it was fused with
+    other settings than the model's."""
+    table = pd.read_parquet(path)
+    missing = [c for c in ["t", *CHANNELS] if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path.name}: missing column(s) {missing} (expected t, {', '.join(CHANNELS)})")
+    step = float(np.median(np.diff(table["t"].to_numpy()))) if len(table) > 1 else float("nan")
+    target_hz = float(preprocessing["target_hz"])
+    if not np.isclose(step * target_hz, 1.0, rtol=1e-3):
+        raise ValueError(f"{path.name}: sampled every {step:.6g} s, the model expects {target_hz:g} Hz "
+                         f"(a step of {1 / target_hz:.6g} s)")
+    for key in ("target_hz", "lowpass_hz"):  # quality.json records both; a mismatch would be training/serving skew
+        if fusion and key in fusion and not np.isclose(float(fusion[key]), float(preprocessing[key])):
+            raise ValueError(f"{path.name}: fused with {key} {fusion[key]} (quality.json), the model expects "
+                             f"{preprocessing[key]}")
+    windows, start_s = make_windows(table, length=preprocessing["window_length"], overlap=preprocessing["overlap"],
+                                    target_hz=target_hz)
+    fusion = fusion or {}
+    quality = {"samples_written": fusion.get("samples_written", int(len(table))),
+               "fused_seconds": fusion.get("fused_seconds", round(len(table) / target_hz, 3)),
+               "segments": fusion.get("segments")}
+    return windows, start_s, quality
+
+
+def write_outputs(folder: Path, result: dict) -> None:
+    """recording.json (the whole answer) and the three tables as CSV."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "recording.json", result)
+    pd.DataFrame(result["timeline"], columns=["start_s", "time", "label", "confidence"]).to_csv(
+        folder / "timeline.csv", index=False)
+    pd.DataFrame(result["episodes"], columns=["label", "start_s", "end_s", "duration_s", "start_time", "end_time",
+                                              "windows", "mean_confidence"]).to_csv(folder / "episodes.csv", index=False)
+    pd.DataFrame(list(result["minutes_per_activity"].items()), columns=["label", "minutes"]).to_csv(
+        folder / "minutes_per_activity.csv", index=False)
+
+
+def run(input_folder: Path, output_folder: Path, runtime: ModelRuntime, *, timezone: str | None = None,
+        progress=sys.stderr) -> dict:
+    """Score every recording in `input_folder` into `output_folder`; returns the summary (also summary.json)."""
+    preprocessing = recording_preprocessing(runtime.card)
+    jobs, skipped = find_jobs(input_folder)
+    start_times, fusion = fused_index(input_folder)
+    scored = []
+    for number, job in enumerate(jobs, 1):
+        print(f"[{number}/{len(jobs)}] {job.name} ({job.kind}) ... ", end="", file=progress, flush=True)
+        started = time.perf_counter()
+        try:
+            if job.kind == "garmin":
+                raw = garmin_windows(*job.sources, preprocessing, timezone=timezone, recording_id=job.name)
+                windows, start_s, quality, start_time = raw.windows, raw.start_s, raw.quality, raw.recording.start_time
+            else:
+                windows, start_s, quality = fused_windows(job.sources[0], preprocessing, fusion.get(job.name))
+                start_time = start_times.get(job.name)
+            if len(windows) == 0:  # the service's words for the same refusal
+                raise ValueError(f"the recording holds no complete {preprocessing['window_length']}-sample window of "
+                                 f"fused data ({quality['fused_seconds']} s fused)")
+        except (ValueError, OSError) as error:  # InputError is a ValueError: it names file, row and column
+            skipped.append({"source": ", ".join(p.name for p in job.sources), "reason": str(error)})
+            print(f"skipped: {error}", file=progress, flush=True)
+            continue
+        result = recording_answer(runtime.card, runtime.predict(windows), start_s, quality, recording_id=job.name,
+                                  start_time=start_time)
+        write_outputs(output_folder / job.name, result)
+        top = max(result["minutes_per_activity"].items(), key=lambda item: item[1])
+        scored.append({"recording": job.name, "sources": [p.name for p in job.sources], "windows": result["windows"],
+                       "covered_minutes": result["covered_minutes"], "most_minutes": top[0],
+                       "output": str(output_folder / job.name)})
+        print(f"{result['windows']} windows, {result['covered_minutes']} min, mostly {top[0]} "
+              f"({time.perf_counter() - started:.1f} s)", file=progress, flush=True)
+    summary = {"input": str(input_folder), "model": {"name": runtime.card.name, "version": runtime.card.version,
+                                                     "sha256": runtime.card.sha256},
+               "scored": scored, "skipped": skipped}
+    write_json(output_folder / "summary.json", summary)
+    print(f"scored {len(scored)} recording(s), skipped {len(skipped)}; summary in {output_folder / 'summary.json'}",
+          file=progress)
+    for item in skipped:
+        print(f"  skipped {item['source']}: {item['reason']}", file=progress)
+    return summary
+
+
+def load_runtime(model: str, params: dict, threads: int) -> ModelRuntime:
+    """A file path, or a registry URI (models:/<name>@<alias>) fetched through har.registry."""
+    if model.startswith("models:/"):
+        from har.registry import load_onnx_from_registry, tracking_uri
+
+        model = load_onnx_from_registry(model, tracking=tracking_uri(params.get("registry", {}).get("tracking_uri")))
+    return ModelRuntime(model, threads=threads)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m serve.batch", description=__doc__.splitlines()[0])
+    parser.add_argument("input", type=Path, help="folder of Garmin workbook pairs and/or fused .parquet tables")
+    parser.add_argument("output", type=Path, help="folder for <recording>/... and summary.json (created)")
+    parser.add_argument("--params", default="params.yaml", help="composed parameters (default: params.yaml)")
+    parser.add_argument("--model", help="ONNX file or models:/<name>@<alias> (default: serve.model_path)")
+    parser.add_argument("--threads", type=int, help="onnxruntime threads (default: serve.threads)")
+    parser.add_argument("--timezone", help="wall-clock zone of the Garmin exports (default: data.timezone)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    params = load_params(args.params)
+    settings = Settings.from_params(params, threads=args.threads, timezone=args.timezone)
+    if not args.input.is_dir():
+        print(f"serve.batch: {args.input} is not a folder", file=sys.stderr)
+        return 2
+    try:
+        runtime = load_runtime(args.model or str(settings.model_path), params, settings.threads)
+    except (ModelFileError, FileNotFoundError, OSError) as error:
+        print(f"serve.batch: cannot load the model: {error}", file=sys.stderr)
+        return 2
+    summary = run(args.input, args.output, runtime, timezone=settings.timezone)
+    return 0 if summary["scored"] and not summary["skipped"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""The service's settings: the `serve` section of params.yaml (composed from conf/serve/), plus overrides."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from har.config import load_params
+
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_path: Path = Path("models/model.onnx")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    threads: int = 1  # onnxruntime intra-op threads of the one session in this process
+    max_body_bytes: int = 8 * MB  # JSON prediction requests
+    max_upload_bytes: int = 32 * MB  # /recordings: both workbooks together
+    max_windows_per_request: int = 512
+    batching: bool = True
+    max_batch_size: int = 32
+    max_wait_ms: float = 2.0
+    token_env: str = "HAR_SERVE_TOKEN"
+    token_file: str | None = None
+    timezone: str | None = None  # wall-clock zone of uploaded Garmin exports (data.timezone)
+
+    @classmethod
+    def from_params(cls, params: dict, **overrides) -> "Settings":
+        serve = params.get("serve", {})
+        batching = serve.get("batching", {})
+        values = dict(
+            model_path=Path(serve.get("model_path", cls.model_path)),
+            host=serve.get("host", cls.host),
+            port=int(serve.get("port", cls.port)),
+            threads=int(serve.get("threads", cls.threads)),
+            max_body_bytes=int(float(serve.get("max_body_mb", cls.max_body_bytes / MB)) * MB),
+            max_upload_bytes=int(float(serve.get("max_upload_mb", cls.max_upload_bytes / MB)) * MB),
+            max_windows_per_request=int(serve.get("max_windows_per_request", cls.max_windows_per_request)),
+            batching=bool(batching.get("enabled", cls.batching)),
+            max_batch_size=int(batching.get("max_batch_size", cls.max_batch_size)),
+            max_wait_ms=float(batching.get("max_wait_ms", cls.max_wait_ms)),
+            token_env=serve.get("token_env", cls.token_env),
+            token_file=serve.get("token_file", cls.token_file),
+            timezone=params.get("data", {}).get("timezone"),
+        )
+        return replace(cls(**values), **{k: v for k, v in overrides.items() if v is not None})
+
+    @classmethod
+    def load(cls, params_path: str | Path = "params.yaml", **overrides) -> "Settings":
+        return cls.from_params(load_params(params_path), **overrides)

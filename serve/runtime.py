@@ -1,0 +1,49 @@
+"""One onnxruntime session over a verified model file: windows in, probabilities out."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from serve.modelfile import ModelCard, ModelFileError, read_card
+
+
+class ModelRuntime:
+    """The model the service answers with. `predict` is thread-safe (onnxruntime sessions are)."""
+
+    def __init__(self, path: str | Path, *, threads: int = 1):
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ModelFileError(f"{path}: cannot read the model file ({exc.strerror})") from None
+        # The session is built from the very bytes that were verified, never from a second read.
+        self.card: ModelCard = read_card(data, str(path))
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        # Idle worker threads would otherwise spin and steal the CPU that request handling needs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+        self._check_contract(path)
+
+    def _check_contract(self, path: Path) -> None:
+        """The graph's input and output must agree with what the metadata promises clients."""
+        shape = self.session.get_inputs()[0].shape
+        expected = [self.card.window_length, len(self.card.channels)]
+        if len(shape) != 3 or list(shape[1:]) != expected:
+            raise ModelFileError(f"{path}: graph input shape {shape} does not match the metadata's "
+                                 f"[batch, {expected[0]}, {expected[1]}]")
+        classes = self.session.get_outputs()[0].shape[-1]
+        if isinstance(classes, int) and classes != len(self.card.labels):
+            raise ModelFileError(f"{path}: graph outputs {classes} classes but the metadata lists "
+                                 f"{len(self.card.labels)} labels")
+
+    def predict(self, windows: np.ndarray) -> np.ndarray:
+        """Probabilities [n, labels] for float32 windows [n, window_length, channels]."""
+        if len(windows) == 0:
+            return np.empty((0, len(self.card.labels)), np.float32)
+        return self.session.run([self.output_name], {self.input_name: windows})[0]

@@ -1,0 +1,98 @@
+"""evaluate stage: the trained model on the test subjects only.
+
+Writes metrics/eval.json (macro-F1 first, then accuracy, balanced accuracy, Cohen's kappa, MCC,
+per-class precision/recall/F1, macro-F1 per test subject), plots/confusion.csv (one row per
+window, for DVC's confusion template), plots/per_class_f1.csv and the PNGs of both.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from har.config import write_json  # noqa: E402
+from har.evaluation import classification_metrics, confusion, confusion_records, macro_f1  # noqa: E402
+
+WINDOWS = "data/windows"
+MODEL = "models/model.keras"
+PLOTS = "plots"
+
+
+def evaluate_predictions(y_true, probabilities, subjects, labels: list[str]) -> dict:
+    """All test metrics for predicted probabilities [n, n_classes]."""
+    y_pred = probabilities.argmax(axis=1)
+    metrics = classification_metrics(y_true, y_pred, labels)
+    # How the model does per person: the spread says more about unseen users than the mean.
+    metrics["per_subject_macro_f1"] = {
+        str(s): macro_f1(y_true[subjects == s], y_pred[subjects == s], len(labels)) for s in np.unique(subjects)}
+    return metrics
+
+
+def save_confusion_png(counts: np.ndarray, labels: list[str], path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    # Rows normalised to recall, so classes with fewer windows read the same.
+    share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1 + 0.6 * len(labels), 1 + 0.5 * len(labels)))
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i, j in np.ndindex(counts.shape):
+        ax.text(j, i, f"{share[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                color="white" if share[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("actual")
+    ax.set_title("Test subjects: share of each actual class")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def save_per_class_png(per_class_f1: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(per_class_f1) + 1))
+    ax.barh(list(per_class_f1), list(per_class_f1.values()))
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("F1 on test subjects")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    import keras
+
+    meta = json.loads(open(f"{WINDOWS}/meta.json").read())
+    labels = meta["labels"]
+    test = np.load(f"{WINDOWS}/test.npz")
+    model = keras.saving.load_model(MODEL)
+    probabilities = model.predict(test["X"], batch_size=512, verbose=0)
+    metrics = evaluate_predictions(test["y"], probabilities, test["subject"], labels)
+    write_json("metrics/eval.json", metrics)
+
+    os.makedirs(PLOTS, exist_ok=True)
+    y_pred = probabilities.argmax(axis=1)
+    pd.DataFrame(confusion_records(test["y"], y_pred, labels)).to_csv(f"{PLOTS}/confusion.csv", index=False)
+    save_confusion_png(confusion(test["y"], y_pred, len(labels)), labels, f"{PLOTS}/confusion.png")
+    per_class_f1 = {name: m["f1"] for name, m in metrics["per_class"].items()}
+    pd.DataFrame({"class": list(per_class_f1), "f1": list(per_class_f1.values())}).to_csv(
+        f"{PLOTS}/per_class_f1.csv", index=False)
+    save_per_class_png(per_class_f1, f"{PLOTS}/per_class_f1.png")
+    print(f"test subjects ({len(test['y'])} windows): macro-F1 {metrics['macro_f1']:.3f}, "
+          f"accuracy {metrics['accuracy']:.3f}, balanced accuracy {metrics['balanced_accuracy']:.3f}, "
+          f"kappa {metrics['cohen_kappa']:.3f}, MCC {metrics['mcc']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

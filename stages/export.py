@@ -1,0 +1,196 @@
+"""export stage: models/model.keras -> models/model.onnx, stamped with metadata, checked for parity.
+
+Converts with tf2onnx in a process that sees no GPU (with a GPU visible, TensorFlow picks the
+cuDNN LSTM kernel and tf2onnx cannot express it as a native ONNX LSTM). The ONNX file carries
+its labels, input contract, preprocessing, provenance (git commit, data hash) and test metrics,
+plus a checksum the service verifies (serve/modelfile.py). Keras and onnxruntime must agree on
+the test windows: max |p_keras - p_onnx| <= serve.export.parity_atol and identical top-1, or the
+stage fails and no model is written. Report: metrics/export.json.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ["CUDA_VISIBLE_DEVICES"] = ""  # must precede any TensorFlow import (see docstring)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import hashlib
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import yaml
+
+from har.config import load_params, write_json
+from serve.modelfile import stamp
+from serve.runtime import ModelRuntime
+
+KERAS_MODEL = Path("models/model.keras")
+MODEL_INFO = Path("models/model.json")
+ONNX_MODEL = Path("models/model.onnx")
+TEST_WINDOWS = Path("data/windows/test.npz")
+EVAL_METRICS = Path("metrics/eval.json")
+REPORT = Path("metrics/export.json")
+INPUT_NAME, OUTPUT_NAME = "windows", "probabilities"
+
+
+def load_keras(path: Path):
+    import keras
+
+    return keras.models.load_model(path, compile=False)
+
+
+def convert(keras_model, window_length: int, channels: int, opset: int) -> tuple[onnx.ModelProto, str]:
+    """The Keras model as ONNX (input `windows` [batch, length, channels], output `probabilities`) and the converter."""
+    import tensorflow as tf
+    import tf2onnx
+
+    signature = [tf.TensorSpec([None, window_length, channels], tf.float32, name=INPUT_NAME)]
+    proto, _ = tf2onnx.convert.from_keras(keras_model, input_signature=signature, opset=opset)
+    return rename_output(proto, OUTPUT_NAME), f"tf2onnx {tf2onnx.__version__}, opset {opset}"
+
+
+def weights_version(keras_model) -> str:
+    """The model version: a content address of the trained weights (same weights, same version).
+
+    Not a hash of the ONNX graph: tf2onnx numbers its node names from a process-wide counter,
+    so the same model converts to differently named (equivalent) graphs.
+    """
+    digest = hashlib.sha256()
+    for array in keras_model.get_weights():
+        digest.update(str(array.shape).encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:12]
+
+
+def rename_output(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
+    """Give the single graph output a stable name (tf2onnx names it after the last Keras layer)."""
+    old = model.graph.output[0].name
+    for node in model.graph.node:
+        node.output[:] = [name if o == old else o for o in node.output]
+        node.input[:] = [name if i == old else i for i in node.input]
+    model.graph.output[0].name = name
+    return model
+
+
+def parity(keras_probs: np.ndarray, onnx_probs: np.ndarray, atol: float) -> dict:
+    """How far onnxruntime's answers are from Keras's on the same windows."""
+    max_diff = float(np.abs(keras_probs - onnx_probs).max()) if len(keras_probs) else 0.0
+    agreement = float(np.mean(keras_probs.argmax(1) == onnx_probs.argmax(1))) if len(keras_probs) else 1.0
+    return {"windows": int(len(keras_probs)), "max_abs_diff": max_diff, "atol": atol, "top1_agreement": agreement,
+            "passed": bool(max_diff <= atol and agreement == 1.0)}
+
+
+def parity_sample(windows: np.ndarray, limit: int) -> np.ndarray:
+    """At most `limit` windows spread evenly over the (subject-ordered) test set: every subject and class shows up."""
+    if len(windows) <= limit:
+        return windows
+    return windows[np.unique(np.linspace(0, len(windows) - 1, limit).round().astype(int))]
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def locked_md5(lock_path: Path, stage: str, out: str) -> str | None:
+    """The md5 DVC recorded for a stage output in dvc.lock, or None when not (yet) locked."""
+    if not lock_path.exists():
+        return None
+    stages = (yaml.safe_load(lock_path.read_text()) or {}).get("stages", {})
+    for entry in stages.get(stage, {}).get("outs", []):
+        if entry.get("path") == out:
+            return entry.get("md5")
+    return None
+
+
+def file_md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def scalar_metrics(eval_path: Path) -> dict:
+    """The headline test metrics: top-level numbers of metrics/eval.json (per-class tables stay there)."""
+    if not eval_path.exists():
+        return {}
+    metrics = json.loads(eval_path.read_text())
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def build_metadata(info: dict, params: dict, *, version: str, metrics: dict, commit: str | None,
+                   data_hash: str | None, keras_md5: str, converter: str) -> dict:
+    """Everything the service and the registry need to know about the model, from the files it came from."""
+    window_length, target_hz = int(info["window_length"]), float(info["target_hz"])
+    if window_length != params["window"]["length"] or target_hz != float(params["data"]["target_hz"]):
+        raise ValueError(f"{MODEL_INFO}: window_length {window_length} at {target_hz} Hz, but params.yaml says "
+                         f"{params['window']['length']} at {params['data']['target_hz']} Hz: retrain (dvc repro)")
+    return {
+        "model_name": params["serve"].get("model_name", "har"),
+        "model_version": version,
+        "labels": list(info["labels"]),
+        "input_contract": {"input": INPUT_NAME, "output": OUTPUT_NAME, "dtype": "float32",
+                           "shape": [None, window_length, len(info["channels"])], "window_length": window_length,
+                           "target_hz": target_hz, "channels": list(info["channels"]), "units": info["units"]},
+        "preprocessing": {"target_hz": target_hz, "max_gap_s": float(params["data"]["max_gap_s"]),
+                          "lowpass_hz": params["data"]["lowpass_hz"], "window_length": window_length,
+                          "overlap": float(params["window"]["overlap"])},
+        "metrics": metrics,
+        "git_commit": commit or "unknown",
+        "data_hash": data_hash or "unknown",
+        "keras_model_md5": keras_md5,
+        "converter": converter,
+    }
+
+
+def export(keras_path: Path, info: dict, params: dict, test_windows: np.ndarray, out_path: Path, *,
+           lock_path: Path = Path("dvc.lock"), eval_path: Path = EVAL_METRICS) -> dict:
+    """Convert, stamp, and check parity; write `out_path` only when parity holds. Returns the report."""
+    settings = params["serve"]["export"]
+    keras_model = load_keras(keras_path)
+    started = time.perf_counter()
+    model, converter = convert(keras_model, int(info["window_length"]), len(info["channels"]), settings["opset"])
+    convert_s = time.perf_counter() - started
+    metadata = build_metadata(info, params, version=weights_version(keras_model), metrics=scalar_metrics(eval_path),
+                              commit=git_commit(), data_hash=locked_md5(lock_path, "window", "data/windows"),
+                              keras_md5=file_md5(keras_path), converter=converter)
+    data = stamp(model, metadata)
+
+    windows = parity_sample(test_windows, settings["parity_max_windows"])
+    with tempfile.TemporaryDirectory() as folder:
+        candidate = Path(folder) / "model.onnx"
+        candidate.write_bytes(data)
+        runtime = ModelRuntime(candidate)  # the service's own loader: checksum and contract checked too
+        onnx_probs = runtime.predict(windows)
+    report = {"model_version": metadata["model_version"], "sha256": runtime.card.sha256,
+              "onnx_bytes": len(data), "convert_seconds": round(convert_s, 2),
+              "parity": parity(keras_model.predict(windows, batch_size=256, verbose=0), onnx_probs, float(settings["parity_atol"]))}
+    if report["parity"]["passed"]:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_bytes(data)
+    return report
+
+
+def main() -> int:
+    params = load_params()
+    info = json.loads(MODEL_INFO.read_text())
+    with np.load(TEST_WINDOWS) as test:
+        test_windows = test["X"]
+    report = export(KERAS_MODEL, info, params, test_windows, ONNX_MODEL)
+    write_json(REPORT, report)
+    p = report["parity"]
+    print(f"export: {ONNX_MODEL} version {report['model_version']}; parity on {p['windows']} test windows: "
+          f"max |p_keras - p_onnx| = {p['max_abs_diff']:.2e} (limit {p['atol']:g}), top-1 agreement {p['top1_agreement']:.4f}")
+    if not p["passed"]:
+        print(f"export: parity FAILED; {ONNX_MODEL} not written", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""register stage: log the run to MLflow, register the ONNX model, move `champion` only through the gate.
+
+    python -m stages.register    # -> a new registered version (alias challenger), metrics/register.json
+
+The gate: the export's parity check passed (metrics/export.json `passed`) and test macro-F1
+(metrics/eval.json `macro_f1`) is not worse than the current champion's by more than
+registry.f1_tolerance. The decision and every reason for it go to metrics/register.json.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from har.config import load_params, write_json
+from har.drift import reference_path_for
+from har.registry import data_hash, git_commit, register_model, tracking_uri
+
+METRICS = Path("metrics/register.json")
+
+
+def read_metrics(path, required: bool) -> dict:
+    path = Path(path)
+    if not path.exists():
+        if required:
+            raise FileNotFoundError(f"{path} not found (expected the evaluate stage's metrics with `macro_f1`)")
+        return {}
+    return json.loads(path.read_text())
+
+
+def main() -> None:
+    params = load_params()
+    registry = params["registry"]
+    commit, dirty = git_commit()
+    decision = register_model(
+        registry["model"], name=registry["model_name"], experiment=registry["experiment"], params=params,
+        eval_metrics=read_metrics(registry["eval_metrics"], required=True),
+        # A missing export report is not an error here: the gate reads it as "parity unknown" and refuses.
+        export_metrics=read_metrics(registry["export_metrics"], required=False),
+        tolerance=registry["f1_tolerance"], require_parity=registry["require_parity"],
+        uri=tracking_uri(registry["tracking_uri"]),
+        provenance={"git_commit": commit, "git_dirty": dirty, "data_hash": data_hash(Path("dvc.lock"))},
+        extra_files=[reference_path_for(registry["model"])], artifact_dirs=registry["artifact_dirs"])
+    write_json(METRICS, decision)
+    verdict = "promoted to champion" if decision["promoted"] else f"not promoted (champion stays v{decision['champion_version']})"
+    print(f"{decision['model_name']} v{decision['version']}: {verdict}")
+    for reason in decision["reasons"]:
+        print("  " + reason)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""train stage: the CNN-BiLSTM on the training subjects, early-stopped on the validation subjects.
+
+Writes models/model.keras (normalisation inside), models/model.json (labels in output order and
+the input contract), metrics/train.json and dvclive/ (per-epoch loss, accuracy, val macro-F1).
+"""
+from __future__ import annotations
+
+import json
+import os
+
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # CPU only, and the same numbers on every machine
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from har.config import load_params, write_json  # noqa: E402
+from har.fusion import CHANNELS  # noqa: E402
+from har.training import train_model  # noqa: E402
+
+WINDOWS = "data/windows"
+MODEL = "models/model.keras"
+
+
+def model_card(labels: list[str], window_length: int, target_hz: float, summary: dict) -> dict:
+    """models/model.json: what the exported model expects and returns."""
+    return {
+        "labels": labels,
+        "window_length": window_length,
+        "target_hz": target_hz,
+        "channels": CHANNELS,
+        "units": {"acc": "m/s^2", "gyr": "rad/s"},
+        "train": {k: summary[k] for k in ("epochs_run", "best_epoch", "best_val_macro_f1", "train_seconds")},
+    }
+
+
+def main() -> None:
+    from dvclive import Live
+    from dvclive.keras import DVCLiveCallback
+
+    params = load_params()
+    meta = json.loads(open(f"{WINDOWS}/meta.json").read())
+    labels = meta["labels"]
+    train, val = np.load(f"{WINDOWS}/train.npz"), np.load(f"{WINDOWS}/val.npz")
+    print(f"training on {len(train['y'])} windows of {len(meta['subjects']['train'])} subjects, "
+          f"early stopping on {len(val['y'])} windows of {len(meta['subjects']['val'])} validation subjects")
+
+    # dvcyaml=None: the plots are declared in dvc.yaml by hand; save_dvc_exp=False: `dvc exp run`
+    # already records experiments, and a plain `python -m stages.train` should not create one.
+    live = Live("dvclive", dvcyaml=None, save_dvc_exp=False)
+    model, summary = train_model(train["X"], train["y"], val["X"], val["y"], n_classes=len(labels),
+                                 model_params=params["model"], train_params=params["train"],
+                                 extra_callbacks=[DVCLiveCallback(live=live)])
+    os.makedirs("models", exist_ok=True)
+    model.save(MODEL)
+    card = model_card(labels, int(train["X"].shape[1]), float(meta["target_hz"]), summary)
+    write_json("models/model.json", card)
+    write_json("metrics/train.json", card["train"])
+    print(f"best epoch {summary['best_epoch']} of {summary['epochs_run']}: val macro-F1 "
+          f"{summary['best_val_macro_f1']:.3f}; {summary['train_seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

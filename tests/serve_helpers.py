@@ -1,0 +1,97 @@
+"""Helpers for the service tests: a tiny hand-built ONNX model (no TensorFlow) and a real server process."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from har.fusion import CHANNELS
+from serve.modelfile import stamp
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "test-token-0123456789abcdef"
+LABELS = ["sitting", "typing", "clapping"]
+LENGTH = 200
+PREPROCESSING = {"target_hz": 50.0, "max_gap_s": 0.5, "lowpass_hz": 10.0, "window_length": LENGTH, "overlap": 0.5}
+
+
+def tiny_graph(labels: list[str] = LABELS, length: int = LENGTH) -> onnx.ModelProto:
+    """softmax(mean over time of the window @ W + b): answers depend on the input, in microseconds."""
+    rng = np.random.default_rng(0)
+    weights = helper.make_tensor("W", TensorProto.FLOAT, [len(CHANNELS), len(labels)],
+                                 rng.normal(size=(len(CHANNELS), len(labels))).astype(np.float32).ravel())
+    bias = helper.make_tensor("b", TensorProto.FLOAT, [len(labels)], np.zeros(len(labels), np.float32))
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["windows"], ["mean"], axes=[1], keepdims=0),
+         helper.make_node("MatMul", ["mean", "W"], ["logits"]),
+         helper.make_node("Add", ["logits", "b"], ["scores"]),
+         helper.make_node("Softmax", ["scores"], ["probabilities"], axis=-1)],
+        "tiny",
+        [helper.make_tensor_value_info("windows", TensorProto.FLOAT, ["batch", length, len(CHANNELS)])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", len(labels)])],
+        initializer=[weights, bias])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def tiny_metadata(labels: list[str] = LABELS, **overrides) -> dict:
+    metadata = {
+        "model_name": "har", "model_version": "tiny0001", "labels": labels,
+        "input_contract": {"input": "windows", "output": "probabilities", "dtype": "float32",
+                           "shape": [None, LENGTH, len(CHANNELS)], "window_length": LENGTH, "target_hz": 50.0,
+                           "channels": CHANNELS, "units": {"acc": "m/s^2", "gyr": "rad/s"}},
+        "preprocessing": PREPROCESSING,
+        "metrics": {"macro_f1": 0.5},
+        "git_commit": "0" * 40, "data_hash": "d" * 32,
+    }
+    return {**metadata, **overrides}
+
+
+def write_tiny_model(path: Path, **metadata_overrides) -> Path:
+    path.write_bytes(stamp(tiny_graph(), tiny_metadata(**metadata_overrides)))
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model: Path, log_path: Path, *args: str, token: str | None = TOKEN, port: int | None = None):
+    """`python -m serve` on 127.0.0.1 at a free port; returns (process, base URL) once /health answers."""
+    port = port or free_port()
+    env = {k: v for k, v in os.environ.items() if k != "HAR_SERVE_TOKEN"}
+    if token is not None:
+        env["HAR_SERVE_TOKEN"] = token
+    log = open(log_path, "wb")
+    process = subprocess.Popen([sys.executable, "-m", "serve", "--model", str(model), "--host", "127.0.0.1",
+                                "--port", str(port), *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}: {log_path.read_text()[-2000:]}")
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.terminate()
+    raise RuntimeError(f"server did not answer /health within 60 s: {log_path.read_text()[-2000:]}")
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -1,0 +1,119 @@
+"""Batch scoring (`python -m serve.batch`) answers what `POST /recordings` answers, and skips nothing silently."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from litestar.testing import TestClient
+
+from conftest import GARMIN_ACC, GARMIN_GYR
+from har.fusion import CHANNELS, fuse_recording
+from serve import batch
+from serve.app import create_app
+from serve.config import Settings
+from serve_helpers import LABELS, PREPROCESSING, ROOT, TOKEN, write_tiny_model
+
+RECORDING = GARMIN_ACC.name.removesuffix("-accelerometer_data.xlsx")
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    return write_tiny_model(tmp_path_factory.mktemp("model") / "model.onnx")
+
+
+@pytest.fixture(scope="module")
+def garmin_folder(tmp_path_factory):
+    """The real pair, an accelerometer file without its partner, a broken pair and a stray file."""
+    folder = tmp_path_factory.mktemp("garmin")
+    (folder / GARMIN_ACC.name).symlink_to(GARMIN_ACC)
+    (folder / GARMIN_GYR.name).symlink_to(GARMIN_GYR)
+    (folder / "lonely-accelerometer_data.xlsx").symlink_to(GARMIN_ACC)
+    (folder / "broken-accelerometer_data.xlsx").write_bytes(b"not a workbook")
+    (folder / "broken-gyroscope_data.xlsx").write_bytes(b"not a workbook")
+    (folder / "notes.txt").write_text("remember the charger")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def batch_run(garmin_folder, model_path, tmp_path_factory):
+    output = tmp_path_factory.mktemp("scored")
+    status = batch.main([str(garmin_folder), str(output), "--model", str(model_path),
+                         "--params", str(ROOT / "params.yaml")])
+    return status, output
+
+
+@pytest.fixture(scope="module")
+def posted(model_path):
+    """What the service answers for the same pair."""
+    with TestClient(create_app(Settings(model_path=model_path), token=TOKEN), timeout=120) as client, \
+            open(GARMIN_ACC, "rb") as acc, open(GARMIN_GYR, "rb") as gyr:
+        response = client.post("/recordings", headers={"Authorization": f"Bearer {TOKEN}"},
+                               files={"accelerometer": (GARMIN_ACC.name, acc), "gyroscope": (GARMIN_GYR.name, gyr)})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_batch_gives_the_same_answer_as_post_recordings(batch_run, posted):
+    _, output = batch_run
+    scored = json.loads((output / RECORDING / "recording.json").read_text())
+    assert scored["windows"] == posted["windows"] > 1800  # the whole hour, window by window
+    assert scored == posted
+
+
+def test_the_csv_tables_hold_the_json_answer(batch_run):
+    folder = batch_run[1] / RECORDING
+    answer = json.loads((folder / "recording.json").read_text())
+    timeline = pd.read_csv(folder / "timeline.csv")
+    assert list(timeline.columns) == ["start_s", "time", "label", "confidence"]
+    assert timeline["label"].tolist() == [entry["label"] for entry in answer["timeline"]]
+    np.testing.assert_allclose(timeline["start_s"], [entry["start_s"] for entry in answer["timeline"]])
+    episodes = pd.read_csv(folder / "episodes.csv")
+    assert episodes[["label", "start_s", "end_s", "windows"]].to_dict("records") == [
+        {k: e[k] for k in ("label", "start_s", "end_s", "windows")} for e in answer["episodes"]]
+    minutes = pd.read_csv(folder / "minutes_per_activity.csv")
+    assert dict(zip(minutes["label"], minutes["minutes"])) == answer["minutes_per_activity"]
+    assert set(answer["minutes_per_activity"]) == set(LABELS)
+
+
+def test_everything_not_scored_is_listed_with_its_reason(batch_run):
+    status, output = batch_run
+    summary = json.loads((output / "summary.json").read_text())
+    assert [s["recording"] for s in summary["scored"]] == [RECORDING]
+    reasons = {s["source"]: s["reason"] for s in summary["skipped"]}
+    assert reasons["lonely-accelerometer_data.xlsx"] == "no gyroscope partner"
+    assert "cannot be read as an Excel workbook" in reasons["broken-accelerometer_data.xlsx, broken-gyroscope_data.xlsx"]
+    assert reasons["notes.txt"].startswith("not a recording")
+    assert len(reasons) == 3
+    assert status == 1  # something was skipped: a cron job or CI step notices
+    assert sorted(p.name for p in output.iterdir()) == [RECORDING, "summary.json"]
+
+
+def test_fused_tables_give_the_same_timeline_and_mismatched_ones_are_refused(garmin_recording, batch_run, model_path,
+                                                                             tmp_path):
+    fused, quality = fuse_recording(garmin_recording, target_hz=PREPROCESSING["target_hz"],
+                                    max_gap_s=PREPROCESSING["max_gap_s"], lowpass_hz=PREPROCESSING["lowpass_hz"])
+    folder = tmp_path / "fused"
+    folder.mkdir()
+    fused.to_parquet(folder / f"{RECORDING}.parquet")
+    pd.DataFrame([{"recording": RECORDING, "file": f"{RECORDING}.parquet",
+                   "start_time": garmin_recording.start_time}]).to_csv(folder / "index.csv", index=False)
+    (folder / "quality.json").write_text(json.dumps([{"recording": RECORDING, **quality}]))
+    slow = pd.DataFrame({"t": np.arange(1000) / 25.0, **{c: np.zeros(1000, np.float32) for c in CHANNELS}})
+    slow.to_parquet(folder / "at-25-hz.parquet")
+    slow.assign(t=np.arange(1000) / 50.0).head(150).to_parquet(folder / "three-seconds.parquet")
+
+    status = batch.main([str(folder), str(tmp_path / "out"), "--model", str(model_path)])
+    from_fused = json.loads((tmp_path / "out" / RECORDING / "recording.json").read_text())
+    from_raw = json.loads((batch_run[1] / RECORDING / "recording.json").read_text())
+    assert from_fused == from_raw
+    reasons = {s["source"]: s["reason"] for s in json.loads((tmp_path / "out" / "summary.json").read_text())["skipped"]}
+    assert "the model expects 50 Hz" in reasons["at-25-hz.parquet"]
+    assert "no complete 200-sample window" in reasons["three-seconds.parquet"]
+    assert status == 1
+
+
+def test_an_unreadable_model_stops_before_any_work(garmin_folder, tmp_path, capsys):
+    (tmp_path / "model.onnx").write_bytes(b"not a model")
+    assert batch.main([str(garmin_folder), str(tmp_path / "out"), "--model", str(tmp_path / "model.onnx")]) == 2
+    assert "cannot load the model" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

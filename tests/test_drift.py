@@ -1,0 +1,268 @@
+"""Drift statistics, the calibration of their thresholds on the real data, the live monitor and the stage.
+
+The two calibration tests run the configured thresholds (params.yaml) on windows cut from the
+raw data with the pipeline's own code, so they hold on a fresh clone without `dvc repro`:
+the held-out test subjects must come out "none", the Garmin accelerometer fed without its
+milli-g conversion "critical".
+"""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import GARMIN_ACC, GARMIN_GYR, ROOT, WISDM_DIR
+from tiny_onnx import tiny_onnx_model
+
+from har import drift
+from har.config import load_params
+from har.fusion import CHANNELS, fuse_recording
+from har.labelled import find_wisdm_pairs, read_wisdm_pair
+from har.recording import G
+from har.windows import make_windows, split_subjects
+
+PARAMS = load_params(ROOT / "params.yaml")
+MONITOR = PARAMS["monitor"]
+MILLI_G_AS_SI = 1000 / G  # what the numbers become when milli-g values are taken for m/s^2
+ACC = ["ax", "ay", "az", "acc_norm"]
+GYR = ["gx", "gy", "gz", "gyr_norm"]
+
+
+def fused_windows(recording) -> np.ndarray:
+    data, window = PARAMS["data"], PARAMS["window"]
+    fused, _ = fuse_recording(recording, target_hz=data["target_hz"], max_gap_s=data["max_gap_s"],
+                              lowpass_hz=data["lowpass_hz"])
+    return make_windows(fused, length=window["length"], overlap=window["overlap"], target_hz=data["target_hz"])[0]
+
+
+def reference_for(train_windows: np.ndarray) -> dict:
+    return drift.build_reference(train_windows, bins=MONITOR["bins"], max_samples=MONITOR["max_samples"],
+                                 seed=MONITOR["seed"], thresholds=MONITOR["thresholds"], votes=MONITOR["votes"],
+                                 min_windows=MONITOR["min_windows"])
+
+
+@pytest.fixture(scope="module")
+def wisdm_windows():
+    """Train and test windows of the configured class set and subject split, from the raw WISDM files."""
+    pairs, _ = find_wisdm_pairs(WISDM_DIR, activities=PARAMS["data"]["labels"])
+    splits = split_subjects([p["subject"] for p in pairs], PARAMS["split"])
+    by_split = {split: np.concatenate([fused_windows(read_wisdm_pair(p)) for p in pairs if p["subject"] in subjects])
+                for split, subjects in splits.items() if split != "val"}
+    return by_split["train"], by_split["test"], reference_for(by_split["train"])
+
+
+@pytest.fixture(scope="module")
+def garmin_windows(garmin_recording):
+    return fused_windows(garmin_recording)
+
+
+# ---------------------------------------------------------------- calibration on the real data
+
+def test_held_out_test_subjects_are_not_flagged(wisdm_windows):
+    train, test, reference = wisdm_windows
+    report = drift.drift_report(reference, train, test, MONITOR)
+    assert report["severity"] == "none", report["drifted"]
+    assert report["drifted"] == []
+
+
+def test_garmin_accelerometer_without_milli_g_conversion_is_critical(wisdm_windows, garmin_windows):
+    train, _, reference = wisdm_windows
+    unconverted = garmin_windows.copy()
+    unconverted[:, :, :3] *= MILLI_G_AS_SI
+    report = drift.drift_report(reference, train, unconverted, MONITOR)
+    assert report["severity"] == "critical"
+    assert all(report["channels"][name]["severity"] == "critical" for name in ACC)
+    assert "milli-g fed as m/s^2" in report["units_hint"]
+    assert any("milli-g" in line for line in report["drifted"])
+
+
+def test_units_mistake_flags_the_accelerometer_and_nothing_else(wisdm_windows):
+    """On data that is otherwise in distribution, only the wrongly converted sensor is flagged."""
+    train, test, reference = wisdm_windows
+    unconverted = test.copy()
+    unconverted[:, :, :3] *= MILLI_G_AS_SI
+    report = drift.drift_report(reference, train, unconverted, MONITOR)
+    assert report["severity"] == "critical"
+    assert {name: report["channels"][name]["severity"] for name in ACC} == dict.fromkeys(ACC, "critical")
+    assert {name: report["channels"][name]["severity"] for name in GYR} == dict.fromkeys(GYR, "none")
+
+
+def test_correctly_converted_garmin_recording_has_no_units_hint(wisdm_windows, garmin_windows):
+    """|a| of the real recording is about g, as in training: whatever drifted, it is not the units."""
+    train, _, reference = wisdm_windows
+    report = drift.drift_report(reference, train, garmin_windows, MONITOR)
+    assert report["units_hint"] is None
+    assert "units are right" in report["drifted"][0]
+    assert report["channels"]["acc_norm"]["production_median"] == pytest.approx(G, rel=0.05)
+
+
+# ---------------------------------------------------------------- the statistics
+
+def test_psi_is_zero_for_equal_shares_and_grows_with_the_shift():
+    shares = np.full(10, 0.1)
+    assert drift.psi(shares, shares) == 0.0
+    shifted = np.array([0.2, 0.0, *np.full(8, 0.1)])
+    more = np.array([0.5, 0.0, 0.0, 0.0, 0.0, *np.full(5, 0.1)])
+    assert 0 < drift.psi(shares, shifted) < drift.psi(shares, more)
+    # An empty bin is floored, not infinite.
+    assert np.isfinite(drift.psi(shares, np.array([1.0, *np.zeros(9)])))
+
+
+def test_bins_are_reference_deciles_with_open_ends():
+    values = np.arange(1000, dtype=float)
+    edges = drift.fit_bin_edges(values, 10)
+    assert len(edges) == 9
+    assert np.allclose(drift.bin_counts(values, edges) / 1000, 0.1, atol=0.002)
+    assert drift.bin_counts(np.array([-1e9, 1e9]), edges).tolist() == [1, 0, 0, 0, 0, 0, 0, 0, 0, 1]
+
+
+def test_ks_p_value_counts_windows_not_samples():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=20000), rng.normal(0.05, 1, size=20000)
+    statistic, p_many = drift.ks_test(a, b, 20000, 20000)
+    same_statistic, p_few = drift.ks_test(a, b, 100, 100)
+    assert statistic == same_statistic
+    assert p_many < 0.01 < p_few
+
+
+def test_wasserstein_is_in_reference_standard_deviations():
+    rng = np.random.default_rng(0)
+    reference = rng.normal(0, 5, size=50000)
+    assert drift.wasserstein_normalised(reference, reference + 5) == pytest.approx(1.0, rel=0.02)
+
+
+def test_agreement_of_measures_sets_the_channel_level():
+    assert drift.agreed(["critical", "warning", "none"], 2) == "warning"
+    assert drift.agreed(["critical", "critical", "none"], 2) == "critical"
+    assert drift.agreed(["warning", "none", "none"], 2) == "none"
+    assert drift.agreed(["warning", "none", "none"], 1) == "warning"
+    assert drift.level(0.3, [0.25, None]) == "warning"
+    assert drift.level(5.0, [None, 1.0]) == "critical"
+
+
+def test_mmd_permutation_test_separates_shift_from_noise():
+    rng = np.random.default_rng(1)
+    reference = rng.normal(size=(200, 5))
+    same = drift.mmd_test(reference, rng.normal(size=(200, 5)), 100, rng)
+    shifted = drift.mmd_test(reference, rng.normal(0.7, 1, size=(200, 5)), 100, rng)
+    assert same["pvalue"] > 0.05
+    assert shifted["pvalue"] < 0.02
+    assert shifted["mmd2"] > 10 * abs(same["mmd2"])
+
+
+def test_entropy_is_zero_when_certain_and_one_when_uniform():
+    probabilities = np.array([[1.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3]])
+    assert drift.normalised_entropy(probabilities) == pytest.approx([0.0, 1.0], abs=1e-6)
+    summary = drift.output_summary(probabilities, ["a", "b", "c"])
+    assert summary["label_proportions"] == {"a": 1.0, "b": 0.0, "c": 0.0}
+    assert summary["mean_confidence"] == pytest.approx((1 + 1 / 3) / 2)
+
+
+# ---------------------------------------------------------------- live monitoring
+
+def synthetic_windows(n, seed, acc_scale=1.0):
+    """Windows with gravity on y and some motion: a stand-in for fused SI-unit data."""
+    rng = np.random.default_rng(seed)
+    windows = rng.normal(0, 1, size=(n, 200, 6)).astype(np.float32)
+    windows[:, :, 1] -= G
+    windows[:, :, :3] *= acc_scale
+    return windows
+
+
+def live_reference():
+    thresholds = MONITOR["thresholds"]
+    outputs = drift.output_summary(np.tile([[0.8, 0.1, 0.1]], (100, 1)), ["a", "b", "c"])
+    return drift.build_reference(synthetic_windows(300, 0), bins=10, max_samples=100_000, seed=0,
+                                 thresholds=thresholds, votes=2, outputs=outputs, min_windows=50)
+
+
+def test_running_monitor_counts_add_up_across_requests():
+    reference = live_reference()
+    windows = synthetic_windows(120, 1)
+    probabilities = np.tile([[0.8, 0.1, 0.1]], (120, 1))
+    one, many = drift.RunningDriftMonitor(reference), drift.RunningDriftMonitor(reference)
+    one.observe(windows, probabilities)
+    for start in range(0, 120, 7):
+        many.observe(windows[start:start + 7], probabilities[start:start + 7])
+    summary, summed = one.summary(), many.summary()
+    assert summary["channels"] == summed["channels"]  # integer bin counts: exactly equal
+    assert summary["outputs"]["production"]["mean_entropy"] == pytest.approx(summed["outputs"]["production"]["mean_entropy"])
+    assert summary["windows"] == 120 and summary["enough_data"]
+    assert summary["severity"] == "none"
+    assert summary["outputs"]["production"]["label_proportions"] == {"a": 1.0, "b": 0.0, "c": 0.0}
+
+
+def test_running_monitor_flags_a_units_mistake_but_only_with_enough_windows():
+    monitor = drift.RunningDriftMonitor(live_reference())
+    bad = synthetic_windows(60, 2, acc_scale=MILLI_G_AS_SI)
+    monitor.observe(bad[:10])
+    early = monitor.summary()
+    assert not early["enough_data"] and early["severity"] == "none"
+    monitor.observe(bad[10:])
+    summary = monitor.summary()
+    assert summary["severity"] == "critical"
+    # Gravity makes |a| (and the axis carrying it) jump by the unit factor; the gyroscope is untouched.
+    assert summary["channels"]["acc_norm"]["severity"] == summary["channels"]["ay"]["severity"] == "critical"
+    assert {summary["channels"][name]["severity"] for name in GYR} == {"none"}
+    samples = drift.prometheus_samples(summary)
+    assert ("har_drift_severity", {}, 2.0) in samples
+    assert {labels["channel"] for name, labels, _ in samples if name == "har_drift_psi"} == set(drift.MONITORED)
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry()
+    registry.register(drift.DriftCollector(monitor))
+    exposition = generate_latest(registry).decode()
+    assert "har_drift_severity 2.0" in exposition and 'har_drift_psi{channel="acc_norm"}' in exposition
+    monitor.reset()
+    assert monitor.summary()["windows"] == 0
+    with pytest.raises(ValueError, match="labels"):
+        drift.RunningDriftMonitor(live_reference(), labels=["x", "y", "z"])
+
+
+def test_reference_file_round_trips_and_is_found_beside_the_model(tmp_path):
+    reference = live_reference()
+    path = drift.reference_path_for(tmp_path / "model.onnx")
+    path.write_text(json.dumps(reference))
+    assert path.name == "drift_reference.json"
+    assert drift.load_reference(path) == reference
+    broken = {**reference, "channels": {k: v for k, v in reference["channels"].items() if k != "gz"}}
+    path.write_text(json.dumps(broken))
+    with pytest.raises(ValueError, match="gz"):
+        drift.load_reference(path)
+
+
+# ---------------------------------------------------------------- the stage, end to end on small files
+
+def test_drift_stage_writes_metrics_and_an_html_report(tmp_path, monkeypatch, garmin_windows):
+    from stages import drift as stage
+
+    rng = np.random.default_rng(0)
+    labels = ["sitting", "standing", "typing"]
+    (tmp_path / "windows").mkdir()
+    for split, n in [("train", 300), ("val", 100), ("test", 100)]:
+        np.savez(tmp_path / "windows" / f"{split}.npz", X=synthetic_windows(n, rng.integers(1e6)))
+    production = tmp_path / "fused"
+    production.mkdir()
+    values = garmin_windows[:60:2].reshape(-1, 6)  # 30 back-to-back windows: two minutes of the real recording
+    t = np.arange(len(values)) / PARAMS["data"]["target_hz"]
+    pd.DataFrame({"t": t, **{c: values[:, i] for i, c in enumerate(CHANNELS)}}).to_parquet(production / "rec.parquet")
+    pd.DataFrame({"recording": ["rec"], "file": ["rec.parquet"]}).to_csv(production / "index.csv", index=False)
+    (tmp_path / "models").mkdir()
+    tiny_onnx_model(tmp_path / "models" / "model.onnx", labels)
+    params = {**PARAMS, "monitor": {**MONITOR, "reference": "windows/train.npz", "outputs_reference": "windows/val.npz",
+                                    "control": "windows/test.npz", "production": "fused", "model": "models/model.onnx",
+                                    "report": "reports/drift.html", "mmd": {**MONITOR["mmd"], "permutations": 100}}}
+    monkeypatch.chdir(tmp_path)
+
+    reference = stage.make_reference(params)
+    assert reference["outputs"]["label_proportions"].keys() == set(labels)
+    assert (tmp_path / "models" / "drift_reference.json").exists()
+    result = stage.make_report(params)
+
+    metrics = json.loads((tmp_path / "metrics" / "drift.json").read_text())
+    assert metrics["severity"] == result["severity"] == "critical"  # a real watch against synthetic noise
+    assert metrics["control"]["severity"] == "none"  # the synthetic held-out split is the same distribution
+    assert set(metrics["channels"]) == set(drift.MONITORED)
+    assert metrics["outputs"]["production"]["windows"] == metrics["production_windows"] == 59
+    page = (tmp_path / "reports" / "drift.html").read_text()
+    assert page.count("data:image/png;base64,") == len(drift.MONITORED) + 1  # channels + predicted labels
+    assert "What drifted" in page and "CRITICAL" in page

@@ -1,0 +1,96 @@
+"""The export stage on a tiny Conv1D + BiLSTM Keras model (never the real trained one)."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+import yaml
+
+from har.config import load_params
+from har.fusion import CHANNELS
+from serve.runtime import ModelRuntime
+from serve_helpers import ROOT
+
+LABELS = ["sitting", "typing", "clapping"]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A project folder with what the export stage reads: a tiny model, its info, test windows, eval, dvc.lock."""
+    import keras
+
+    root = tmp_path_factory.mktemp("project")
+    (root / "models").mkdir()
+    (root / "data/windows").mkdir(parents=True)
+    (root / "metrics").mkdir()
+    rng = np.random.default_rng(0)
+    test_windows = (rng.normal(size=(300, 200, 6)) * [3, 3, 3, 1, 1, 1] + [0, 0, 9.8, 0, 0, 0]).astype(np.float32)
+    np.savez(root / "data/windows/test.npz", X=test_windows, y=rng.integers(0, 3, 300))
+
+    keras.utils.set_random_seed(0)
+    normalization = keras.layers.Normalization(axis=-1)
+    normalization.adapt(test_windows[:100])
+    inputs = keras.Input((200, 6))
+    x = normalization(inputs)
+    x = keras.layers.Conv1D(8, 5, padding="same", activation="relu")(x)
+    x = keras.layers.MaxPooling1D(2)(x)
+    x = keras.layers.Bidirectional(keras.layers.LSTM(8))(x)
+    x = keras.layers.Dense(8, activation="relu")(x)
+    x = keras.layers.Dropout(0.3)(x)
+    outputs = keras.layers.Dense(len(LABELS), activation="softmax")(x)
+    keras.Model(inputs, outputs).save(root / "models/model.keras")
+    (root / "models/model.json").write_text(json.dumps({
+        "labels": LABELS, "window_length": 200, "target_hz": 50.0, "channels": CHANNELS,
+        "units": {"acc": "m/s^2", "gyr": "rad/s"}, "train": {}}))
+    (root / "metrics/eval.json").write_text(json.dumps({"macro_f1": 0.61, "accuracy": 0.7, "per_class": {}}))
+    (root / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {"window": {"outs": [
+        {"path": "data/windows", "md5": "abc123.dir"}]}}}))
+    return root
+
+
+def run_export(project, monkeypatch, **export_settings):
+    from stages import export
+
+    params = load_params(ROOT / "params.yaml")
+    params["serve"]["export"].update(export_settings)
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    (project / "models/model.onnx").unlink(missing_ok=True)
+    monkeypatch.chdir(project)
+    return export.main()
+
+
+@pytest.fixture(scope="module")
+def exported(project):
+    """One successful export: exit status, report, the model loaded as the service loads it, its op types."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        status = run_export(project, monkeypatch, parity_max_windows=200)
+    model = project / "models/model.onnx"
+    return (status, json.loads((project / "metrics/export.json").read_text()), ModelRuntime(model),
+            {node.op_type for node in onnx.load(model).graph.node})
+
+
+def test_export_writes_a_verified_model_that_matches_keras(exported):
+    status, report, runtime, op_types = exported
+    assert status == 0
+    assert report["parity"]["passed"] and report["parity"]["windows"] == 200
+    assert report["parity"]["max_abs_diff"] <= 1e-4 and report["parity"]["top1_agreement"] == 1.0
+    card = runtime.card  # loaded with its checksum verified
+    assert card.labels == LABELS and card.name == "har" and card.version == report["model_version"]
+    assert card.input_contract["channels"] == CHANNELS and card.input_contract["window_length"] == 200
+    assert card.input_contract["units"] == {"acc": "m/s^2", "gyr": "rad/s"}
+    assert card.preprocessing == {"target_hz": 50.0, "max_gap_s": 0.5, "lowpass_hz": 10.0, "window_length": 200,
+                                  "overlap": 0.5}
+    assert card.metrics == {"macro_f1": 0.61, "accuracy": 0.7}
+    assert card.data_hash == "abc123.dir" and card.git_commit
+    assert (runtime.input_name, runtime.output_name) == ("windows", "probabilities")
+    # Converted with no GPU visible, the BiLSTM is a native ONNX LSTM, not an unrolled loop.
+    assert "LSTM" in op_types
+
+
+def test_export_fails_and_writes_no_model_when_parity_fails(project, exported, monkeypatch):
+    assert run_export(project, monkeypatch, parity_max_windows=50, parity_atol=-1.0) == 1
+    report = json.loads((project / "metrics/export.json").read_text())
+    assert report["parity"]["passed"] is False and report["parity"]["windows"] == 50
+    assert not (project / "models/model.onnx").exists()
+    # A second conversion of the same weights: tf2onnx names nodes differently, the version stays.
+    assert report["model_version"] == exported[1]["model_version"]

@@ -1,0 +1,307 @@
+"""Operations files against the real thing: alert rules and dashboard against a live scrape, the compose
+file and Kubernetes manifests against the repository and the app, the drift webhook against a local receiver."""
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from har.config import load_params
+from har.notify import notify_drift
+from serve_helpers import ROOT, TOKEN, start_server, stop_server, write_tiny_model
+
+OPS = ROOT / "ops"
+PARAMS = load_params(ROOT / "params.yaml")
+PROMQL_WORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "bool",
+                "offset", "inf", "nan"}
+
+
+# ---------------------------------------------------------------- PromQL, read just far enough
+
+def promql_selectors(expr: str) -> list[tuple[str, dict]]:
+    """(metric name, {label: (operator, value)}) for every series selector in a PromQL expression."""
+    expr = re.sub(r"\$\{?\w+\}?", "1m", expr)  # Grafana variables ($__rate_interval)
+    selectors = []
+    pattern = re.compile(r'([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(\{[^}]*\})?|"(?:[^"\\]|\\.)*"|\[[^\]]*\]|\d+(?:\.\d+)?(?:e[+-]?\d+)?')
+    label_lists = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
+    expr = label_lists.sub(" ", expr)
+    for match in pattern.finditer(expr):
+        name, matchers = match.group(1), match.group(2)
+        if name is None or name.lower() in PROMQL_WORDS or expr[match.end():].lstrip().startswith("("):
+            continue  # a string, range, number, keyword or function
+        labels = {k: (op, v) for k, op, v in re.findall(r'(\w+)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"', matchers or "")}
+        selectors.append((name, labels))
+    return selectors
+
+
+def test_the_promql_reader_finds_names_and_matchers():
+    expr = ('histogram_quantile(0.95, sum by (le, route) (rate(har_a_bucket{route=~"/p|/v2/models/.+/infer", '
+            'status="200"}[5m]))) > 1e3 and on() sum(increase(har_b_total[$__rate_interval])) > 0')
+    assert promql_selectors(expr) == [("har_a_bucket", {"route": ("=~", "/p|/v2/models/.+/infer"), "status": ("=", "200")}),
+                                      ("har_b_total", {})]
+
+
+def alert_expressions() -> dict[str, str]:
+    groups = yaml.safe_load((OPS / "prometheus" / "alerts.yml").read_text())["groups"]
+    return {rule["alert"]: rule["expr"] for group in groups for rule in group["rules"]}
+
+
+def dashboard_expressions() -> dict[str, str]:
+    dashboard = json.loads((OPS / "grafana" / "dashboard.json").read_text())
+    return {f"{panel['title']} [{target['refId']}]": target["expr"]
+            for panel in dashboard["panels"] for target in panel.get("targets", [])}
+
+
+# ---------------------------------------------------------------- the live service
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    """The service on loopback with a tiny model, after a little traffic of each kind; its /metrics and routes."""
+    folder = tmp_path_factory.mktemp("ops")
+    process, url = start_server(write_tiny_model(folder / "model.onnx"), folder / "server.log")
+    try:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            windows = np.random.default_rng(0).normal(size=(2, 200, 6)).round(3).tolist()
+            auth = {"Authorization": f"Bearer {TOKEN}"}
+            assert client.post("/predict", json={"windows": windows}, headers=auth).status_code == 200
+            assert client.post("/predict", json={"windows": [[1.0]]}, headers=auth).status_code == 422
+            assert client.post("/predict", json={"windows": windows}).status_code == 401
+            probes = {path: client.get(path).status_code for path in ("/health", "/ready")}
+            routes = list(client.get("/schema/openapi.json").json()["paths"])
+            scrape = client.get("/metrics").text
+    finally:
+        stop_server(process)
+    samples = {}
+    for family in text_string_to_metric_families(scrape):
+        for sample in family.samples:
+            samples.setdefault(sample.name, set()).update(sample.labels)
+    return {"samples": samples, "routes": routes, "probes": probes}
+
+
+def check_selectors(expressions: dict[str, str], live: dict) -> list[str]:
+    """Problems: metric names or label names the service does not export, route matchers that match no route."""
+    problems = []
+    for where, expr in expressions.items():
+        selectors = promql_selectors(expr)
+        if not selectors:
+            problems.append(f"{where}: no metric found in {expr!r}")
+        for name, matchers in selectors:
+            if name not in live["samples"]:
+                problems.append(f"{where}: {name} is not in the service's /metrics")
+                continue
+            for label, (op, value) in matchers.items():
+                if label != "job" and label not in live["samples"][name]:  # `job` is Prometheus's own target label
+                    problems.append(f"{where}: {name} has no label {label!r} (has {sorted(live['samples'][name])})")
+                if label == "route" and op in ("=", "=~") and not any(re.fullmatch(value, r) for r in live["routes"]):
+                    problems.append(f"{where}: route matcher {value!r} matches none of the app's routes")
+    return problems
+
+
+def test_every_alert_rule_uses_metrics_the_service_exports(live):
+    rules = alert_expressions()
+    assert {"HarHighErrorRate", "HarPredictLatencyHigh", "HarLowConfidence", "HarServiceDown"} <= set(rules)
+    assert check_selectors(rules, live) == []
+
+
+def test_every_dashboard_panel_uses_metrics_the_service_exports(live):
+    assert check_selectors(dashboard_expressions(), live) == []
+
+
+def test_the_selector_check_catches_a_misspelt_metric_label_or_route(live):
+    problems = check_selectors({"typo": 'rate(har_http_request_total[5m])',
+                                "label": 'har_windows_predicted_total{activity="x"}',
+                                "route": 'har_http_requests_total{route="/predictions"}'}, live)
+    assert len(problems) == 3
+
+
+def test_prometheus_scrapes_the_service_and_loads_the_rules():
+    config = yaml.safe_load((OPS / "prometheus" / "prometheus.yml").read_text())
+    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    job = next(j for j in config["scrape_configs"] if j["job_name"] == "har-serve")
+    assert job["metrics_path"] == "/metrics"
+    assert job["static_configs"][0]["targets"] == [f"serve:{PARAMS['serve']['port']}"]
+    assert 'job="har-serve"' in alert_expressions()["HarServiceDown"]
+
+
+# ---------------------------------------------------------------- docker compose
+
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def dockerfile_command() -> list[str]:
+    """The Dockerfile's ENTRYPOINT (exec form)."""
+    line = next(l for l in (ROOT / "Dockerfile").read_text().splitlines() if l.startswith("ENTRYPOINT"))
+    return json.loads(line.removeprefix("ENTRYPOINT"))
+
+
+def test_compose_names_only_files_that_exist():
+    services = compose()["services"]
+    assert set(services) >= {"serve", "mlflow", "prometheus"}
+    build = services["serve"]["build"]
+    assert (ROOT / build["context"] / build["dockerfile"]).is_file()
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):  # a bind mount (named volumes are declared at the top level)
+                assert (ROOT / source).exists(), f"{name}: {source} does not exist"
+            else:
+                assert source in compose()["volumes"], f"{name}: volume {source} is not declared"
+
+
+def test_compose_serves_the_model_the_way_the_image_expects():
+    serve = compose()["services"]["serve"]
+    entrypoint = dockerfile_command()
+    assert entrypoint[:3] == ["python", "-m", "serve"] and (ROOT / "serve" / "__main__.py").is_file()
+    assert serve["ports"] == [f"{PARAMS['serve']['port']}:{entrypoint[entrypoint.index('--port') + 1]}"]
+    model = serve["command"][serve["command"].index("--model") + 1]
+    assert any(model.startswith(v.split(":")[1] + "/") for v in serve["volumes"]), "the model is not on a mounted volume"
+    assert PARAMS["serve"]["token_env"] in serve["environment"]
+    assert "${HAR_SERVE_TOKEN:?" in (ROOT / "docker-compose.yml").read_text()  # no token, no start
+
+
+def test_compose_mounts_the_prometheus_files_where_the_config_reads_them():
+    prometheus = compose()["services"]["prometheus"]
+    mounts = dict(v.rsplit(":", 1)[0].split(":") for v in prometheus["volumes"] if v.startswith("."))
+    config_path = next(a.split("=", 1)[1] for a in prometheus["command"] if a.startswith("--config.file="))
+    assert mounts["./ops/prometheus/prometheus.yml"] == config_path
+    rules = yaml.safe_load((OPS / "prometheus" / "prometheus.yml").read_text())["rule_files"]
+    assert set(rules) <= set(mounts.values())
+
+
+def test_compose_and_kubernetes_pin_the_mlflow_of_the_lock_file():
+    locked = next(l.split("==")[1] for l in (ROOT / "requirements.lock").read_text().splitlines()
+                  if l.lower().startswith("mlflow=="))
+    assert compose()["services"]["mlflow"]["image"] == f"ghcr.io/mlflow/mlflow:v{locked}"
+    assert manifest("Deployment")["spec"]["template"]["spec"]["initContainers"][0]["image"] == \
+        f"ghcr.io/mlflow/mlflow:v{locked}"
+
+
+# ---------------------------------------------------------------- Kubernetes
+
+def manifests() -> list[dict]:
+    return [doc for path in sorted((OPS / "k8s").glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def manifest(kind: str) -> dict:
+    (found,) = [doc for doc in manifests() if doc["kind"] == kind]
+    return found
+
+
+def test_kubernetes_probes_hit_the_apps_health_routes_on_the_served_port(live):
+    pod = manifest("Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": PARAMS["serve"]["port"]}
+    assert int(dockerfile_command()[dockerfile_command().index("--port") + 1]) == ports["http"]
+    for probe, path in (("readinessProbe", "/ready"), ("livenessProbe", "/health")):
+        assert container[probe]["httpGet"] == {"path": path, "port": "http"}
+        assert live["probes"][path] == 200
+    assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]
+
+
+def test_kubernetes_token_comes_from_a_secret_where_the_image_reads_it():
+    pod = manifest("Deployment")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    token_file = Path(dockerfile_command()[dockerfile_command().index("--token-file") + 1])
+    mount = next(m for m in container["volumeMounts"] if Path(m["mountPath"]) == token_file.parent)
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"] and [i["path"] for i in volume["secret"]["items"]] == [token_file.name]
+    assert not any(doc["kind"] == "Secret" for doc in manifests())  # the token itself is never in the repository
+
+
+def test_kubernetes_model_is_fetched_from_the_registry_into_the_served_path():
+    pod = manifest("Deployment")["spec"]["template"]["spec"]
+    (fetch,) = pod["initContainers"]
+    env = {e["name"]: e["value"] for e in fetch["env"]}
+    assert env["MODEL_URI"] == f"models:/{PARAMS['registry']['model_name']}@champion"
+    destination = fetch["command"][fetch["command"].index("--dst-path") + 1]
+    container = pod["containers"][0]
+    model = Path(container["args"][container["args"].index("--model") + 1])
+    assert model.name == Path(PARAMS["registry"]["model"]).name  # the registered artifact's file name
+    for mounts in (fetch["volumeMounts"], container["volumeMounts"]):
+        assert any(m["name"] == "model" and Path(m["mountPath"]) == Path(destination) == model.parent for m in mounts)
+
+
+def test_kubernetes_service_and_autoscaler_point_at_the_deployment():
+    deployment, service, hpa = manifest("Deployment"), manifest("Service"), manifest("HorizontalPodAutoscaler")
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert {p["targetPort"] for p in service["spec"]["ports"]} == {"http"}
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                             "name": deployment["metadata"]["name"]}
+    assert 1 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
+    kustomization = yaml.safe_load((OPS / "k8s" / "kustomization.yaml").read_text())
+    assert sorted(kustomization["resources"]) == sorted(p.name for p in (OPS / "k8s").glob("*.yaml")
+                                                        if p.name != "kustomization.yaml")
+
+
+# ---------------------------------------------------------------- the drift webhook
+
+@pytest.fixture
+def receiver():
+    """An HTTP server on 127.0.0.1 that keeps every POST body (and answers `status`)."""
+    received, status = [], {"code": 200}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append({"path": self.path, "type": self.headers["Content-Type"], "body": json.loads(body)})
+            self.send_response(status["code"])
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/hooks/drift", received, status
+    server.shutdown()
+    server.server_close()
+
+
+DRIFT = {"severity": "critical", "production_windows": 1815, "units_hint": "accelerometer looks like milli-g",
+         "drifted": ["az [critical]: PSI 8.12, KS 1.00, W/sd 212.0"]}
+
+
+def test_a_drift_alert_reaches_the_webhook_with_the_verdict(receiver, monkeypatch):
+    url, received, _ = receiver
+    monkeypatch.delenv("HAR_DRIFT_WEBHOOK_URL", raising=False)
+    outcome = notify_drift(DRIFT, {**PARAMS["monitor"]["webhook"], "url": url}, report="reports/drift.html")
+    assert outcome == "drift webhook: critical alert sent to 127.0.0.1 (HTTP 200)"
+    (posted,) = received
+    assert posted["path"] == "/hooks/drift" and posted["type"] == "application/json"
+    body = posted["body"]
+    assert body["severity"] == "critical" and body["drifted"] == DRIFT["drifted"] and body["production_windows"] == 1815
+    assert body["text"].startswith("Drift CRITICAL on 1815 production windows: az [critical]")
+    assert body["report"] == "reports/drift.html"
+
+
+def test_the_webhook_url_from_the_environment_wins_and_stays_out_of_messages(receiver, monkeypatch):
+    url, received, _ = receiver
+    monkeypatch.setenv("HAR_DRIFT_WEBHOOK_URL", url + "?token=s3cret")
+    outcome = notify_drift(DRIFT, {**PARAMS["monitor"]["webhook"], "url": "http://127.0.0.1:9/unused"})
+    assert len(received) == 1 and "s3cret" not in outcome
+
+
+def test_below_the_threshold_or_unconfigured_nothing_is_sent(receiver, monkeypatch):
+    url, received, _ = receiver
+    monkeypatch.delenv("HAR_DRIFT_WEBHOOK_URL", raising=False)
+    webhook = {**PARAMS["monitor"]["webhook"], "url": url, "min_severity": "critical"}
+    assert "below critical, nothing sent" in notify_drift({**DRIFT, "severity": "warning"}, webhook)
+    assert "not configured" in notify_drift(DRIFT, PARAMS["monitor"]["webhook"])
+    assert received == []
+
+
+def test_a_failing_receiver_is_reported_not_raised(receiver, monkeypatch):
+    url, received, status = receiver
+    monkeypatch.delenv("HAR_DRIFT_WEBHOOK_URL", raising=False)
+    status["code"] = 500
+    assert notify_drift(DRIFT, {"url": url}) == "drift webhook: FAILED, 127.0.0.1 answered HTTP 500"
+    assert "FAILED, 127.0.0.1 unreachable" in notify_drift(DRIFT, {"url": "http://127.0.0.1:9/", "timeout_s": 2})

@@ -1,0 +1,167 @@
+"""The promotion gate, the MLflow registry round trip, rollback and loading by alias.
+
+One SQLite registry in a temporary folder for the module (creating its tables is the slow part),
+a tiny ONNX model built with onnx.helper, no TensorFlow.
+"""
+import hashlib
+import json
+import shutil
+
+import pytest
+import yaml
+from conftest import ROOT
+from tiny_onnx import tiny_onnx_model
+
+from har import registry
+
+NAME = "har-test"
+
+
+# ---------------------------------------------------------------- the gate, as a pure function
+
+@pytest.mark.parametrize("macro_f1, parity, champion, promote, reason", [
+    (0.80, True, None, True, "no champion yet"),
+    (0.80, False, None, False, "parity check did not pass"),
+    (0.80, None, None, False, "parity unknown"),
+    (None, True, None, False, "no test macro_f1"),
+    (0.70, True, {"version": 1, "macro_f1": 0.80}, False, "worse than champion v1"),
+    (0.795, True, {"version": 1, "macro_f1": 0.80}, True, "not worse"),
+    (0.90, True, {"version": 1, "macro_f1": 0.80}, True, "not worse"),
+    (0.90, False, {"version": 1, "macro_f1": 0.80}, False, "parity check did not pass"),
+    (0.90, True, {"version": 1, "macro_f1": None}, False, "cannot be compared"),
+])
+def test_promotion_gate(macro_f1, parity, champion, promote, reason):
+    decided, reasons = registry.promotion_decision(macro_f1, parity, champion, tolerance=0.01)
+    assert decided is promote
+    assert any(reason in r for r in reasons), reasons
+
+
+def test_parity_is_read_defensively_from_the_export_report():
+    assert registry.parity_passed({"passed": True, "max_abs_diff": 1e-6}) is True
+    assert registry.parity_passed({"parity": {"passed": False}}) is False
+    assert registry.parity_passed({}) is None
+    assert registry.parity_passed({"passed": "yes"}) is None  # only a real boolean counts
+
+
+def test_data_hash_comes_from_the_window_stage_in_dvc_lock(tmp_path):
+    lock = tmp_path / "dvc.lock"
+    lock.write_text(yaml.safe_dump({"schema": "2.0", "stages": {"window": {"outs": [
+        {"path": "data/windows", "md5": "abc.dir"}, {"path": "metrics/windows.json", "md5": "def"}]}}}))
+    assert registry.data_hash(lock) == "abc.dir"
+    assert registry.data_hash(tmp_path / "missing.lock") is None
+
+
+def test_queued_experiments_register_into_the_real_checkout(tmp_path):
+    copy = tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "tmpabc123"
+    copy.mkdir(parents=True)
+    assert registry.checkout_root(copy) == (tmp_path / "repo").resolve()
+    assert registry.checkout_root(tmp_path) == tmp_path.resolve()
+
+
+def test_metrics_are_flattened_to_finite_numbers():
+    metrics = {"macro_f1": 0.8, "passed": True, "per_class": {"sitting": {"f1": 0.9}}, "labels": ["a"], "nan": float("nan")}
+    assert registry.numeric(metrics, "test.") == {"test.macro_f1": 0.8, "test.per_class.sitting.f1": 0.9}
+
+
+# ---------------------------------------------------------------- the registry round trip
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("registry")
+    model = tiny_onnx_model(folder / "model.onnx")
+    (folder / "drift_reference.json").write_text(json.dumps({"channels": {}, "note": "shipped with the model"}))
+    return {"uri": f"sqlite:///{folder / 'mlflow.db'}", "model": model, "folder": folder}
+
+
+@pytest.fixture(scope="module")
+def history(store):
+    """v1 first (promoted), v2 clearly worse (kept out), v3 within the tolerance (promoted)."""
+    def register(f1, **extra):
+        return registry.register_model(
+            store["model"], name=NAME, experiment="test", params={"train": {"lr": 0.001, "units": [64, 64]}},
+            eval_metrics={"macro_f1": f1, "per_class": {"sitting": {"f1": f1}}}, export_metrics={"passed": True},
+            tolerance=0.01, uri=store["uri"], provenance={"git_commit": "c0ffee", "data_hash": "d4t4.dir"},
+            extra_files=[store["folder"] / "drift_reference.json"], **extra)
+    return [register(0.80), register(0.70), register(0.795)]
+
+
+def client(store):
+    return registry.connect(store["uri"])
+
+
+def test_champion_moves_only_through_the_gate(store, history):
+    first, worse, close = history
+    assert (first["version"], first["promoted"], first["champion_version"]) == (1, True, 1)
+    assert (worse["version"], worse["promoted"], worse["champion_version"]) == (2, False, 1)
+    assert (close["version"], close["promoted"], close["champion_version"]) == (3, True, 3)
+    mlflow_client = client(store)
+    assert int(mlflow_client.get_model_version_by_alias(NAME, "champion").version) == 3
+    assert int(mlflow_client.get_model_version_by_alias(NAME, "challenger").version) == 3
+    assert mlflow_client.get_model_version(NAME, "2").tags["gate"] == "failed"
+
+
+def test_versions_carry_provenance_and_the_run_its_params_and_metrics(store, history):
+    mlflow_client = client(store)
+    version = mlflow_client.get_model_version(NAME, "1")
+    assert version.tags["git_commit"] == "c0ffee" and version.tags["data_hash"] == "d4t4.dir"
+    assert version.tags["model_sha256"] == hashlib.sha256(open(store["model"], "rb").read()).hexdigest()
+    run = mlflow_client.get_run(history[0]["run_id"])
+    assert run.data.metrics["test.macro_f1"] == 0.80
+    assert run.data.params["train.lr"] == "0.001"
+
+
+def test_champion_loads_as_the_same_onnx_file_with_its_drift_reference(store, history, tmp_path):
+    path = registry.load_onnx_from_registry(f"models:/{NAME}@champion", tmp_path / "download", tracking=store["uri"])
+    assert path.suffix == ".onnx"
+    # Byte for byte: the service verifies the checksum stamped into the file's metadata.
+    assert path.read_bytes() == open(store["model"], "rb").read()
+    assert json.loads((path.parent / "drift_reference.json").read_text())["note"] == "shipped with the model"
+    import onnx
+    from mlflow.models import Model
+
+    signature = Model.load(str(path.parent / "MLmodel")).signature
+    assert tuple(signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, 200, 6)
+    assert json.loads(onnx.load(str(path)).metadata_props[0].value) == ["sitting", "standing", "typing"]
+
+
+def test_plain_paths_pass_through_and_missing_ones_are_named(store, tmp_path):
+    assert str(registry.load_onnx_from_registry(store["model"])) == store["model"]
+    with pytest.raises(FileNotFoundError, match="nowhere.onnx"):
+        registry.load_onnx_from_registry(tmp_path / "nowhere.onnx")
+
+
+def test_rollback_moves_champion_to_a_named_version(store, history):
+    result = registry.rollback(NAME, 2, reason="v3 misreads typing", uri=store["uri"])
+    assert (result["champion_before"], result["champion_version"], result["gate"]) == (3, 2, "failed")
+    version = client(store).get_model_version_by_alias(NAME, "champion")
+    assert int(version.version) == 2 and version.tags["rolled_back_from"] == "3"
+    assert version.tags["rollback_reason"] == "v3 misreads typing"
+    with pytest.raises(ValueError, match=r"no version 9 \(versions: \[1, 2, 3\]\)"):
+        registry.rollback(NAME, 9, uri=store["uri"])
+    registry.rollback(NAME, 3, uri=store["uri"])
+
+
+# ---------------------------------------------------------------- the stage
+
+def test_register_stage_refuses_promotion_without_a_parity_verdict(store, tmp_path, monkeypatch):
+    from stages import register
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["registry"]["model_name"] = "har-stage-test"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "models").mkdir()
+    shutil.copy(store["model"], tmp_path / "models" / "model.onnx")
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "eval.json").write_text(json.dumps({"macro_f1": 0.9, "accuracy": 0.91}))
+    (tmp_path / "dvclive" / "plots").mkdir(parents=True)
+    (tmp_path / "dvclive" / "plots" / "loss.tsv").write_text("step\tloss\n0\t1.0\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store["uri"])
+
+    register.main()  # no metrics/export.json: parity unknown
+
+    decision = json.loads((tmp_path / "metrics" / "register.json").read_text())
+    assert decision["version"] == 1 and decision["promoted"] is False and decision["champion_version"] is None
+    assert any("parity unknown" in r for r in decision["reasons"])
+    artifacts = [a.path for a in client(store).list_artifacts(decision["run_id"])]
+    assert "dvclive" in artifacts
