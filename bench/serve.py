@@ -3,8 +3,9 @@
     python bench/serve.py [--seconds 4] [--clients 16]
 
 Starts the real server (`python -m serve`, uvicorn) on 127.0.0.1 twice, with dynamic batching
-on and off, and drives it from bounded client loops over loopback (a minimal keep-alive
-HTTP/1.1 client on asyncio, so that the client spends as little of the shared CPU as it can).
+on and off, and drives both from bounded client loops over loopback (a minimal keep-alive
+HTTP/1.1 client on asyncio, so that the client spends as little of the shared CPU as it can),
+alternating between them in short rounds so that other load on the machine hits both alike.
 Measures: single-window latency p50/p99 and requests/s at 1 and N concurrent clients, windows/s
 through /predict with batches of 64, and raw onnxruntime against Keras `predict` on the same
 windows: one call per 64 windows (a /predict request; the headline ratio), one call per window,
@@ -74,36 +75,36 @@ def test_windows(n: int, length: int) -> np.ndarray:
     return np.random.default_rng(0).normal(size=(n, length, 6)).astype(np.float32)
 
 
-def windows_per_second(predict, windows: np.ndarray, per_call: int, seconds: float) -> float:
-    """Median over repeats of one pass over `windows`, `per_call` windows per call."""
-    predict(windows[:per_call])  # warm up
-    rates, deadline = [], time.perf_counter() + seconds
-    while time.perf_counter() < deadline or len(rates) < 3:
-        start = time.perf_counter()
-        for i in range(0, len(windows), per_call):
-            predict(windows[i:i + per_call])
-        rates.append(len(windows) / (time.perf_counter() - start))
-    return statistics.median(rates)
-
-
-def engine_rates(runtime: ModelRuntime, keras_model, windows: np.ndarray, seconds: float) -> dict:
-    """onnxruntime against Keras `predict` on the same windows: per request (1 and 64 windows a call) and in bulk."""
+def engine_rates(runtime: ModelRuntime, keras_model, windows: np.ndarray, repeats: int = 5) -> dict:
+    """onnxruntime against Keras `predict` on the same windows, windows/s (median of `repeats` passes):
+    per request (64 windows a call, and 1), and Keras's best case, all windows in one `predict`.
+    Passes alternate between the engines, so that other load on the machine hits both alike."""
     def keras_predict(x):
         return keras_model.predict(x, batch_size=64, verbose=0)
 
-    rates = {
-        "onnxruntime_windows_per_s": windows_per_second(runtime.predict, windows, 64, seconds),
-        "keras_predict_windows_per_s": windows_per_second(keras_predict, windows, 64, seconds),
-        "onnxruntime_single_window_per_s": windows_per_second(runtime.predict, windows[:200], 1, seconds / 2),
-        "keras_predict_single_window_per_s": windows_per_second(keras_predict, windows[:10], 1, seconds / 2),
-        "keras_predict_bulk_windows_per_s": windows_per_second(keras_predict, windows, len(windows), seconds),
+    cases = {  # name: (predict, windows, windows per call)
+        "onnxruntime_windows_per_s": (runtime.predict, windows, 64),
+        "keras_predict_windows_per_s": (keras_predict, windows, 64),
+        "onnxruntime_single_window_per_s": (runtime.predict, windows[:200], 1),
+        "keras_predict_single_window_per_s": (keras_predict, windows[:10], 1),
+        "keras_predict_bulk_windows_per_s": (keras_predict, windows, len(windows)),
     }
-    result = {k: round(v, 1) for k, v in rates.items()}
-    result["onnxruntime_over_keras"] = round(rates["onnxruntime_windows_per_s"] / rates["keras_predict_windows_per_s"], 2)
+    rates = {name: [] for name in cases}
+    for predict, data, per_call in cases.values():
+        predict(data[:per_call])  # warm up
+    for _ in range(repeats):
+        for name, (predict, data, per_call) in cases.items():
+            start = time.perf_counter()
+            for i in range(0, len(data), per_call):
+                predict(data[i:i + per_call])
+            rates[name].append(len(data) / (time.perf_counter() - start))
+    median = {name: statistics.median(values) for name, values in rates.items()}
+    result = {name: round(value, 1) for name, value in median.items()}
+    result["onnxruntime_over_keras"] = round(median["onnxruntime_windows_per_s"] / median["keras_predict_windows_per_s"], 2)
     result["onnxruntime_over_keras_single_window"] = round(
-        rates["onnxruntime_single_window_per_s"] / rates["keras_predict_single_window_per_s"], 1)
+        median["onnxruntime_single_window_per_s"] / median["keras_predict_single_window_per_s"], 1)
     result["onnxruntime_over_keras_bulk"] = round(
-        rates["onnxruntime_windows_per_s"] / rates["keras_predict_bulk_windows_per_s"], 2)
+        median["onnxruntime_windows_per_s"] / median["keras_predict_bulk_windows_per_s"], 2)
     return result
 
 
@@ -166,11 +167,8 @@ async def phase(port: int, requests_per_client: list[list[bytes]], seconds: floa
     return latencies, statuses, time.perf_counter() - started
 
 
-async def load(port: int, requests_per_client: list[list[bytes]], seconds: float, warmup: float) -> dict:
-    """Every client loops for `warmup` seconds (discarded), then for `seconds` (measured)."""
-    await phase(port, requests_per_client, warmup)
-    latencies, statuses, elapsed = await phase(port, requests_per_client, seconds)
-    failed = sum(s != 200 for s in statuses)
+def summarize(latencies: list, statuses: list, elapsed: float) -> dict:
+    failed = sum(status != 200 for status in statuses)
     if failed:
         raise RuntimeError(f"{failed} of {len(statuses)} requests failed: {sorted(set(statuses))}")
     ms = np.array(latencies) * 1000
@@ -186,27 +184,43 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve_and_measure(model: Path, windows: np.ndarray, *, batching: bool, threads: int, clients: int,
-                      seconds: float) -> dict:
-    port = free_port()
-    process = start_server(model, port, batching, threads)
+def serve_and_measure(model: Path, windows: np.ndarray, *, threads: int, clients: int, seconds: float,
+                      rounds: int = 4) -> dict:
+    """Both servers (batching on and off) up at once; every scenario alternates between them in short
+    rounds, so that whatever else the shared machine does lands on both alike."""
+    ports = {mode: free_port() for mode in ("batching_on", "batching_off")}
+    processes = [start_server(model, port, mode == "batching_on", threads) for mode, port in ports.items()]
     try:
-        singles = [[predict_request(port, windows[c * 8 + k:c * 8 + k + 1]) for k in range(8)] for c in range(clients)]
-        batch64 = [predict_request(port, windows[k * 64:(k + 1) * 64]) for k in range(4)]
-        warmup = min(1.0, seconds / 4)
-        result = {"single_window_1_client": asyncio.run(load(port, singles[:1], seconds, warmup)),
-                  f"single_window_{clients}_clients": asyncio.run(load(port, singles, seconds, warmup)),
-                  "predict_batch64_1_client": asyncio.run(load(port, [batch64], seconds, warmup))}
-        result["predict_batch64_1_client"]["windows_per_s"] = round(result["predict_batch64_1_client"]["requests_per_s"] * 64)
+        def scenarios(port):
+            singles = [[predict_request(port, windows[c * 8 + k:c * 8 + k + 1]) for k in range(8)] for c in range(clients)]
+            return {"single_window_1_client": singles[:1], f"single_window_{clients}_clients": singles,
+                    "predict_batch64_1_client": [[predict_request(port, windows[k * 64:(k + 1) * 64]) for k in range(4)]]}
+
+        requests = {mode: scenarios(port) for mode, port in ports.items()}
+        result = {mode: {} for mode in ports}
+        for scenario in requests["batching_on"]:
+            runs = {mode: ([], [], 0.0) for mode in ports}
+            for mode, port in ports.items():  # warm-up, discarded
+                asyncio.run(phase(port, requests[mode][scenario], min(1.0, seconds / 4)))
+            for _ in range(rounds):
+                for mode, port in ports.items():
+                    latencies, statuses, elapsed = asyncio.run(phase(port, requests[mode][scenario], seconds / rounds))
+                    runs[mode] = (runs[mode][0] + latencies, runs[mode][1] + statuses, runs[mode][2] + elapsed)
+            for mode in ports:
+                result[mode][scenario] = summarize(*runs[mode])
+        for mode in ports:
+            batch = result[mode]["predict_batch64_1_client"]
+            batch["windows_per_s"] = round(batch["requests_per_s"] * 64)
         return result
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=30)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per load phase")
+    parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per scenario and server (in 4 alternating rounds)")
     parser.add_argument("--clients", type=int, default=16)
     args = parser.parse_args()
     params = load_params(ROOT / "params.yaml")
@@ -221,10 +235,9 @@ def main() -> None:
         import keras
 
         keras_model = keras.models.load_model(keras_path, compile=False)
-        engines = engine_rates(runtime, keras_model, windows[:1024], args.seconds)
-        served = {mode: serve_and_measure(onnx_path, windows, batching=mode == "batching_on", threads=settings.threads,
-                                          clients=args.clients, seconds=args.seconds)
-                  for mode in ("batching_on", "batching_off")}
+        engines = engine_rates(runtime, keras_model, windows[:1024])
+        served = serve_and_measure(onnx_path, windows, threads=settings.threads, clients=args.clients,
+                                   seconds=args.seconds)
 
     many = f"single_window_{args.clients}_clients"
     on, off = served["batching_on"], served["batching_off"]

@@ -54,7 +54,7 @@ def notify_drift(result: dict, webhook: dict, *, report: str | None = None) -> s
     """
     url = webhook_url(webhook)
     if not url:
-        return "drift webhook: not configured (monitor.webhook.url or $" + str(webhook.get("url_env")) + ")"
+        return "drift webhook: not configured (monitor.webhook)"
     minimum = webhook.get("min_severity", "warning")
     if minimum not in SEVERITIES:
         raise ValueError(f"monitor.webhook.min_severity is {minimum!r}, expected one of {list(SEVERITIES)}")

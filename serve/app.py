@@ -22,6 +22,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema, SecurityScheme
 from litestar.params import Body
 
+from har.drift import DriftCollector, RunningDriftMonitor, load_reference, reference_path_for
 from har.recording import InputError
 from serve.batching import DynamicBatcher
 from serve.config import Settings
@@ -102,12 +103,22 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
     scored batch; `extra_route_handlers` add routes (a drift monitor's `GET /drift`, say).
     """
     require_token(token, insecure=insecure, host=settings.host, env_var=settings.token_env)
-    runtime = runtime or ModelRuntime(settings.model_path, threads=settings.threads)
+    model_path = Path(settings.model_path)
+    if str(settings.model_path).startswith("models:/"):  # e.g. models:/har@champion from the MLflow registry
+        from har.registry import load_onnx_from_registry
+
+        model_path = load_onnx_from_registry(str(settings.model_path))
+    runtime = runtime or ModelRuntime(model_path, threads=settings.threads)
     card = runtime.card
     metrics = ServiceMetrics(card)
+    # Live drift: what requests carry, against the reference shipped beside the model (if any).
+    reference_path = reference_path_for(model_path)
+    drift = RunningDriftMonitor(load_reference(reference_path), labels=card.labels) if reference_path.exists() else None
+    if drift is not None:
+        metrics.registry.register(DriftCollector(drift))
     batcher = DynamicBatcher(runtime.predict, max_batch_size=settings.max_batch_size,
                              max_wait_s=settings.max_wait_ms / 1000.0, on_batch=metrics.on_batch) if settings.batching else None
-    predictor = Predictor(runtime, batcher, [metrics, *(observers or [])])
+    predictor = Predictor(runtime, batcher, [metrics, *([drift] if drift else []), *(observers or [])])
     guard = bearer_guard(token)
     length, channels, limit = card.window_length, card.channels, settings.max_windows_per_request
     input_name = card.input_contract.get("input", "windows")
@@ -228,6 +239,13 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
         return recording_answer(card, probabilities, scored.start_s, scored.quality,
                                 recording_id=scored.recording.recording_id, start_time=scored.recording.start_time)
 
+    @get("/drift", tags=["monitoring"], guards=[guard], security=SECURED,
+         summary="Drift of the windows received so far against the model's training reference")
+    async def drift_summary() -> dict:
+        if drift is None:
+            raise NotFoundException(f"no drift reference beside the model ({reference_path.name} next to {model_path.name})")
+        return drift.summary()
+
     @get("/metrics", tags=["monitoring"], summary="Prometheus exposition", media_type="text/plain; version=0.0.4")
     async def prometheus() -> Response:
         return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -266,7 +284,7 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
 
     return Litestar(
         route_handlers=[health, ready, model, predict, v2_server, v2_live, v2_ready, v2_model, v2_model_ready,
-                        v2_infer, recordings, prometheus, *(extra_route_handlers or [])],
+                        v2_infer, recordings, drift_summary, prometheus, *(extra_route_handlers or [])],
         on_startup=[start],
         on_shutdown=[stop],
         middleware=[metrics.middleware],

@@ -4,7 +4,8 @@
 
 INPUT_FOLDER holds Garmin workbook pairs (`<session>-accelerometer_data.xlsx` +
 `<session>-gyroscope_data.xlsx`) and/or fused tables (`<recording>.parquet` with columns t, ax..gz,
-as `python -m stages.fuse garmin` writes them, with its index.csv for wall-clock start times).
+beside an index.csv with wall-clock start times and a quality.json with the fusion settings, as
+`stages.fuse` writes them; also one level down, as in data/fused/garmin/<session>/).
 Each recording goes through the service's own path: `serve.timeline.garmin_windows` (the
 pipeline's reader, fusion and windowing with the model's preprocessing), one `ModelRuntime`
 call, `serve.timeline.recording_answer`; so OUTPUT_FOLDER/<recording>/recording.json is what
@@ -42,33 +43,17 @@ FUSED_FOLDER_FILES = {"index.csv", "quality.json"}
 
 @dataclass
 class Job:
-    """One recording to score: a Garmin pair or a fused table."""
+    """One recording to score: a Garmin pair, or a fused table with what stages.fuse recorded beside it."""
 
     name: str
     sources: list[Path]
     kind: str  # "garmin" | "fused"
-
-
-def find_jobs(folder: Path) -> tuple[list[Job], list[dict]]:
-    """Every recording in `folder`, and a skip record for every other file (nothing is passed over silently)."""
-    pairs, unpaired = find_garmin_pairs(folder)
-    jobs = [Job(acc.name.removesuffix("-accelerometer_data.xlsx"), [acc, gyr], "garmin") for acc, gyr in pairs]
-    skipped = [{"source": item["file"], "reason": item["reason"]} for item in unpaired]
-    for path in sorted(folder.glob("*.parquet")):
-        if path.stem in {job.name for job in jobs}:  # one output folder per recording: the raw pair wins
-            skipped.append({"source": path.name, "reason": f"recording {path.stem} is scored from its Garmin pair"})
-        else:
-            jobs.append(Job(path.stem, [path], "fused"))
-    claimed = {p.name for job in jobs for p in job.sources} | {item["source"] for item in skipped} | FUSED_FOLDER_FILES
-    for path in sorted(folder.iterdir()):
-        if path.is_file() and not path.name.startswith(".") and path.name not in claimed:
-            skipped.append({"source": path.name, "reason": "not a recording (expected <session>-accelerometer_data.xlsx "
-                                                           "+ <session>-gyroscope_data.xlsx pairs or fused .parquet tables)"})
-    return jobs, skipped
+    start_time: str | None = None  # fused tables: from index.csv (a pair's workbooks carry their own)
+    fusion: dict | None = None  # fused tables: the entry of quality.json
 
 
 def fused_index(folder: Path) -> tuple[dict, dict]:
-    """Start times (index.csv) and fusion settings (quality.json) per recording, where stages.fuse wrote them."""
+    """Start times (index.csv) and fusion reports (quality.json) by recording, where stages.fuse wrote them."""
     start_times, fusion = {}, {}
     if (folder / "index.csv").is_file():
         index = pd.read_csv(folder / "index.csv", dtype={"recording": str, "file": str, "start_time": str})
@@ -76,6 +61,34 @@ def fused_index(folder: Path) -> tuple[dict, dict]:
     if (folder / "quality.json").is_file():
         fusion = {entry["recording"]: entry for entry in json.loads((folder / "quality.json").read_text())}
     return start_times, fusion
+
+
+def find_jobs(folder: Path) -> tuple[list[Job], list[dict]]:
+    """Every recording in `folder` and in its fused session folders (`<session>/index.csv`, as stages.fuse
+    writes them), and a skip record for everything else: nothing is passed over silently."""
+    pairs, unpaired = find_garmin_pairs(folder)
+    jobs = [Job(acc.name.removesuffix("-accelerometer_data.xlsx"), [acc, gyr], "garmin") for acc, gyr in pairs]
+    skipped = [{"source": item["file"], "reason": item["reason"]} for item in unpaired]
+    claimed = {p for job in jobs for p in job.sources} | {folder / item["file"] for item in unpaired}
+    sessions = sorted(p for p in folder.iterdir() if p.is_dir() and (p / "index.csv").is_file())
+    for fused_folder in [folder, *sessions]:
+        start_times, fusion = fused_index(fused_folder)
+        claimed |= {fused_folder / name for name in FUSED_FOLDER_FILES}
+        for path in sorted(fused_folder.glob("*.parquet")):
+            claimed.add(path)
+            first = next((job for job in jobs if job.name == path.stem), None)
+            if first is not None:  # one output folder per recording: the first source found wins
+                skipped.append({"source": str(path.relative_to(folder)), "reason": f"recording {path.stem} is "
+                                f"scored from {first.sources[0].relative_to(folder)}"})
+            else:
+                jobs.append(Job(path.stem, [path], "fused", start_times.get(path.stem), fusion.get(path.stem)))
+    for path in sorted(p for f in [folder, *sessions] for p in f.iterdir()):
+        if not path.name.startswith(".") and path not in claimed and path not in sessions:
+            skipped.append({"source": str(path.relative_to(folder)),
+                            "reason": "not a recording (expected <session>-accelerometer_data.xlsx + "
+                                      "<session>-gyroscope_data.xlsx pairs, fused .parquet tables, or the "
+                                      "<session>/ folders of stages.fuse)"})
+    return jobs, skipped
 
 
 def fused_windows(path: Path, preprocessing: dict, fusion: dict | None) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -120,7 +133,6 @@ def run(input_folder: Path, output_folder: Path, runtime: ModelRuntime, *, timez
     """Score every recording in `input_folder` into `output_folder`; returns the summary (also summary.json)."""
     preprocessing = recording_preprocessing(runtime.card)
     jobs, skipped = find_jobs(input_folder)
-    start_times, fusion = fused_index(input_folder)
     scored = []
     for number, job in enumerate(jobs, 1):
         print(f"[{number}/{len(jobs)}] {job.name} ({job.kind}) ... ", end="", file=progress, flush=True)
@@ -130,20 +142,22 @@ def run(input_folder: Path, output_folder: Path, runtime: ModelRuntime, *, timez
                 raw = garmin_windows(*job.sources, preprocessing, timezone=timezone, recording_id=job.name)
                 windows, start_s, quality, start_time = raw.windows, raw.start_s, raw.quality, raw.recording.start_time
             else:
-                windows, start_s, quality = fused_windows(job.sources[0], preprocessing, fusion.get(job.name))
-                start_time = start_times.get(job.name)
+                windows, start_s, quality = fused_windows(job.sources[0], preprocessing, job.fusion)
+                start_time = job.start_time
             if len(windows) == 0:  # the service's words for the same refusal
                 raise ValueError(f"the recording holds no complete {preprocessing['window_length']}-sample window of "
                                  f"fused data ({quality['fused_seconds']} s fused)")
         except (ValueError, OSError) as error:  # InputError is a ValueError: it names file, row and column
-            skipped.append({"source": ", ".join(p.name for p in job.sources), "reason": str(error)})
+            skipped.append({"source": ", ".join(str(p.relative_to(input_folder)) for p in job.sources),
+                            "reason": str(error)})
             print(f"skipped: {error}", file=progress, flush=True)
             continue
         result = recording_answer(runtime.card, runtime.predict(windows), start_s, quality, recording_id=job.name,
                                   start_time=start_time)
         write_outputs(output_folder / job.name, result)
         top = max(result["minutes_per_activity"].items(), key=lambda item: item[1])
-        scored.append({"recording": job.name, "sources": [p.name for p in job.sources], "windows": result["windows"],
+        scored.append({"recording": job.name, "sources": [str(p.relative_to(input_folder)) for p in job.sources],
+                       "windows": result["windows"],
                        "covered_minutes": result["covered_minutes"], "most_minutes": top[0],
                        "output": str(output_folder / job.name)})
         print(f"{result['windows']} windows, {result['covered_minutes']} min, mostly {top[0]} "

@@ -32,34 +32,27 @@ COLOURS = {"none": "#2e7d32", "warning": "#ef6c00", "critical": "#c62828"}
 
 
 def predict_onnx(model_path, windows: np.ndarray, batch: int = 1024) -> tuple[np.ndarray, list[str]]:
-    """The ONNX model's probabilities for windows [n, L, 6], and its labels (metadata `labels`)."""
-    import onnxruntime as ort
+    """The model's probabilities for windows [n, L, 6] and its labels, through the service's own runtime."""
+    from serve.runtime import ModelRuntime  # checks the model's checksum and contract, as the service does
 
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    metadata = session.get_modelmeta().custom_metadata_map
-    if "labels" not in metadata:
-        raise ValueError(f"{model_path}: no `labels` in the model's metadata_props (expected a JSON list)")
-    labels = json.loads(metadata["labels"])
-    name = session.get_inputs()[0].name
-    parts = [session.run(None, {name: windows[i:i + batch].astype(np.float32)})[0] for i in range(0, len(windows), batch)]
-    probabilities = np.concatenate(parts) if parts else np.empty((0, len(labels)), np.float32)
-    if probabilities.shape[1] != len(labels):
-        raise ValueError(f"{model_path}: the model outputs {probabilities.shape[1]} classes but lists {len(labels)} labels")
-    return probabilities, labels
+    runtime = ModelRuntime(model_path)
+    parts = [runtime.predict(windows[i:i + batch].astype(np.float32)) for i in range(0, len(windows), batch)]
+    probabilities = np.concatenate(parts) if parts else np.empty((0, len(runtime.card.labels)), np.float32)
+    return probabilities, runtime.card.labels
 
 
 def production_windows(folder, window: dict, target_hz: float) -> tuple[np.ndarray, list[dict]]:
-    """Every fused production recording in `folder` (index.csv + parquet), cut as the training data was."""
+    """Every fused production recording under `folder` (one index.csv + parquet per session), cut as in training."""
     folder = Path(folder)
-    index = pd.read_csv(folder / "index.csv")
     parts, recordings = [], []
-    for row in index.itertuples():
-        X, _ = make_windows(pd.read_parquet(folder / row.file), length=window["length"],
-                            overlap=window["overlap"], target_hz=target_hz)
-        parts.append(X)
-        recordings.append({"recording": row.recording, "file": row.file, "windows": int(len(X))})
+    for index_path in sorted(folder.glob("**/index.csv")):
+        for row in pd.read_csv(index_path).itertuples():
+            X, _ = make_windows(pd.read_parquet(index_path.parent / row.file), length=window["length"],
+                                overlap=window["overlap"], target_hz=target_hz)
+            parts.append(X)
+            recordings.append({"recording": row.recording, "file": row.file, "windows": int(len(X))})
     if not parts:
-        raise ValueError(f"{folder / 'index.csv'}: lists no recordings (expected one row per fused production recording)")
+        raise ValueError(f"{folder}: holds no fused recordings (expected <session>/index.csv from stages.fuse)")
     return np.concatenate(parts), recordings
 
 

@@ -1,7 +1,11 @@
 """fuse stage: raw recordings -> one canonical 50 Hz table per recording + a quality report.
 
-    python -m stages.fuse labelled   # the configured labelled source -> data/fused/labelled
-    python -m stages.fuse garmin     # production Garmin pairs        -> data/fused/garmin
+    python -m stages.fuse labelled          # the configured labelled source -> data/fused/labelled
+    python -m stages.fuse garmin SESSION    # one Garmin workbook pair       -> data/fused/garmin/SESSION
+    python -m stages.fuse sessions          # list the Garmin sessions in paths.garmin (for production.sessions)
+
+Each production session is its own DVC stage (`foreach` over production.sessions in dvc.yaml),
+so a new recording is fused and cached on its own without touching the others.
 """
 from __future__ import annotations
 
@@ -32,10 +36,16 @@ def labelled_loaders(data: dict):
     raise ValueError(f"data.source must be 'wisdm' or 'long_table', got {data['source']!r}")
 
 
-def garmin_loaders(data: dict, folder):
-    pairs, skipped = find_garmin_pairs(resolve_raw(folder))
+def garmin_loaders(data: dict, folder, session: str):
+    """The loader of one session's workbook pair; a missing workbook is an error naming both files."""
+    folder = resolve_raw(folder)
+    acc, gyr = (folder / f"{session}-{kind}_data.xlsx" for kind in ("accelerometer", "gyroscope"))
+    missing = [p.name for p in (acc, gyr) if not p.exists()]
+    if missing:
+        raise InputError(folder, f"session {session!r} lacks {missing}",
+                         expected=f"{acc.name} and {gyr.name}")
     options = dict(timezone=data["timezone"], on_error=data["on_error"])
-    return [lambda a=a, g=g: [read_garmin_pair(a, g, **options)] for a, g in pairs], skipped
+    return [lambda: [read_garmin_pair(acc, gyr, **options)]], []
 
 
 def fuse_all(loaders, skipped: list[dict], out_dir: Path, data: dict) -> dict:
@@ -72,20 +82,28 @@ def fuse_all(loaders, skipped: list[dict], out_dir: Path, data: dict) -> dict:
             "recordings_detail": reports if len(reports) <= 10 else "see quality.json beside the fused files"}
 
 
-def main(which: str) -> None:
+def main(which: str, session: str | None = None) -> None:
     params = load_params()
     data = params["data"]
     if which == "labelled":
         loaders, skipped = labelled_loaders(data)
-    elif which == "garmin":
-        loaders, skipped = garmin_loaders(data, params["paths"]["garmin"])
+        out_dir, report_path = Path("data/fused/labelled"), "metrics/fuse_labelled.json"
+    elif which == "garmin" and session:
+        loaders, skipped = garmin_loaders(data, params["paths"]["garmin"], session)
+        out_dir, report_path = Path("data/fused/garmin") / session, f"metrics/fuse_garmin/{session}.json"
+    elif which == "sessions":
+        pairs, unpaired = find_garmin_pairs(resolve_raw(params["paths"]["garmin"]))
+        print("\n".join(a.name.removesuffix("-accelerometer_data.xlsx") for a, _ in pairs))
+        for skip in unpaired:
+            print(f"skipped {skip['file']}: {skip['reason']}", file=sys.stderr)
+        return
     else:
-        raise SystemExit(f"usage: python -m stages.fuse labelled|garmin (got {which!r})")
-    report = fuse_all(loaders, skipped, Path("data/fused") / which, data)
-    write_json(f"metrics/fuse_{which}.json", report)
+        raise SystemExit(f"usage: python -m stages.fuse labelled | garmin SESSION | sessions (got {sys.argv[1:]})")
+    report = fuse_all(loaders, skipped, out_dir, data)
+    write_json(report_path, report)
     print(f"fused {report['recordings']} {which} recordings, {report['samples_written']} samples at "
           f"{data['target_hz']} Hz; skipped {report['files_skipped']} file(s), {report['rows_skipped']} row(s)")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "labelled")
+    main(*sys.argv[1:3])

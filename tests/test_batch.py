@@ -88,16 +88,17 @@ def test_everything_not_scored_is_listed_with_its_reason(batch_run):
     assert sorted(p.name for p in output.iterdir()) == [RECORDING, "summary.json"]
 
 
-def test_fused_tables_give_the_same_timeline_and_mismatched_ones_are_refused(garmin_recording, batch_run, model_path,
+def test_fused_tables_give_the_same_answer_and_mismatched_ones_are_refused(garmin_recording, batch_run, model_path,
                                                                              tmp_path):
     fused, quality = fuse_recording(garmin_recording, target_hz=PREPROCESSING["target_hz"],
                                     max_gap_s=PREPROCESSING["max_gap_s"], lowpass_hz=PREPROCESSING["lowpass_hz"])
     folder = tmp_path / "fused"
-    folder.mkdir()
-    fused.to_parquet(folder / f"{RECORDING}.parquet")
+    session = folder / RECORDING  # stages.fuse's layout: <session>/<session>.parquet + index.csv + quality.json
+    session.mkdir(parents=True)
+    fused.to_parquet(session / f"{RECORDING}.parquet")
     pd.DataFrame([{"recording": RECORDING, "file": f"{RECORDING}.parquet",
-                   "start_time": garmin_recording.start_time}]).to_csv(folder / "index.csv", index=False)
-    (folder / "quality.json").write_text(json.dumps([{"recording": RECORDING, **quality}]))
+                   "start_time": garmin_recording.start_time}]).to_csv(session / "index.csv", index=False)
+    (session / "quality.json").write_text(json.dumps([{"recording": RECORDING, **quality}]))
     slow = pd.DataFrame({"t": np.arange(1000) / 25.0, **{c: np.zeros(1000, np.float32) for c in CHANNELS}})
     slow.to_parquet(folder / "at-25-hz.parquet")
     slow.assign(t=np.arange(1000) / 50.0).head(150).to_parquet(folder / "three-seconds.parquet")

@@ -12,9 +12,11 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from har.config import load_params
+from har.config import load_params, write_json
+from har.drift import build_reference, output_summary, reference_path_for
 from har.notify import notify_drift
-from serve_helpers import ROOT, TOKEN, start_server, stop_server, write_tiny_model
+from serve.runtime import ModelRuntime
+from serve_helpers import LABELS, ROOT, TOKEN, start_server, stop_server, write_tiny_model
 
 OPS = ROOT / "ops"
 PARAMS = load_params(ROOT / "params.yaml")
@@ -62,9 +64,17 @@ def dashboard_expressions() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    """The service on loopback with a tiny model, after a little traffic of each kind; its /metrics and routes."""
+    """The service on loopback with a tiny model and its drift reference, after a little traffic of each kind:
+    what its /metrics holds, its routes, and what its health routes answer."""
     folder = tmp_path_factory.mktemp("ops")
-    process, url = start_server(write_tiny_model(folder / "model.onnx"), folder / "server.log")
+    model = write_tiny_model(folder / "model.onnx")
+    reference_windows = np.random.default_rng(1).normal(size=(100, 200, 6)).astype(np.float32)
+    monitor = PARAMS["monitor"]
+    write_json(reference_path_for(model), build_reference(
+        reference_windows, bins=monitor["bins"], max_samples=monitor["max_samples"], seed=0,
+        thresholds=monitor["thresholds"], votes=monitor["votes"], min_windows=monitor["min_windows"],
+        outputs=output_summary(ModelRuntime(model).predict(reference_windows), LABELS)))
+    process, url = start_server(model, folder / "server.log")
     try:
         with httpx.Client(base_url=url, timeout=60) as client:
             windows = np.random.default_rng(0).normal(size=(2, 200, 6)).round(3).tolist()
@@ -105,7 +115,8 @@ def check_selectors(expressions: dict[str, str], live: dict) -> list[str]:
 
 def test_every_alert_rule_uses_metrics_the_service_exports(live):
     rules = alert_expressions()
-    assert {"HarHighErrorRate", "HarPredictLatencyHigh", "HarLowConfidence", "HarServiceDown"} <= set(rules)
+    assert {"HarHighErrorRate", "HarPredictLatencyHigh", "HarLowConfidence", "HarServiceDown",
+            "HarDriftCritical"} <= set(rules)
     assert check_selectors(rules, live) == []
 
 

@@ -121,7 +121,8 @@ def test_champion_loads_as_the_same_onnx_file_with_its_drift_reference(store, hi
 
     signature = Model.load(str(path.parent / "MLmodel")).signature
     assert tuple(signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, 200, 6)
-    assert json.loads(onnx.load(str(path)).metadata_props[0].value) == ["sitting", "standing", "typing"]
+    metadata = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert json.loads(metadata["labels"]) == ["sitting", "standing", "typing"]
 
 
 def test_plain_paths_pass_through_and_missing_ones_are_named(store, tmp_path):

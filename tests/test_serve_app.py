@@ -239,3 +239,33 @@ def test_the_app_refuses_to_start_without_a_token_or_with_a_tampered_model(setti
     tampered.write_bytes(bytes(data))
     with pytest.raises(ModelFileError, match="checksum mismatch"):
         create_app(Settings(model_path=tampered), token=TOKEN)
+
+
+def test_live_drift_is_reported_at_drift_and_in_metrics(tmp_path, settings):
+    """With a drift reference beside the model, /drift and /metrics show what requests carried."""
+    from dataclasses import replace
+
+    from har.drift import build_reference, reference_path_for
+    from har.config import write_json
+
+    model = write_tiny_model(tmp_path / "model.onnx")
+    rng = np.random.default_rng(0)
+    reference_windows = rng.normal(0, 1, (300, 200, 6)).astype(np.float32)
+    monitor = load_params(ROOT / "params.yaml")["monitor"]
+    write_json(reference_path_for(model), build_reference(
+        reference_windows, bins=monitor["bins"], max_samples=monitor["max_samples"], seed=0,
+        thresholds=monitor["thresholds"], votes=monitor["votes"], min_windows=50))
+    with TestClient(create_app(replace(settings, model_path=model), token=TOKEN), timeout=60) as client:
+        assert client.get("/drift").status_code == 401  # health data: behind the token too
+        shifted = (reference_windows[:60] * 1000 / 9.80665).tolist()  # "milli-g" fed as m/s^2
+        for start in range(0, 60, 16):
+            assert client.post("/predict", headers=AUTH, json={"windows": shifted[start:start + 16]}).status_code == 200
+        summary = client.get("/drift", headers=AUTH).json()
+        assert summary["windows"] == 60 and summary["severity"] == "critical"
+        exposition = client.get("/metrics").text
+        assert "har_drift_severity 2.0" in exposition and 'har_drift_psi{channel="ax"}' in exposition
+
+
+def test_drift_without_a_reference_is_404(client):
+    response = client.get("/drift", headers=AUTH)
+    assert response.status_code == 404 and "drift_reference.json" in response.json()["detail"]
