@@ -233,6 +233,7 @@ def test_reference_file_round_trips_and_is_found_beside_the_model(tmp_path):
 # ---------------------------------------------------------------- the stage, end to end on small files
 
 def test_drift_stage_writes_metrics_and_an_html_report(tmp_path, monkeypatch, garmin_windows):
+    monkeypatch.delenv("HAR_DRIFT_WEBHOOK_URL", raising=False)  # never post a real alert from a test
     from stages import drift as stage
 
     rng = np.random.default_rng(0)
