@@ -7,8 +7,6 @@ magnitudes, which do not depend on how the watch sits on the wrist.
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
-
 from har.fusion import CHANNELS
 
 SIGNALS = [*CHANNELS, "acc_mag", "gyr_mag"]
@@ -33,22 +31,25 @@ def window_features(X: np.ndarray, target_hz: float) -> np.ndarray:
     X = X.astype(np.float64)
     signals = np.concatenate([X, np.linalg.norm(X[..., :3], axis=2, keepdims=True),
                               np.linalg.norm(X[..., 3:], axis=2, keepdims=True)], axis=2)  # [n, L, 8]
+    centred = signals - signals.mean(axis=1, keepdims=True)
+    std = centred.std(axis=1)
+    # Standardised signal for skew and kurtosis; a constant signal has neither: call both 0
+    # (symmetric, normal-tailed) rather than dividing by zero.
+    z = np.divide(centred, std[:, None, :], out=np.zeros_like(centred), where=std[:, None, :] > 1e-6)
+    flat = std <= 1e-6
     q = np.percentile(signals, [10, 25, 50, 75, 90], axis=1)  # [5, n, 8]
     statistics = np.stack([
-        signals.mean(axis=1), signals.std(axis=1), signals.min(axis=1), signals.max(axis=1), *q,
-        # A constant signal has no defined skew or kurtosis: call it 0 (symmetric, normal-tailed).
-        np.nan_to_num(stats.skew(signals, axis=1)), np.nan_to_num(stats.kurtosis(signals, axis=1)),
+        signals.mean(axis=1), std, signals.min(axis=1), signals.max(axis=1), *q,
+        (z ** 3).mean(axis=1), np.where(flat, 0.0, (z ** 4).mean(axis=1) - 3.0),
         np.abs(np.diff(signals, axis=1)).mean(axis=1),
     ], axis=2)  # [n, 8, n_stats]
 
-    centred = signals - signals.mean(axis=1, keepdims=True)
     power = np.abs(np.fft.rfft(centred, axis=1)) ** 2 / signals.shape[1]  # [n, F, 8]
     freqs = np.fft.rfftfreq(signals.shape[1], d=1.0 / target_hz)
     bands = np.stack([np.log1p(power[:, (freqs >= lo) & (freqs < hi)].sum(axis=1)) for lo, hi in BANDS_HZ],
                      axis=2)  # [n, 8, n_bands]
     dominant = freqs[1:][power[:, 1:].argmax(axis=1)]  # [n, 8], skipping the zero frequency
 
-    std = centred.std(axis=1)
     correlations = np.stack([
         np.divide((centred[..., a] * centred[..., b]).mean(axis=1), std[:, a] * std[:, b],
                   out=np.zeros(len(X)), where=std[:, a] * std[:, b] > 0)

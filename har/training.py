@@ -77,9 +77,11 @@ def augment_windows(X: np.ndarray, rng: np.random.Generator, *, rotation_deg: fl
     rotation = rotation.astype(np.float32)
     for sensor in (slice(0, 3), slice(3, 6)):
         factor = rng.uniform(1 - scale, 1 + scale, size=(n, 1, 1)).astype(np.float32)
-        out[..., sensor] = np.einsum("ntj,nij->nti", X[..., sensor], rotation) * factor
+        # Row vectors times R transposed: each time step's (x, y, z) rotated by its window's R.
+        out[..., sensor] = np.matmul(X[..., sensor], rotation.transpose(0, 2, 1)) * factor
     if jitter > 0:
-        out += rng.normal(scale=jitter, size=X.shape).astype(np.float32) * channel_std.astype(np.float32)
+        noise = rng.standard_normal(size=X.shape, dtype=np.float32)
+        out += noise * (jitter * channel_std).astype(np.float32)
     return out
 
 

@@ -10,6 +10,9 @@ from serve_helpers import ROOT
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 LOCAL = {"har", "serve"}
+# Reached only for a models:/ model URI; the image serves a mounted file, and Kubernetes fetches
+# the registry's champion with an init container (ops/k8s/deployment.yaml), so mlflow stays out.
+OPTIONAL = {"mlflow"}
 
 
 def service_imports() -> set[str]:
@@ -28,7 +31,7 @@ def service_imports() -> set[str]:
                 if top in LOCAL:
                     module = ROOT / (name.replace(".", "/") + ".py")
                     todo.append(module if module.exists() else ROOT / name.replace(".", "/") / "__init__.py")
-                elif top not in sys.stdlib_module_names:
+                elif top not in sys.stdlib_module_names and top not in OPTIONAL:
                     third_party.add(top)
     return third_party
 
