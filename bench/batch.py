@@ -15,10 +15,8 @@ import io
 import json
 import os
 import resource
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,21 +24,14 @@ sys.path.insert(0, str(ROOT))
 
 import pandas as pd  # noqa: E402
 
+from timing import median_seconds  # noqa: E402
+
 from har.config import load_params, resolve_raw, write_json  # noqa: E402
 from har.fusion import fuse_recording  # noqa: E402
 from har.garmin import find_garmin_pairs  # noqa: E402
 from serve.batch import run  # noqa: E402
 from serve.runtime import ModelRuntime  # noqa: E402
 from serve.timeline import garmin_windows, recording_preprocessing  # noqa: E402
-
-
-def median_seconds(fn, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:

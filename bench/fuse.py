@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import resource
-import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,18 +19,11 @@ sys.path.insert(0, str(ROOT))
 import openpyxl  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from timing import median_seconds  # noqa: E402
+
 from har.config import load_params, resolve_raw, write_json  # noqa: E402
 from har.fusion import fuse_recording  # noqa: E402
 from har.garmin import find_garmin_pairs, read_garmin_pair  # noqa: E402
-
-
-def median_seconds(fn, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:

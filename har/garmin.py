@@ -8,7 +8,6 @@ declared here: accelerometer in milli-g (gravity included), gyroscope in deg/s.
 from __future__ import annotations
 
 import json
-from itertools import chain
 from pathlib import Path
 
 import numpy as np

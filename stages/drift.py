@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from har.config import load_params, write_json
-from har.drift import (MONITORED, SEVERITIES, UNITS, build_reference, drift_report, load_reference,
+from har.drift import (MONITORED, UNITS, build_reference, drift_report, load_reference,
                        output_summary, reference_path_for, sample_values)
 from har.notify import notify_drift
 from har.windows import make_windows

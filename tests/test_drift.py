@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import GARMIN_ACC, GARMIN_GYR, ROOT, WISDM_DIR
+from conftest import ROOT, WISDM_DIR
 from tiny_onnx import tiny_onnx_model
 
 from har import drift

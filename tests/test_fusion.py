@@ -1,6 +1,5 @@
 """Fusion and windowing on signals with known answers, and on the real Garmin hour."""
 import numpy as np
-import pandas as pd
 import pytest
 
 from har.fusion import CHANNELS, fuse_recording
