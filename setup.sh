@@ -18,5 +18,5 @@ if [ "${1:-}" != "--no-run" ]; then
   # Stage commands call `python` and queue workers call `dvc` by name: both from .venv.
   export PATH="$PWD/.venv/bin:$PATH"
   dvc repro
-  dvc metrics show
+  python scripts/summary.py
 fi

@@ -1,0 +1,20 @@
+"""The summary ./setup.sh prints after `dvc repro`."""
+import json
+import runpy
+
+from conftest import ROOT
+
+
+def test_summary_shows_model_baseline_drift_and_registry(tmp_path, monkeypatch, capsys):
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    (metrics / "eval.json").write_text(json.dumps({"macro_f1": 0.71234, "accuracy": 0.7}))
+    (metrics / "baseline.json").write_text(json.dumps({"macro_f1": 0.65}))
+    (metrics / "drift.json").write_text(json.dumps({"severity": "critical", "control": {"severity": "none"}}))
+    (metrics / "register.json").write_text(json.dumps({"model_name": "har", "version": 3, "promoted": True}))
+    monkeypatch.chdir(tmp_path)
+    runpy.run_path(str(ROOT / "scripts" / "summary.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "CNN-BiLSTM                  0.7123" in out and "baseline (random forest)    0.65" in out
+    assert "production recordings             critical" in out and "har v3, promoted to champion" in out
+    assert "ONNX parity (max |p_keras - p_onnx|)       -" in out  # missing files show as '-', not a crash
