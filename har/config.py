@@ -6,8 +6,6 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def load_params(path: str | Path = "params.yaml") -> dict:
     """params.yaml as composed from conf/ by DVC's Hydra integration."""

@@ -21,6 +21,7 @@ from scipy import stats
 
 from har.fusion import CHANNELS
 from har.recording import G
+from har.windows import with_magnitudes
 
 # Vector norms are added to the six axes: |a| is dominated by gravity whatever the watch's
 # orientation, so it separates a units or scale problem from a change of placement or axes.
@@ -68,13 +69,6 @@ def agreed(levels, votes: int) -> str:
 
 # ---------------------------------------------------------------- per-channel statistics
 
-def with_norms(values: np.ndarray) -> np.ndarray:
-    """[..., 6] -> [..., 8]: the six axes, then |acc| and |gyr|."""
-    acc = np.linalg.norm(values[..., :3], axis=-1, keepdims=True)
-    gyr = np.linalg.norm(values[..., 3:6], axis=-1, keepdims=True)
-    return np.concatenate([values, acc, gyr], axis=-1).astype(np.float32)
-
-
 def sample_values(windows: np.ndarray, max_samples: int, rng: np.random.Generator) -> np.ndarray:
     """Up to max_samples random time points of [n, L, 6] windows, as [m, 8] monitored values.
 
@@ -82,9 +76,9 @@ def sample_values(windows: np.ndarray, max_samples: int, rng: np.random.Generato
     """
     n, length, _ = windows.shape
     if n * length <= max_samples:
-        return with_norms(windows.reshape(-1, windows.shape[-1]))
+        return with_magnitudes(windows.reshape(-1, windows.shape[-1]))
     flat = rng.choice(n * length, size=max_samples, replace=False)
-    return with_norms(windows[flat // length, flat % length])
+    return with_magnitudes(windows[flat // length, flat % length])
 
 
 def subsample(windows: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -144,13 +138,13 @@ def compare_channel(reference: np.ndarray, production: np.ndarray, edges: np.nda
 
 # ---------------------------------------------------------------- multivariate test
 
-def window_features(windows: np.ndarray) -> np.ndarray:
+def mmd_features(windows: np.ndarray) -> np.ndarray:
     """[n, L, 6] -> [n, 40]: per monitored channel mean, std, 10th and 90th percentile, mean |step|.
 
     The |step| feature carries the signal's dynamics (how fast it moves), which the
     per-sample distributions above cannot see.
     """
-    values = with_norms(windows)
+    values = with_magnitudes(windows)
     low, high = np.percentile(values, [10, 90], axis=1)
     steps = np.abs(np.diff(values, axis=1)).mean(axis=1)
     return np.concatenate([values.mean(axis=1), values.std(axis=1), low, high, steps], axis=1)
@@ -267,8 +261,8 @@ def drift_report(reference: dict, reference_windows: np.ndarray, production_wind
                                          len(production_windows), thresholds, monitor["votes"])
 
     n = monitor["mmd"]["windows"]
-    mmd = mmd_test(window_features(subsample(reference_windows, n, rng)),
-                   window_features(subsample(production_windows, n, rng)), monitor["mmd"]["permutations"], rng)
+    mmd = mmd_test(mmd_features(subsample(reference_windows, n, rng)),
+                   mmd_features(subsample(production_windows, n, rng)), monitor["mmd"]["permutations"], rng)
     # The p-value guards against calling noise drift on a small sample; the size of the effect decides.
     mmd["severity"] = level(mmd["mmd2"], thresholds["mmd"]) if mmd["pvalue"] < monitor["mmd"]["alpha"] else "none"
 
@@ -354,7 +348,7 @@ class RunningDriftMonitor:
 
     def observe(self, windows: np.ndarray, probabilities: np.ndarray | None = None) -> None:
         """windows [n, L, 6] in SI units as the model received them; probabilities [n, k] or None."""
-        values = with_norms(np.asarray(windows, np.float32)).reshape(-1, len(MONITORED))
+        values = with_magnitudes(np.asarray(windows, np.float32)).reshape(-1, len(MONITORED))
         counts = [bin_counts(values[:, c], edges) for c, edges in enumerate(self.edges)]
         with self.lock:
             self.windows += len(windows)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 from har.fusion import CHANNELS
+from har.windows import with_magnitudes
 
 SIGNALS = [*CHANNELS, "acc_mag", "gyr_mag"]
 STATISTICS = ["mean", "std", "min", "max", "p10", "p25", "median", "p75", "p90", "skew", "kurtosis", "mean_abs_diff"]
@@ -29,8 +30,7 @@ def window_features(X: np.ndarray, target_hz: float) -> np.ndarray:
     if X.ndim != 3 or X.shape[2] != len(CHANNELS):
         raise ValueError(f"windows must be [n, length, {len(CHANNELS)}], got shape {X.shape}")
     X = X.astype(np.float64)
-    signals = np.concatenate([X, np.linalg.norm(X[..., :3], axis=2, keepdims=True),
-                              np.linalg.norm(X[..., 3:], axis=2, keepdims=True)], axis=2)  # [n, L, 8]
+    signals = with_magnitudes(X)  # [n, L, 8]
     centred = signals - signals.mean(axis=1, keepdims=True)
     std = centred.std(axis=1)
     # Standardised signal for skew and kurtosis; a constant signal has neither: call both 0

@@ -51,23 +51,24 @@ def _parse_list(cell, path, row, column) -> list:
     return value
 
 
-def _parse_row(cells: dict, path, row: int, axis_columns: list[str]):
-    """One batch row -> (batch start offset already known), offsets [k], values [k, 3]."""
+def _parse_row(cells: dict, path, row: int, axis_columns: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """One batch row -> sample offsets in ms [k] and values [k, 3], or an InputError locating the problem."""
     offsets = _parse_list(cells["sample_time_offset"], path, row, "sample_time_offset")
     axes = [_parse_list(cells[c], path, row, c) for c in axis_columns]
     for column, values in zip(axis_columns, axes):
         if len(values) != len(offsets):
             raise InputError(path, f"{len(values)} values but {len(offsets)} sample offsets", row=row, column=column,
                              expected="one value per offset in sample_time_offset")
+    numbers = []
     for column, values in zip(["sample_time_offset", *axis_columns], [offsets, *axes]):
         try:
-            numbers = np.asarray(values, dtype=np.float64)
+            numbers.append(np.asarray(values, dtype=np.float64))
         except (TypeError, ValueError):
             bad = next(v for v in values if not _is_number(v))
             raise InputError(path, f"non-numeric value {bad!r}", row=row, column=column, expected="a number") from None
-        if not np.all(np.isfinite(numbers)):
+        if not np.all(np.isfinite(numbers[-1])):
             raise InputError(path, "NaN or infinite value", row=row, column=column, expected="a finite number")
-    return np.asarray(offsets, dtype=np.float64), np.asarray(axes, dtype=np.float64).T
+    return numbers[0], np.column_stack(numbers[1:])
 
 
 def _is_number(value) -> bool:
@@ -81,7 +82,7 @@ def _is_number(value) -> bool:
 def _parse_all_rows(table: pd.DataFrame, starts: pd.Series, axis_columns: list[str]):
     """Vectorised parse of a clean workbook, or None when any row needs a closer look.
 
-    Parsing row by row costs about 3 s per workbook; this takes about 0.2 s. Any oddity
+    Parsing row by row costs about 3 s per workbook; this about 0.35 s. Any oddity
     (an unreadable time, a malformed list, lengths that disagree, a non-number, time going
     backwards) sends the caller to the row-by-row path, which locates and reports it.
     """
@@ -102,15 +103,49 @@ def _parse_all_rows(table: pd.DataFrame, starts: pd.Series, axis_columns: list[s
     if any((n != lengths[0]).any() for n in lengths[1:]) or not all(np.isfinite(v).all() for v in flat):
         return None
     batch_index = np.repeat(np.arange(len(table)), lengths[0])
-    return batch_index, flat[0], np.column_stack(flat[1:])
+    return starts.to_numpy(dtype="datetime64[ns]"), batch_index, flat[0], np.column_stack(flat[1:]), []
+
+
+def _parse_row_by_row(table: pd.DataFrame, starts: pd.Series, millis: pd.Series, path, axis_columns: list[str],
+                      on_error: str):
+    """The careful path: every row checked, each problem raised or (on_error="skip") recorded as a skip."""
+    skipped: list[dict] = []
+    offsets, values, batch_of_sample, kept_starts = [], [], [], []
+    records = table[["timestamp", "timestamp_ms", "sample_time_offset", *axis_columns]].to_dict("records")
+    for i, cells in enumerate(records):
+        row = FIRST_DATA_ROW + i
+        try:
+            if pd.isna(starts.iloc[i]):
+                column = "timestamp_ms" if pd.isna(millis.iloc[i]) else "timestamp"
+                raise InputError(path, f"unreadable batch time {cells['timestamp']!r} + {cells['timestamp_ms']!r} ms",
+                                 row=row, column=column,
+                                 expected="timestamp like '03/24/2025, 07:52:19 AM' and timestamp_ms 0-999")
+            if kept_starts and starts.iloc[i] < kept_starts[-1]:
+                raise InputError(path, f"time goes backwards: batch starts {starts.iloc[i]} after a batch at {kept_starts[-1]}",
+                                 row=row, column="timestamp", expected="batch start times that never decrease")
+            row_offsets, row_values = _parse_row(cells, path, row, axis_columns)
+        except InputError as error:
+            if on_error != "skip":
+                raise
+            skipped.append({"row": row, "column": error.column, "reason": error.problem})
+            continue
+        kept_starts.append(starts.iloc[i])
+        offsets.append(row_offsets)
+        values.append(row_values)
+        batch_of_sample.append(np.full(len(row_offsets), len(kept_starts) - 1))
+    if not kept_starts:
+        raise InputError(path, "no readable batch rows", expected="at least one valid row")
+    return (np.asarray(kept_starts, dtype="datetime64[ns]"), np.concatenate(batch_of_sample),
+            np.concatenate(offsets), np.concatenate(values), skipped)
 
 
 def read_sensor_workbook(path, sensor: str, *, on_error: str = "raise"):
     """Read one Garmin workbook.
 
-    Returns (batch start times as datetime64[ns], per-sample offsets in s, values in SI units,
-    rows-per-sample index, report). Rows that fail to parse raise an InputError, or with
-    on_error="skip" are skipped and counted in the report with their row number and reason.
+    Returns (batch start times as datetime64[ns], each sample's batch index, each sample's
+    offset from its batch start in s, values [n, 3] in SI units, report). Rows that fail to
+    parse raise an InputError, or with on_error="skip" are skipped and counted in the report
+    with their row number and reason.
     """
     prefix, unit, table_of_units = SENSORS[sensor]
     axis_columns = [prefix + a for a in "xyz"]
@@ -121,59 +156,20 @@ def read_sensor_workbook(path, sensor: str, *, on_error: str = "raise"):
         raise InputError(path, f"missing column(s) {missing}", column=missing[0],
                          expected=f"columns {required}")
 
-    rows = FIRST_DATA_ROW + np.arange(len(table))
-    starts = pd.to_datetime(table["timestamp"], format=TIMESTAMP_FORMAT, errors="coerce")
     millis = pd.to_numeric(table["timestamp_ms"], errors="coerce")
-    starts = starts + pd.to_timedelta(millis, unit="ms")
-
-    fast = _parse_all_rows(table, starts, axis_columns)
-    if fast is not None:
-        batch_index, offsets_ms, raw_values = fast
-        report = {"file": Path(path).name, "rows_read": len(table), "rows_skipped": 0, "skipped": [],
-                  "unit_in_file": unit, "samples_read": len(offsets_ms)}
-        return (starts.to_numpy(dtype="datetime64[ns]"), batch_index, offsets_ms / 1000.0,
-                to_si(raw_values, unit, table_of_units), report)
-
-    skipped: list[dict] = []
-    offsets, values, batch_of_sample, kept_starts = [], [], [], []
-    previous_start = None
-    records = table[required].to_dict("records")
-    for i, (row, cells) in enumerate(zip(rows, records)):
-        try:
-            if pd.isna(starts.iloc[i]):
-                column = "timestamp_ms" if pd.isna(millis.iloc[i]) else "timestamp"
-                raise InputError(path, f"unreadable batch time {cells['timestamp']!r} + {cells['timestamp_ms']!r} ms",
-                                 row=int(row), column=column,
-                                 expected="timestamp like '03/24/2025, 07:52:19 AM' and timestamp_ms 0-999")
-            if previous_start is not None and starts.iloc[i] < previous_start:
-                raise InputError(path, f"time goes backwards: batch starts {starts.iloc[i]} after a batch at {previous_start}",
-                                 row=int(row), column="timestamp", expected="batch start times that never decrease")
-            row_offsets, row_values = _parse_row(cells, path, int(row), axis_columns)
-        except InputError as error:
-            if on_error != "skip":
-                raise
-            skipped.append({"row": int(row), "column": error.column, "reason": error.problem})
-            continue
-        previous_start = starts.iloc[i]
-        kept_starts.append(starts.iloc[i])
-        offsets.append(row_offsets)
-        values.append(row_values)
-        batch_of_sample.append(np.full(len(row_offsets), len(kept_starts) - 1))
-
-    if not kept_starts:
-        raise InputError(path, "no readable batch rows", expected="at least one valid row")
+    starts = pd.to_datetime(table["timestamp"], format=TIMESTAMP_FORMAT, errors="coerce") + pd.to_timedelta(millis, unit="ms")
+    parsed = _parse_all_rows(table, starts, axis_columns) or \
+        _parse_row_by_row(table, starts, millis, path, axis_columns, on_error)
+    batch_starts, batch_index, offsets_ms, raw_values, skipped = parsed
     report = {
         "file": Path(path).name,
         "rows_read": len(table),
         "rows_skipped": len(skipped),
         "skipped": skipped[:50],  # the first reasons; the count above is complete
         "unit_in_file": unit,
-        "samples_read": int(sum(len(o) for o in offsets)),
+        "samples_read": len(offsets_ms),
     }
-    batch_index = np.concatenate(batch_of_sample)
-    sample_offsets_s = np.concatenate(offsets) / 1000.0
-    si_values = to_si(np.concatenate(values), unit, table_of_units)
-    return np.asarray(kept_starts, dtype="datetime64[ns]"), batch_index, sample_offsets_s, si_values, report
+    return batch_starts, batch_index, offsets_ms / 1000.0, to_si(raw_values, unit, table_of_units), report
 
 
 def read_garmin_pair(acc_path, gyr_path, *, timezone: str | None = None, on_error: str = "raise",

@@ -75,11 +75,15 @@ def _read_xyz(path) -> np.ndarray:
     return values
 
 
+def wisdm_recording_id(pair: dict) -> str:
+    return f"{pair['subject']}_{pair['activity']}"
+
+
 def read_wisdm_pair(pair: dict) -> Recording:
     """WISDM gives no timestamps: samples are placed at the nominal 20 Hz from t = 0."""
     acc, gyr = _read_xyz(pair["acc"]), _read_xyz(pair["gyr"])
     return Recording(
-        recording_id=f"{pair['subject']}_{pair['activity']}",
+        recording_id=wisdm_recording_id(pair),
         acc=SensorStream(np.arange(len(acc)) / WISDM_HZ, acc),
         gyr=SensorStream(np.arange(len(gyr)) / WISDM_HZ, gyr),
         subject=pair["subject"],

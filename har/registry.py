@@ -115,11 +115,9 @@ def numeric(tree: dict, prefix: str = "") -> dict[str, float]:
 # ---------------------------------------------------------------- the gate
 
 def parity_passed(export_metrics: dict) -> bool | None:
-    """metrics/export.json's verdict: its `passed` key (or `parity.passed`); None when it gives none."""
-    for candidate in (export_metrics.get("passed"), (export_metrics.get("parity") or {}).get("passed")):
-        if isinstance(candidate, bool):
-            return candidate
-    return None
+    """metrics/export.json's verdict, `parity.passed`; None when it gives none."""
+    verdict = (export_metrics.get("parity") or {}).get("passed")
+    return verdict if isinstance(verdict, bool) else None
 
 
 def promotion_decision(macro_f1: float | None, parity: bool | None, champion: dict | None, *,
@@ -204,9 +202,10 @@ def register_model(model_path, *, name: str, experiment: str, params: dict, eval
     model = onnx.load(str(model_path))
     macro_f1 = eval_metrics.get("macro_f1")
     parity = parity_passed(export_metrics)
-    tags = {"git_commit": "", "git_dirty": "", "data_hash": "", **{k: "" if v is None else str(v)
-                                                                   for k, v in (provenance or {}).items()},
+    # provenance may carry model_sha256 (the checksum the service verifies); else the file's hash.
+    tags = {"git_commit": "", "git_dirty": "", "data_hash": "",
             "model_sha256": hashlib.sha256(Path(model_path).read_bytes()).hexdigest(),
+            **{k: "" if v is None else str(v) for k, v in (provenance or {}).items()},
             "macro_f1": "" if macro_f1 is None else str(macro_f1), "parity_passed": str(parity)}
 
     with mlflow.start_run(experiment_id=experiment_id(client, experiment, uri)) as run:

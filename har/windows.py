@@ -7,6 +7,13 @@ import pandas as pd
 from har.fusion import CHANNELS, segments
 
 
+def with_magnitudes(values: np.ndarray) -> np.ndarray:
+    """[..., 6] -> [..., 8]: the six axes, then |acc| and |gyr| (orientation-free), in the input's dtype."""
+    acc = np.linalg.norm(values[..., :3], axis=-1, keepdims=True)
+    gyr = np.linalg.norm(values[..., 3:6], axis=-1, keepdims=True)
+    return np.concatenate([values, acc, gyr], axis=-1)
+
+
 def window_step(length: int, overlap: float) -> int:
     if not 0 <= overlap < 1:
         raise ValueError(f"window.overlap must be in [0, 1), got {overlap}")

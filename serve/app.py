@@ -27,7 +27,7 @@ from har.recording import InputError
 from serve.batching import DynamicBatcher
 from serve.config import Settings
 from serve.monitoring import Observer, ServiceMetrics
-from serve.runtime import ModelRuntime
+from serve.runtime import ModelRuntime, model_file
 from serve.security import bearer_guard, require_token
 from serve.timeline import garmin_windows, recording_answer, recording_preprocessing
 from serve.validation import RequestError, parse_predict, parse_v2_infer
@@ -48,14 +48,18 @@ class GarminUpload:
 class Predictor:
     """The one prediction path: batching or a direct call, then the observers."""
 
-    def __init__(self, runtime: ModelRuntime, batcher: DynamicBatcher | None, observers: list[Observer]):
+    def __init__(self, runtime: ModelRuntime, batcher: DynamicBatcher | None, observers: list[Observer],
+                 on_direct_call=None):
         self.runtime, self.batcher, self.observers = runtime, batcher, observers
+        self.on_direct_call = on_direct_call  # (requests, windows), as the batcher reports its calls
 
     async def predict(self, windows: np.ndarray) -> np.ndarray:
         if self.batcher is not None and len(windows) < self.batcher.max_batch_size:
             probabilities = await self.batcher.predict(windows)
         else:
             probabilities = await anyio.to_thread.run_sync(self.runtime.predict, windows)
+            if self.on_direct_call is not None:
+                self.on_direct_call(1, len(windows))
         for observer in self.observers:
             try:
                 observer.observe(windows, probabilities)
@@ -103,11 +107,7 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
     scored batch; `extra_route_handlers` add routes (a drift monitor's `GET /drift`, say).
     """
     require_token(token, insecure=insecure, host=settings.host, env_var=settings.token_env)
-    model_path = Path(settings.model_path)
-    if str(settings.model_path).startswith("models:/"):  # e.g. models:/har@champion from the MLflow registry
-        from har.registry import load_onnx_from_registry
-
-        model_path = load_onnx_from_registry(str(settings.model_path))
+    model_path = model_file(settings.model_path, settings.tracking_uri)  # a file, or models:/har@champion
     runtime = runtime or ModelRuntime(model_path, threads=settings.threads)
     card = runtime.card
     metrics = ServiceMetrics(card)
@@ -118,7 +118,8 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
         metrics.registry.register(DriftCollector(drift))
     batcher = DynamicBatcher(runtime.predict, max_batch_size=settings.max_batch_size,
                              max_wait_s=settings.max_wait_ms / 1000.0, on_batch=metrics.on_batch) if settings.batching else None
-    predictor = Predictor(runtime, batcher, [metrics, *([drift] if drift else []), *(observers or [])])
+    predictor = Predictor(runtime, batcher, [metrics, *([drift] if drift else []), *(observers or [])],
+                          on_direct_call=metrics.on_batch)
     guard = bearer_guard(token)
     length, channels, limit = card.window_length, card.channels, settings.max_windows_per_request
     input_name = card.input_contract.get("input", "windows")

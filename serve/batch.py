@@ -34,7 +34,7 @@ from har.garmin import find_garmin_pairs
 from har.windows import make_windows
 from serve.config import Settings
 from serve.modelfile import ModelFileError
-from serve.runtime import ModelRuntime
+from serve.runtime import ModelRuntime, model_file
 from serve.timeline import garmin_windows, recording_answer, recording_preprocessing
 
 # Files that belong to a fused folder (stages.fuse writes them) but are not recordings themselves.
@@ -175,11 +175,7 @@ def run(input_folder: Path, output_folder: Path, runtime: ModelRuntime, *, timez
 
 def load_runtime(model: str, params: dict, threads: int) -> ModelRuntime:
     """A file path, or a registry URI (models:/<name>@<alias>) fetched through har.registry."""
-    if model.startswith("models:/"):
-        from har.registry import load_onnx_from_registry, tracking_uri
-
-        model = load_onnx_from_registry(model, tracking=tracking_uri(params.get("registry", {}).get("tracking_uri")))
-    return ModelRuntime(model, threads=threads)
+    return ModelRuntime(model_file(model, params.get("registry", {}).get("tracking_uri")), threads=threads)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -24,6 +24,7 @@ class Settings:
     token_env: str = "HAR_SERVE_TOKEN"
     token_file: str | None = None
     timezone: str | None = None  # wall-clock zone of uploaded Garmin exports (data.timezone)
+    tracking_uri: str | None = None  # MLflow, for a models:/ model_path (registry.tracking_uri)
 
     @classmethod
     def from_params(cls, params: dict, **overrides) -> "Settings":
@@ -43,6 +44,7 @@ class Settings:
             token_env=serve.get("token_env", cls.token_env),
             token_file=serve.get("token_file", cls.token_file),
             timezone=params.get("data", {}).get("timezone"),
+            tracking_uri=params.get("registry", {}).get("tracking_uri"),
         )
         return replace(cls(**values), **{k: v for k, v in overrides.items() if v is not None})
 

@@ -9,6 +9,17 @@ import onnxruntime as ort
 from serve.modelfile import ModelCard, ModelFileError, read_card
 
 
+def model_file(model, tracking: str | None = None) -> Path:
+    """A local ONNX file for a path, or for a registry URI (models:/<name>@<alias>), which is
+    downloaded with the drift reference registered beside it. `tracking`: the configured
+    tracking URI (MLFLOW_TRACKING_URI wins)."""
+    if str(model).startswith("models:/"):
+        from har.registry import load_onnx_from_registry, tracking_uri
+
+        return load_onnx_from_registry(str(model), tracking=tracking_uri(tracking))
+    return Path(model)
+
+
 class ModelRuntime:
     """The model the service answers with. `predict` is thread-safe (onnxruntime sessions are)."""
 

@@ -133,7 +133,8 @@ def _collector_paused():
     """Decode without the cyclic garbage collector.
 
     A batch of 64 windows decodes into about 13,000 small lists; that burst of allocations sets off
-    full collections that walk the whole heap (measured: p99 115 ms against 25 ms without). The lists
+    full collections that walk the whole heap, which showed as a long tail in the p99 of 64-window
+    requests (bench/serve.py). The lists
     hold only floats and die by reference counting once converted, so the collector has nothing to
     find in them. Decoding never awaits, so no other request runs meanwhile.
     """

@@ -5,17 +5,16 @@ plus the validation subjects' macro-F1, so every number of the model has a refer
 """
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
 from sklearn.ensemble import RandomForestClassifier
 
+from stages.window import load_meta, load_split
 from har.config import load_params, write_json
 from har.evaluation import classification_metrics, macro_f1
 from har.features import window_features
 
-WINDOWS = "data/windows"
 
 
 def fit_baseline(features: np.ndarray, y: np.ndarray, baseline_params: dict, seed: int) -> RandomForestClassifier:
@@ -27,9 +26,9 @@ def fit_baseline(features: np.ndarray, y: np.ndarray, baseline_params: dict, see
 
 def main() -> None:
     params = load_params()
-    meta = json.loads(open(f"{WINDOWS}/meta.json").read())
+    meta = load_meta()
     labels, target_hz = meta["labels"], meta["target_hz"]
-    splits = {name: np.load(f"{WINDOWS}/{name}.npz") for name in ("train", "val", "test")}
+    splits = {name: load_split(name) for name in ("train", "val", "test")}
     features = {name: window_features(s["X"], target_hz) for name, s in splits.items()}
 
     started = time.perf_counter()

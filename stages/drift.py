@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from har.config import load_params, write_json
-from har.drift import (MONITORED, UNITS, build_reference, drift_report, load_reference,
+from har.drift import (MONITORED, UNITS, bin_counts, build_reference, drift_report, load_reference,
                        output_summary, reference_path_for, sample_values)
 from har.notify import notify_drift
 from har.windows import make_windows
@@ -90,7 +90,6 @@ def make_report(params: dict) -> dict:
     result = drift_report(reference, train, production, monitor, model_outputs(monitor["model"], production))
     result["production_source"] = {"folder": monitor["production"], "recordings": recordings}
 
-    control_windows = None
     if monitor.get("control") and Path(monitor["control"]).exists():
         control_windows = np.load(monitor["control"])["X"]
         control = drift_report(reference, train, control_windows, monitor, model_outputs(monitor["model"], control_windows))
@@ -98,7 +97,7 @@ def make_report(params: dict) -> dict:
 
     write_json(METRICS, metrics_of(result))
     Path(monitor["report"]).parent.mkdir(parents=True, exist_ok=True)
-    Path(monitor["report"]).write_text(render_html(result, train, production, control_windows, monitor))
+    Path(monitor["report"]).write_text(render_html(result, reference, train, production, monitor))
     print(f"drift severity {result['severity'].upper()} on {len(production)} production windows"
           + (f"; held-out test subjects: {result['control']['severity']}" if "control" in result else ""))
     for line in result["drifted"]:
@@ -156,7 +155,7 @@ def channel_figure(name: str, reference: np.ndarray, production: np.ndarray, edg
         left.stairs(density, bins, fill=True, alpha=0.5, label=label, color=colour)
     left.set_xlabel(f"{name} ({UNITS[name]})")
     left.legend(fontsize=8)
-    prod_props = np.bincount(np.searchsorted(edges, production, side="right"), minlength=len(edges) + 1) / len(production)
+    prod_props = bin_counts(production, np.asarray(edges)) / len(production)
     x = np.arange(len(ref_props))
     right.bar(x - 0.2, ref_props, width=0.4, color="#1565c0", label="reference")
     right.bar(x + 0.2, prod_props, width=0.4, color="#c62828", label="production")
@@ -190,11 +189,10 @@ def badge(severity: str) -> str:
     return f'<span class="badge" style="background:{COLOURS[severity]}">{severity.upper()}</span>'
 
 
-def render_html(result: dict, train: np.ndarray, production: np.ndarray, control_windows, monitor: dict) -> str:
-    rng = np.random.default_rng(monitor["seed"])
+def render_html(result: dict, reference: dict, train: np.ndarray, production: np.ndarray, monitor: dict) -> str:
+    rng = np.random.default_rng(monitor["seed"])  # a plotting sample: densities need far fewer points than the tests
     ref_values = sample_values(train, 50_000, rng)
     prod_values = sample_values(production, 50_000, rng)
-    reference = load_reference(reference_path_for(monitor["model"]))
     control = result.get("control")
     esc = html.escape
 

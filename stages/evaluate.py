@@ -6,7 +6,6 @@ window, for DVC's confusion template), plots/per_class_f1.csv and the PNGs of bo
 """
 from __future__ import annotations
 
-import json
 import os
 
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
@@ -16,9 +15,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from har.config import write_json  # noqa: E402
+from stages.window import load_meta, load_split  # noqa: E402
 from har.evaluation import classification_metrics, confusion, confusion_records, macro_f1  # noqa: E402
 
-WINDOWS = "data/windows"
 MODEL = "models/model.keras"
 PLOTS = "plots"
 
@@ -73,9 +72,9 @@ def save_per_class_png(per_class_f1: dict, path: str) -> None:
 def main() -> None:
     import keras
 
-    meta = json.loads(open(f"{WINDOWS}/meta.json").read())
+    meta = load_meta()
     labels = meta["labels"]
-    test = np.load(f"{WINDOWS}/test.npz")
+    test = load_split("test")
     model = keras.saving.load_model(MODEL)
     probabilities = model.predict(test["X"], batch_size=512, verbose=0)
     metrics = evaluate_predictions(test["y"], probabilities, test["subject"], labels)

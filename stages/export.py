@@ -16,7 +16,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import hashlib
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import yaml
 
 from har.config import load_params, write_json
+from har.registry import data_hash, git_commit
 from serve.modelfile import stamp
 from serve.runtime import ModelRuntime
 
@@ -93,24 +92,6 @@ def parity_sample(windows: np.ndarray, limit: int) -> np.ndarray:
     return windows[np.unique(np.linspace(0, len(windows) - 1, limit).round().astype(int))]
 
 
-def git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
-def locked_md5(lock_path: Path, stage: str, out: str) -> str | None:
-    """The md5 DVC recorded for a stage output in dvc.lock, or None when not (yet) locked."""
-    if not lock_path.exists():
-        return None
-    stages = (yaml.safe_load(lock_path.read_text()) or {}).get("stages", {})
-    for entry in stages.get(stage, {}).get("outs", []):
-        if entry.get("path") == out:
-            return entry.get("md5")
-    return None
-
-
 def file_md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
@@ -157,7 +138,7 @@ def export(keras_path: Path, info: dict, params: dict, test_windows: np.ndarray,
     model, converter = convert(keras_model, int(info["window_length"]), len(info["channels"]), settings["opset"])
     convert_s = time.perf_counter() - started
     metadata = build_metadata(info, params, version=weights_version(keras_model), metrics=scalar_metrics(eval_path),
-                              commit=git_commit(), data_hash=locked_md5(lock_path, "window", "data/windows"),
+                              commit=git_commit()[0], data_hash=data_hash(lock_path),
                               keras_md5=file_md5(keras_path), converter=converter)
     data = stamp(model, metadata)
 

@@ -79,7 +79,8 @@ def fuse_all(loaders, skipped: list[dict], out_dir: Path, data: dict) -> dict:
             "samples_written": sum(r["samples_written"] for r in reports),
             "rows_skipped": sum(r["reader"][s].get("rows_skipped", 0) for r in reports for s in ("acc", "gyr")),
             **{f"input_{k}": v for k, v in totals.items()},
-            "recordings_detail": reports if len(reports) <= 10 else "see quality.json beside the fused files"}
+            # One recording (a production session): its whole quality report; more: see quality.json.
+            **({"recording": reports[0]} if len(reports) == 1 else {})}
 
 
 def main(which: str, session: str | None = None) -> None:

@@ -2,7 +2,7 @@
 
     python -m stages.register    # -> a new registered version (alias challenger), metrics/register.json
 
-The gate: the export's parity check passed (metrics/export.json `passed`) and test macro-F1
+The gate: the export's parity check passed (metrics/export.json `parity.passed`) and test macro-F1
 (metrics/eval.json `macro_f1`) is not worse than the current champion's by more than
 registry.f1_tolerance. The decision and every reason for it go to metrics/register.json.
 """
@@ -13,7 +13,8 @@ from pathlib import Path
 
 from har.config import load_params, write_json
 from har.drift import reference_path_for
-from har.registry import data_hash, git_commit, register_model, tracking_uri
+from har.registry import git_commit, register_model, tracking_uri
+from serve.modelfile import read_card
 
 METRICS = Path("metrics/register.json")
 
@@ -30,7 +31,10 @@ def read_metrics(path, required: bool) -> dict:
 def main() -> None:
     params = load_params()
     registry = params["registry"]
-    commit, dirty = git_commit()
+    # Commit and data hash as stamped into the model at export, so registry and service agree;
+    # git_dirty says whether the tree changed since.
+    card = read_card(Path(registry["model"]).read_bytes(), registry["model"])
+    _, dirty = git_commit()
     decision = register_model(
         registry["model"], name=registry["model_name"], experiment=registry["experiment"], params=params,
         eval_metrics=read_metrics(registry["eval_metrics"], required=True),
@@ -38,7 +42,8 @@ def main() -> None:
         export_metrics=read_metrics(registry["export_metrics"], required=False),
         tolerance=registry["f1_tolerance"], require_parity=registry["require_parity"],
         uri=tracking_uri(registry["tracking_uri"]),
-        provenance={"git_commit": commit, "git_dirty": dirty, "data_hash": data_hash(Path("dvc.lock"))},
+        provenance={"git_commit": card.git_commit, "git_dirty": dirty, "data_hash": card.data_hash,
+                    "model_sha256": card.sha256},
         extra_files=[reference_path_for(registry["model"])], artifact_dirs=registry["artifact_dirs"])
     write_json(METRICS, decision)
     verdict = "promoted to champion" if decision["promoted"] else f"not promoted (champion stays v{decision['champion_version']})"

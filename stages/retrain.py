@@ -24,7 +24,7 @@ import pandas as pd
 
 from har.config import load_params, resolve_raw
 from har.drift import SEVERITIES, worst
-from har.labelled import find_wisdm_pairs, read_long_table
+from har.labelled import find_wisdm_pairs, read_long_table, wisdm_recording_id
 
 KNOWN_INDEX = Path("data/fused/labelled/index.csv")
 REGISTER_METRICS = Path("metrics/register.json")
@@ -71,7 +71,7 @@ def labelled_recording_ids(data: dict, raw) -> set[str]:
     root = resolve_raw(raw)
     if data["source"] == "wisdm":
         pairs, _ = find_wisdm_pairs(root, activities=list(data["labels"]))
-        return {f"{p['subject']}_{p['activity']}" for p in pairs}
+        return {wisdm_recording_id(p) for p in pairs}
     if data["source"] == "long_table":
         return {r.recording_id for r in read_long_table(root, data["long_table"]) if r.activity in data["labels"]}
     raise ValueError(f"data.source must be 'wisdm' or 'long_table', got {data['source']!r}")

@@ -5,19 +5,17 @@ the input contract), metrics/train.json and dvclive/ (per-epoch loss, accuracy, 
 """
 from __future__ import annotations
 
-import json
 import os
 
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # CPU only, and the same numbers on every machine
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
 
+from stages.window import load_meta, load_split  # noqa: E402
 from har.config import load_params, write_json  # noqa: E402
 from har.fusion import CHANNELS  # noqa: E402
 from har.training import train_model  # noqa: E402
 
-WINDOWS = "data/windows"
 MODEL = "models/model.keras"
 
 
@@ -38,9 +36,9 @@ def main() -> None:
     from dvclive.keras import DVCLiveCallback
 
     params = load_params()
-    meta = json.loads(open(f"{WINDOWS}/meta.json").read())
+    meta = load_meta()
     labels = meta["labels"]
-    train, val = np.load(f"{WINDOWS}/train.npz"), np.load(f"{WINDOWS}/val.npz")
+    train, val = load_split("train"), load_split("val")
     print(f"training on {len(train['y'])} windows of {len(meta['subjects']['train'])} subjects, "
           f"early stopping on {len(val['y'])} windows of {len(meta['subjects']['val'])} validation subjects")
 

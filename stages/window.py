@@ -6,6 +6,7 @@ metrics/windows.json (windows per split and class).
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,16 @@ from har.windows import make_windows, split_subjects
 
 FUSED = Path("data/fused/labelled")
 OUT = Path("data/windows")
+
+
+def load_meta(folder: Path = OUT) -> dict:
+    """meta.json as this stage wrote it: labels in output order, subjects per split, window settings."""
+    return json.loads((Path(folder) / "meta.json").read_text())
+
+
+def load_split(name: str, folder: Path = OUT):
+    """One split's arrays (X, y, subject, recording, start_t)."""
+    return np.load(Path(folder) / f"{name}.npz")
 
 
 def windows_by_recording(index: pd.DataFrame, labels: list[str], window: dict, target_hz: float) -> dict:

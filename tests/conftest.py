@@ -23,3 +23,22 @@ def garmin_recording():
     from har.garmin import read_garmin_pair
 
     return read_garmin_pair(GARMIN_ACC, GARMIN_GYR)
+
+
+def pipeline_windows(recording):
+    """(windows, start times) of a recording cut exactly as the pipeline cuts it, with the committed params."""
+    from har.config import load_params
+    from har.fusion import fuse_recording
+    from har.windows import make_windows
+
+    params = load_params(ROOT / "params.yaml")
+    data, window = params["data"], params["window"]
+    fused, _ = fuse_recording(recording, target_hz=data["target_hz"], max_gap_s=data["max_gap_s"],
+                              lowpass_hz=data["lowpass_hz"])
+    return make_windows(fused, length=window["length"], overlap=window["overlap"], target_hz=data["target_hz"])
+
+
+@pytest.fixture(scope="session")
+def garmin_pipeline_windows(garmin_recording):
+    """The real Garmin hour as the pipeline's windows, computed once per test session."""
+    return pipeline_windows(garmin_recording)

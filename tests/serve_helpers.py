@@ -59,6 +59,10 @@ def write_tiny_model(path: Path, **metadata_overrides) -> Path:
     return path
 
 
+def random_windows(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, LENGTH, len(CHANNELS))).astype(np.float32)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

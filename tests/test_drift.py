@@ -10,28 +10,21 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, WISDM_DIR
+from conftest import ROOT, WISDM_DIR, pipeline_windows
 from tiny_onnx import tiny_onnx_model
 
 from har import drift
 from har.config import load_params
-from har.fusion import CHANNELS, fuse_recording
+from har.fusion import CHANNELS
 from har.labelled import find_wisdm_pairs, read_wisdm_pair
 from har.recording import G
-from har.windows import make_windows, split_subjects
+from har.windows import split_subjects
 
 PARAMS = load_params(ROOT / "params.yaml")
 MONITOR = PARAMS["monitor"]
 MILLI_G_AS_SI = 1000 / G  # what the numbers become when milli-g values are taken for m/s^2
 ACC = ["ax", "ay", "az", "acc_norm"]
 GYR = ["gx", "gy", "gz", "gyr_norm"]
-
-
-def fused_windows(recording) -> np.ndarray:
-    data, window = PARAMS["data"], PARAMS["window"]
-    fused, _ = fuse_recording(recording, target_hz=data["target_hz"], max_gap_s=data["max_gap_s"],
-                              lowpass_hz=data["lowpass_hz"])
-    return make_windows(fused, length=window["length"], overlap=window["overlap"], target_hz=data["target_hz"])[0]
 
 
 def reference_for(train_windows: np.ndarray) -> dict:
@@ -45,14 +38,14 @@ def wisdm_windows():
     """Train and test windows of the configured class set and subject split, from the raw WISDM files."""
     pairs, _ = find_wisdm_pairs(WISDM_DIR, activities=PARAMS["data"]["labels"])
     splits = split_subjects([p["subject"] for p in pairs], PARAMS["split"])
-    by_split = {split: np.concatenate([fused_windows(read_wisdm_pair(p)) for p in pairs if p["subject"] in subjects])
+    by_split = {split: np.concatenate([pipeline_windows(read_wisdm_pair(p))[0] for p in pairs if p["subject"] in subjects])
                 for split, subjects in splits.items() if split != "val"}
     return by_split["train"], by_split["test"], reference_for(by_split["train"])
 
 
 @pytest.fixture(scope="module")
-def garmin_windows(garmin_recording):
-    return fused_windows(garmin_recording)
+def garmin_windows(garmin_pipeline_windows):
+    return garmin_pipeline_windows[0]
 
 
 # ---------------------------------------------------------------- calibration on the real data

@@ -56,6 +56,7 @@ def run_export(project, monkeypatch, **export_settings):
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     (project / "models/model.onnx").unlink(missing_ok=True)
     monkeypatch.chdir(project)
+    monkeypatch.setattr(export, "git_commit", lambda: ("c0ffee" * 6 + "c0ff", False))  # the copy is not a git checkout
     return export.main()
 
 
@@ -81,7 +82,7 @@ def test_export_writes_a_verified_model_that_matches_keras(exported):
     assert card.preprocessing == {"target_hz": 50.0, "max_gap_s": 0.5, "lowpass_hz": 10.0, "window_length": 200,
                                   "overlap": 0.5}
     assert card.metrics == {"macro_f1": 0.61, "accuracy": 0.7}
-    assert card.data_hash == "abc123.dir" and card.git_commit
+    assert card.data_hash == "abc123.dir" and card.git_commit == "c0ffee" * 6 + "c0ff"
     assert (runtime.input_name, runtime.output_name) == ("windows", "probabilities")
     # Converted with no GPU visible, the BiLSTM is a native ONNX LSTM, not an unrolled loop.
     assert "LSTM" in op_types

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, SHARED_DATA
 
 BIN = Path(sys.executable).parent
 
@@ -48,8 +48,9 @@ def make_long_table(path: Path, subjects=6, seconds=20, hz=50):
 
 
 @pytest.mark.slow
-def test_dvc_repro_then_status_clean_and_window_change_reruns_only_window(tmp_path):
+def test_dvc_repro_status_clean_window_change_and_one_stage_per_session(tmp_path):
     repo = project_copy(tmp_path / "repo")
+    (tmp_path / "shared").symlink_to(SHARED_DATA.parent)  # ../shared beside the copy, as beside a clone
     table = tmp_path / "labelled.csv"
     make_long_table(table)
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
@@ -74,3 +75,12 @@ def test_dvc_repro_then_status_clean_and_window_change_reruns_only_window(tmp_pa
     out = run(["dvc", "repro", "window"], repo, env)
     assert "Running stage 'window'" in out and "Running stage 'fuse_labelled'" not in out
     assert yaml.safe_load((repo / "metrics" / "windows.json").read_text())["train"]["windows"] < counts["train"]["windows"]
+
+    # Each production session is its own cached stage (foreach over production.sessions).
+    session = yaml.safe_load((repo / "params.yaml").read_text())["production"]["sessions"][0]
+    out = run(["dvc", "repro", "fuse_garmin"], repo, env)
+    assert f"Running stage 'fuse_garmin@{session}'" in out
+    report = yaml.safe_load((repo / "metrics" / "fuse_garmin" / f"{session}.json").read_text())
+    assert report["recordings"] == 1 and report["samples_written"] == report["recording"]["samples_written"]
+    assert (repo / "data" / "fused" / "garmin" / session / f"{session}.parquet").exists()
+    assert "Running stage" not in run(["dvc", "repro", "fuse_garmin"], repo, env)

@@ -37,10 +37,11 @@ def test_promotion_gate(macro_f1, parity, champion, promote, reason):
 
 
 def test_parity_is_read_defensively_from_the_export_report():
-    assert registry.parity_passed({"passed": True, "max_abs_diff": 1e-6}) is True
+    assert registry.parity_passed({"parity": {"passed": True, "max_abs_diff": 1e-6}}) is True
     assert registry.parity_passed({"parity": {"passed": False}}) is False
     assert registry.parity_passed({}) is None
-    assert registry.parity_passed({"passed": "yes"}) is None  # only a real boolean counts
+    assert registry.parity_passed({"parity": {"passed": "yes"}}) is None  # only a real boolean counts
+    assert registry.parity_passed({"passed": True}) is None  # not where stages/export.py writes it
 
 
 def test_data_hash_comes_from_the_window_stage_in_dvc_lock(tmp_path):
@@ -79,7 +80,7 @@ def history(store):
     def register(f1, **extra):
         return registry.register_model(
             store["model"], name=NAME, experiment="test", params={"train": {"lr": 0.001, "units": [64, 64]}},
-            eval_metrics={"macro_f1": f1, "per_class": {"sitting": {"f1": f1}}}, export_metrics={"passed": True},
+            eval_metrics={"macro_f1": f1, "per_class": {"sitting": {"f1": f1}}}, export_metrics={"parity": {"passed": True}},
             tolerance=0.01, uri=store["uri"], provenance={"git_commit": "c0ffee", "data_hash": "d4t4.dir"},
             extra_files=[store["folder"] / "drift_reference.json"], **extra)
     return [register(0.80), register(0.70), register(0.795)]

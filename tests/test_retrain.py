@@ -26,6 +26,8 @@ def test_policy_needs_drift_time_and_new_labels(severity, hours, new, triggered,
     assert len(reasons) == 3
     if failing:
         assert [r for r in reasons if r.startswith("[no]")] == [next(r for r in reasons if failing in r)]
+    else:
+        assert all(r.startswith("[yes]") for r in reasons)
 
 
 def test_a_warning_is_enough_when_the_policy_says_so():

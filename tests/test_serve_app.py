@@ -5,14 +5,12 @@ from litestar.testing import TestClient
 
 from conftest import GARMIN_ACC, GARMIN_GYR
 from har.config import load_params
-from har.fusion import fuse_recording
-from har.windows import make_windows
 from serve.app import create_app
 from serve.config import Settings
 from serve.modelfile import ModelFileError
 from serve.runtime import ModelRuntime
 from serve.security import ConfigurationError
-from serve_helpers import LABELS, ROOT, TOKEN, write_tiny_model
+from serve_helpers import random_windows, LABELS, ROOT, TOKEN, write_tiny_model
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -60,10 +58,6 @@ def garmin_upload(client, recorder):
     return response, recorder.windows[before:]
 
 
-def windows(n, seed=0):
-    return np.random.default_rng(seed).normal(size=(n, 200, 6)).astype(np.float32)
-
-
 def test_health_ready_and_model_describe_the_served_model(client):
     assert client.get("/health").json() == {"status": "alive"}
     ready = client.get("/ready").json()
@@ -75,7 +69,7 @@ def test_health_ready_and_model_describe_the_served_model(client):
 
 
 def test_predict_answers_each_window_with_the_runtimes_probabilities(client, model_path):
-    batch = windows(5)
+    batch = random_windows(5)
     response = client.post("/predict", json={"windows": batch.tolist()}, headers=AUTH)
     assert response.status_code == 200
     expected = ModelRuntime(model_path).predict(batch)
@@ -87,7 +81,7 @@ def test_predict_answers_each_window_with_the_runtimes_probabilities(client, mod
 
 
 def test_v2_infer_speaks_the_open_inference_protocol(client, model_path):
-    batch = windows(3, seed=1)
+    batch = random_windows(3, seed=1)
     body = {"id": "req-7", "inputs": [{"name": "windows", "shape": [3, 200, 6], "datatype": "FP32",
                                        "data": batch.ravel().tolist()}]}
     response = client.post("/v2/models/har/infer", json=body, headers=AUTH)
@@ -118,13 +112,13 @@ def test_v2_metadata_and_readiness(client):
 @pytest.mark.parametrize("route", ["/predict", "/v2/models/har/infer", "/recordings"])
 def test_prediction_routes_need_the_token(client, route):
     for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"}, {"Authorization": f"Basic {TOKEN}"}):
-        response = client.post(route, json={"windows": windows(1).tolist()}, headers=headers)
+        response = client.post(route, json={"windows": random_windows(1).tolist()}, headers=headers)
         assert response.status_code == 401
         assert response.headers["www-authenticate"].startswith("Bearer")
 
 
 def test_bad_input_gets_a_located_4xx_without_internals(client):
-    batch = windows(2).tolist()
+    batch = random_windows(2).tolist()
     batch[1][17][2] = "abc"
     response = client.post("/predict", json={"windows": batch}, headers=AUTH)
     assert response.status_code == 422
@@ -135,7 +129,7 @@ def test_bad_input_gets_a_located_4xx_without_internals(client):
 
 
 def test_limits_on_windows_and_body_size(client):
-    too_many = client.post("/predict", json={"windows": windows(17).tolist()}, headers=AUTH)
+    too_many = client.post("/predict", json={"windows": random_windows(17).tolist()}, headers=AUTH)
     assert too_many.status_code == 413 and "at most 16" in too_many.json()["detail"]
     oversized = client.post("/predict", content=b"[" + b"0," * 600_000 + b"0]", headers=AUTH)
     assert oversized.status_code == 413 and "exceeds 1048576 bytes" in oversized.json()["detail"]
@@ -148,7 +142,7 @@ def test_unexpected_errors_answer_500_without_details(settings, model_path):
 
     app = create_app(settings, token=TOKEN, runtime=BrokenRuntime(model_path))
     with TestClient(app) as client:
-        response = client.post("/predict", json={"windows": windows(1).tolist()}, headers=AUTH)
+        response = client.post("/predict", json={"windows": random_windows(1).tolist()}, headers=AUTH)
     assert response.status_code == 500
     assert response.json() == {"status_code": 500, "detail": "internal server error"}
 
@@ -159,14 +153,14 @@ def test_a_failing_observer_does_not_cost_the_answer(settings):
             raise RuntimeError("monitoring bug")
 
     with TestClient(create_app(settings, token=TOKEN, observers=[Broken()])) as client:
-        response = client.post("/predict", json={"windows": windows(1).tolist()}, headers=AUTH)
+        response = client.post("/predict", json={"windows": random_windows(1).tolist()}, headers=AUTH)
     assert response.status_code == 200
 
 
 def test_metrics_count_requests_windows_and_model(client):
     before = client.get("/metrics").text
-    client.post("/predict", json={"windows": windows(4, seed=3).tolist()}, headers=AUTH)
-    client.post("/predict", json={"windows": windows(1).tolist()})  # 401
+    client.post("/predict", json={"windows": random_windows(4, seed=3).tolist()}, headers=AUTH)
+    client.post("/predict", json={"windows": random_windows(1).tolist()})  # 401
     text = client.get("/metrics").text
 
     def value(metrics_text, sample):
@@ -194,14 +188,10 @@ def test_openapi_documents_every_route_and_the_bearer_scheme(client):
     assert client.get("/schema").status_code == 200
 
 
-def test_recordings_windows_are_the_pipelines_windows(garmin_upload, garmin_recording):
+def test_recordings_windows_are_the_pipelines_windows(garmin_upload, garmin_pipeline_windows):
     response, shown = garmin_upload
     assert response.status_code == 200
-    data = load_params(ROOT / "params.yaml")
-    fused, _ = fuse_recording(garmin_recording, target_hz=data["data"]["target_hz"], max_gap_s=data["data"]["max_gap_s"],
-                              lowpass_hz=data["data"]["lowpass_hz"])
-    expected, start_t = make_windows(fused, length=data["window"]["length"], overlap=data["window"]["overlap"],
-                                     target_hz=data["data"]["target_hz"])
+    expected, start_t = garmin_pipeline_windows
     assert len(shown) == 1
     np.testing.assert_array_equal(shown[0], expected)  # bit for bit: no training/serving skew
     timeline = response.json()["timeline"]
@@ -269,3 +259,15 @@ def test_live_drift_is_reported_at_drift_and_in_metrics(tmp_path, settings):
 def test_drift_without_a_reference_is_404(client):
     response = client.get("/drift", headers=AUTH)
     assert response.status_code == 404 and "drift_reference.json" in response.json()["detail"]
+
+
+def test_model_calls_are_counted_without_batching_too(settings):
+    """har_model_batch_* describe every onnxruntime call, whether the batcher made it or not."""
+    from dataclasses import replace
+
+    with TestClient(create_app(replace(settings, batching=False), token=TOKEN), timeout=60) as client:
+        for n in (3, 5):
+            assert client.post("/predict", headers=AUTH, json={"windows": random_windows(n).tolist()}).status_code == 200
+        exposition = client.get("/metrics").text
+    assert "har_model_batch_windows_count 2.0" in exposition and "har_model_batch_windows_sum 8.0" in exposition
+    assert "har_model_batch_requests_sum 2.0" in exposition

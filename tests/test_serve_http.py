@@ -11,10 +11,8 @@ import yaml
 
 from conftest import GARMIN_ACC, GARMIN_GYR
 from har.config import load_params
-from har.fusion import fuse_recording
-from har.windows import make_windows
 from serve.runtime import ModelRuntime
-from serve_helpers import LABELS, ROOT, TOKEN, start_server, stop_server, write_tiny_model
+from serve_helpers import random_windows, LABELS, ROOT, TOKEN, start_server, stop_server, write_tiny_model
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MARKER = 3.14159265  # a sensor value that must never reach the server's log
@@ -58,10 +56,6 @@ def garmin_response(client):
                                                                "gyroscope": (GARMIN_GYR.name, gyr)})
 
 
-def windows(n, seed=0):
-    return np.random.default_rng(seed).normal(size=(n, 200, 6)).astype(np.float32)
-
-
 @pytest.mark.parametrize("path", ["/health", "/ready", "/model", "/v2", "/v2/health/live", "/v2/health/ready",
                                   "/v2/models/har", "/v2/models/har/ready", "/metrics", "/schema", "/schema/openapi.json"])
 def test_read_only_endpoints_answer(client, path):
@@ -69,7 +63,7 @@ def test_read_only_endpoints_answer(client, path):
 
 
 def test_predict_and_v2_infer_answer_with_the_models_probabilities(client, model_path):
-    batch = windows(3)
+    batch = random_windows(3)
     expected = ModelRuntime(model_path).predict(batch)
     predicted = client.post("/predict", json={"windows": batch.tolist()}, headers=AUTH)
     assert predicted.status_code == 200
@@ -82,7 +76,7 @@ def test_predict_and_v2_infer_answer_with_the_models_probabilities(client, model
 
 
 def test_concurrent_single_window_requests_each_get_their_own_answer(client, model_path):
-    batch = windows(32, seed=5)
+    batch = random_windows(32, seed=5)
     expected = ModelRuntime(model_path).predict(batch)
 
     def one(i):
@@ -99,12 +93,12 @@ def test_concurrent_single_window_requests_each_get_their_own_answer(client, mod
 @pytest.mark.parametrize("route", ["/predict", "/v2/models/har/infer", "/recordings"])
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer not-the-token-0123456789"}])
 def test_missing_or_wrong_token_is_refused(client, route, headers):
-    response = client.post(route, json={"windows": windows(1).tolist()}, headers=headers)
+    response = client.post(route, json={"windows": random_windows(1).tolist()}, headers=headers)
     assert response.status_code == 401 and "bearer token" in response.text
 
 
 def _with(edit):
-    batch = windows(2).tolist()
+    batch = random_windows(2).tolist()
     edit(batch)
     return json.dumps({"windows": batch}).encode()
 
@@ -115,7 +109,7 @@ def _with(edit):
     (_with(lambda w: w[1].pop()), 422, "windows[1] has 199 samples, expected 200"),
     (_with(lambda w: w[0][9].append(1.0)), 422, "windows[0][9] has 7 values, expected 6 (ax, ay, az, gx, gy, gz)"),
     (b'{"windows": [', 400, None),
-    (json.dumps({"windows": windows(9).round(2).tolist()}).encode(), 413, "windows holds 9 windows; at most 8 per request"),
+    (json.dumps({"windows": random_windows(9).round(2).tolist()}).encode(), 413, "windows holds 9 windows; at most 8 per request"),
 ])
 def test_bad_predict_bodies_get_located_4xx(client, body, status, detail):
     response = client.post("/predict", content=body, headers={**AUTH, "content-type": "application/json"})
@@ -138,14 +132,11 @@ def test_v2_bad_request_uses_the_protocols_error_shape(client):
     assert response.json() == {"error": "inputs[0].datatype is 'BYTES', expected one of ['FP32', 'FP64']"}
 
 
-def test_recordings_timeline_covers_the_hour_with_the_pipelines_windows(garmin_response, garmin_recording, model_path):
+def test_recordings_timeline_covers_the_hour_with_the_pipelines_windows(garmin_response, garmin_pipeline_windows,
+                                                                         model_path):
     assert garmin_response.status_code == 200
     summary = garmin_response.json()
-    params = load_params(ROOT / "params.yaml")
-    fused, _ = fuse_recording(garmin_recording, target_hz=params["data"]["target_hz"],
-                              max_gap_s=params["data"]["max_gap_s"], lowpass_hz=params["data"]["lowpass_hz"])
-    expected, start_t = make_windows(fused, length=params["window"]["length"], overlap=params["window"]["overlap"],
-                                     target_hz=params["data"]["target_hz"])
+    expected, start_t = garmin_pipeline_windows
     confidence = ModelRuntime(model_path).predict(expected).max(axis=1)
     timeline = summary["timeline"]
     np.testing.assert_allclose([t["start_s"] for t in timeline], start_t, atol=1e-3)
@@ -156,6 +147,11 @@ def test_recordings_timeline_covers_the_hour_with_the_pipelines_windows(garmin_r
 
 
 def test_metrics_reflect_the_traffic(client):
+    # The traffic this test counts on, sent here so that it also passes when run alone.
+    good = np.zeros((1, 200, 6), np.float32).tolist()
+    assert client.post("/predict", json={"windows": good}, headers=AUTH).status_code == 200
+    assert client.post("/predict", json={"windows": [[[0.0] * 6] * 199]}, headers=AUTH).status_code == 422
+    assert client.post("/v2/models/har/infer", json={}).status_code == 401
     text = client.get("/metrics").text
     assert 'har_http_requests_total{method="POST",route="/predict",status="200"}' in text
     assert 'har_http_requests_total{method="POST",route="/predict",status="422"}' in text
@@ -184,7 +180,7 @@ def test_server_refuses_to_start_without_a_token(model_path):
 def test_insecure_local_serves_without_a_token(model_path, tmp_path):
     process, url = start_server(model_path, tmp_path / "insecure.log", "--insecure-local", token=None)
     try:
-        response = httpx.post(url + "/predict", json={"windows": windows(1).tolist()}, timeout=30)
+        response = httpx.post(url + "/predict", json={"windows": random_windows(1).tolist()}, timeout=30)
         assert response.status_code == 200
     finally:
         stop_server(process)

@@ -85,7 +85,9 @@ def test_train_evaluate_baseline_stages_end_to_end(tiny_project):
     for name in ("metrics/eval.json", "metrics/baseline.json"):
         metrics = json.loads((tiny_project / name).read_text())
         assert list(metrics)[:5] == ["macro_f1", "accuracy", "balanced_accuracy", "cohen_kappa", "mcc"]
-        assert set(metrics["per_class"]) == set(LABELS) and 0 <= metrics["macro_f1"] <= 1
+        assert set(metrics["per_class"]) == set(LABELS)
+    # The tiny classes differ in frequency: the feature baseline must separate them all.
+    assert json.loads((tiny_project / "metrics/baseline.json").read_text())["macro_f1"] > 0.9
     train_metrics = json.loads((tiny_project / "metrics/train.json").read_text())
     assert set(train_metrics) == {"epochs_run", "best_epoch", "best_val_macro_f1", "train_seconds"}
     # dvclive logged every epoch, validation macro-F1 included (dvclive files val_* under eval/).
