@@ -44,7 +44,14 @@ def build_model(model_params: dict, *, window_length: int, n_channels: int, n_cl
         if model_params["pool_size"] > 1:
             x = layers.MaxPooling1D(model_params["pool_size"], padding="same", name=f"pool{i}")(x)
         x = layers.Dropout(model_params.get("conv_dropout", 0.0), name=f"conv_dropout{i}")(x)
-    x = layers.Bidirectional(layers.LSTM(model_params["lstm_units"]), name="bilstm")(x)
+    sequence = x
+    x = layers.Bidirectional(layers.LSTM(model_params["lstm_units"]), name="bilstm")(sequence)
+    if model_params.get("pooled_features"):
+        # The BiLSTM summarises the order of events; average and max pooling of the convolution
+        # features add what was present anywhere in the window (the wrist's mean orientation,
+        # the strongest stroke), the kind of summary a feature-based classifier relies on.
+        x = layers.Concatenate(name="summary")([x, layers.GlobalAveragePooling1D(name="mean_pool")(sequence),
+                                                layers.GlobalMaxPooling1D(name="max_pool")(sequence)])
     x = layers.Dropout(dropout, name="lstm_dropout")(x)
     x = layers.Dense(model_params["dense_units"], activation="relu", name="dense")(x)
     x = layers.Dropout(dropout, name="dense_dropout")(x)

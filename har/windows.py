@@ -52,3 +52,12 @@ def split_subjects(subjects, split: dict) -> dict[str, list[str]]:
     if overlap:
         raise ValueError(f"subjects {sorted(overlap)} are in more than one split")
     return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
+
+
+def subject_folds(subjects, n_folds: int, seed: int) -> list[list[str]]:
+    """Subjects shuffled (seeded) and dealt into `n_folds` groups of nearly equal size."""
+    subjects = sorted({str(s) for s in subjects})
+    if not 3 <= n_folds <= len(subjects):
+        raise ValueError(f"folds must be between 3 (train, validation, test) and the {len(subjects)} subjects, got {n_folds}")
+    order = np.random.default_rng(seed).permutation(subjects)
+    return [sorted(order[i::n_folds].tolist()) for i in range(n_folds)]

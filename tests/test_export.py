@@ -8,6 +8,7 @@ import yaml
 
 from har.config import load_params
 from har.fusion import CHANNELS
+from har.model import build_model, channel_stats
 from serve.runtime import ModelRuntime
 from serve_helpers import ROOT
 
@@ -27,18 +28,12 @@ def project(tmp_path_factory):
     test_windows = (rng.normal(size=(300, 200, 6)) * [3, 3, 3, 1, 1, 1] + [0, 0, 9.8, 0, 0, 0]).astype(np.float32)
     np.savez(root / "data/windows/test.npz", X=test_windows, y=rng.integers(0, 3, 300))
 
+    # The pipeline's own architecture at the tiny size (every layer type the real model has).
     keras.utils.set_random_seed(0)
-    normalization = keras.layers.Normalization(axis=-1)
-    normalization.adapt(test_windows[:100])
-    inputs = keras.Input((200, 6))
-    x = normalization(inputs)
-    x = keras.layers.Conv1D(8, 5, padding="same", activation="relu")(x)
-    x = keras.layers.MaxPooling1D(2)(x)
-    x = keras.layers.Bidirectional(keras.layers.LSTM(8))(x)
-    x = keras.layers.Dense(8, activation="relu")(x)
-    x = keras.layers.Dropout(0.3)(x)
-    outputs = keras.layers.Dense(len(LABELS), activation="softmax")(x)
-    keras.Model(inputs, outputs).save(root / "models/model.keras")
+    tiny = yaml.safe_load((ROOT / "conf/model/tiny.yaml").read_text())
+    mean, variance = channel_stats(test_windows[:100])
+    build_model(tiny, window_length=200, n_channels=6, n_classes=len(LABELS), mean=mean,
+                variance=variance).save(root / "models/model.keras")
     (root / "models/model.json").write_text(json.dumps({
         "labels": LABELS, "window_length": 200, "target_hz": 50.0, "channels": CHANNELS,
         "units": {"acc": "m/s^2", "gyr": "rad/s"}, "train": {}}))

@@ -124,3 +124,30 @@ def test_same_seed_same_model_and_normalisation_inside(tiny_params, tmp_path):
     reloaded = keras.saving.load_model(tmp_path / "model.keras")
     assert np.allclose(reloaded.predict(val["X"], verbose=0), probabilities, atol=1e-6)
     assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_crossval_tests_every_subject_once_against_the_baseline(tiny_project):
+    from stages import crossval
+
+    summary = crossval.main(n_folds=3)
+    folds = summary["per_fold"]
+    tested = [s for f in folds for s in f["test_subjects"]]
+    assert sorted(tested) == ["s1", "s2", "s3", "s4"]  # every subject tested exactly once
+    for fold in folds:
+        assert not set(fold["test_subjects"]) & set(fold["val_subjects"])
+        assert fold["margin"] == pytest.approx(fold["model_macro_f1"] - fold["baseline_macro_f1"])
+    assert summary["margin"] == pytest.approx(np.mean([f["margin"] for f in folds]))
+    assert summary["baseline_macro_f1"] > 0.9  # the tiny classes are separable by frequency
+    assert json.loads((tiny_project / "metrics/crossval.json").read_text())["folds"] == 3
+
+
+def test_subject_folds_deal_every_subject_into_exactly_one_fold():
+    from har.windows import subject_folds
+
+    subjects = [str(s) for s in range(1600, 1637)]
+    folds = subject_folds(subjects, 5, seed=42)
+    assert sorted(s for f in folds for s in f) == subjects
+    assert sorted(len(f) for f in folds) == [7, 7, 7, 8, 8]
+    assert subject_folds(subjects, 5, seed=42) == folds
+    with pytest.raises(ValueError, match="between 3"):
+        subject_folds(subjects, 2, seed=42)
