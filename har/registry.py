@@ -140,7 +140,8 @@ def promotion_decision(macro_f1: float | None, parity: bool | None, champion: di
     if champion is None:
         reasons.append(f"no champion yet: macro-F1 {macro_f1:.4f} becomes the first")
     elif champion.get("macro_f1") is None:
-        reasons.append(f"champion v{champion['version']} has no recorded macro-F1: cannot be compared, kept")
+        reasons.append(f"champion v{champion['version']} has no macro-F1 comparable with this one: kept "
+                       f"(`python -m stages.rollback <version>` promotes by hand)")
         promote = False
     elif macro_f1 < champion["macro_f1"] - tolerance:
         promote = False
@@ -161,7 +162,26 @@ def current_champion(client, name: str) -> dict | None:
     except MlflowException:
         return None
     f1 = version.tags.get("macro_f1")
-    return {"version": int(version.version), "macro_f1": float(f1) if f1 is not None else None}
+    seen = version.tags.get("subjects_seen")
+    return {"version": int(version.version), "macro_f1": float(f1) if f1 else None,
+            "data_hash": version.tags.get("data_hash") or None, "subjects_seen": seen.split() if seen else None}
+
+
+def comparable_champion(champion: dict | None, data_hash: str | None, rescore, name: str) -> tuple[dict | None, list[str]]:
+    """The champion with a macro-F1 measured on the same test windows as the new version.
+
+    A macro-F1 is only comparable on the same windows. When the champion was evaluated on other
+    data (a changed split, quality check or recording set), `rescore(model_uri, subjects_seen)`
+    scores it on the current test windows and returns (macro-F1, "") or (None, why it cannot:
+    e.g. it learned from subjects that are now in the test split).
+    """
+    if champion is None or rescore is None or (champion["data_hash"] and champion["data_hash"] == data_hash):
+        return champion, []
+    rescored, why = rescore(f"models:/{name}/{champion['version']}", champion["subjects_seen"])
+    note = (f"champion v{champion['version']} was evaluated on other windows (data hash {champion['data_hash']}, "
+            f"macro-F1 {champion['macro_f1']}); ")
+    note += f"re-scored on this test split: {rescored:.4f}" if rescored is not None else f"it cannot be re-scored: {why}"
+    return {**champion, "macro_f1": rescored}, [note]
 
 
 # ---------------------------------------------------------------- register, roll back, load
@@ -187,10 +207,13 @@ def runtime_requirements() -> list[str]:
 
 def register_model(model_path, *, name: str, experiment: str, params: dict, eval_metrics: dict, export_metrics: dict,
                    tolerance: float, require_parity: bool = True, uri: str | None = None,
-                   provenance: dict | None = None, extra_files: list = (), artifact_dirs: list = ()) -> dict:
+                   provenance: dict | None = None, extra_files: list = (), artifact_dirs: list = (),
+                   rescore=None) -> dict:
     """Log the run and the ONNX model, register a version as challenger, move champion if the gate passes.
 
-    Returns the decision (written by the register stage to metrics/register.json).
+    `rescore` scores a champion evaluated on other data on the current test windows (see
+    comparable_champion). Returns the decision
+    (written by the register stage to metrics/register.json).
     """
     import hashlib
 
@@ -228,11 +251,13 @@ def register_model(model_path, *, name: str, experiment: str, params: dict, eval
                 client.log_model_artifact(info.model_id, str(path))
         run_id = run.info.run_id
 
-    champion_before = current_champion(client, name)
+    champion_before, notes = comparable_champion(current_champion(client, name), tags["data_hash"] or None,
+                                                 rescore, name)
     version = mlflow.register_model(info.model_uri, name, tags=tags)
     client.set_registered_model_alias(name, CHALLENGER, version.version)
     promote, reasons = promotion_decision(macro_f1, parity, champion_before, tolerance=tolerance,
                                           require_parity=require_parity)
+    reasons = notes + reasons
     client.set_model_version_tag(name, version.version, "gate", "passed" if promote else "failed")
     if promote:
         client.set_registered_model_alias(name, CHAMPION, version.version)

@@ -15,7 +15,10 @@ def read(name: str) -> dict:
 def main() -> None:
     model, baseline, export = read("eval.json"), read("baseline.json"), read("export.json")
     drift, register = read("drift.json"), read("register.json")
+    quality = read("windows.json").get("quality", {})
     rows = [
+        ("subjects set aside (no wrist motion)", ", ".join(quality["excluded_subjects"]) or "none"
+         if quality else None),
         ("test macro-F1, CNN-BiLSTM", model.get("macro_f1")),
         ("test macro-F1, baseline (random forest)", baseline.get("macro_f1")),
         ("test accuracy, CNN-BiLSTM", model.get("accuracy")),

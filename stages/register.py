@@ -4,7 +4,8 @@
 
 The gate: the export's parity check passed (metrics/export.json `parity.passed`) and test macro-F1
 (metrics/eval.json `macro_f1`) is not worse than the current champion's by more than
-registry.f1_tolerance. The decision and every reason for it go to metrics/register.json.
+registry.f1_tolerance. A champion evaluated on other windows (another data hash) is first
+re-scored on the current test split. The decision and every reason for it go to metrics/register.json.
 """
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ from pathlib import Path
 
 from har.config import load_params, write_json
 from har.drift import reference_path_for
-from har.registry import git_commit, register_model, tracking_uri
+from har.evaluation import macro_f1
+from har.registry import git_commit, load_onnx_from_registry, register_model, tracking_uri
 from serve.modelfile import read_card
+from serve.runtime import ModelRuntime
+from stages.window import load_meta, load_split
 
 METRICS = Path("metrics/register.json")
 
@@ -26,6 +30,32 @@ def read_metrics(path, required: bool) -> dict:
             raise FileNotFoundError(f"{path} not found (expected the evaluate stage's metrics with `macro_f1`)")
         return {}
     return json.loads(path.read_text())
+
+
+def subjects_seen() -> str | None:
+    """The training and validation subjects (space-separated): whom the model learned from or was chosen on."""
+    if not Path("data/windows/meta.json").exists():
+        return None
+    subjects = load_meta()["subjects"]
+    return " ".join(subjects["train"] + subjects["val"])
+
+
+def scorer_on_test_split(tracking: str):
+    """rescore(model_uri, subjects_seen) -> (macro-F1 on the current test windows, "") with
+    onnxruntime as the service runs it, or (None, why) when that would not be a fair score."""
+    def rescore(model_uri: str, subjects_seen: list[str] | None) -> tuple[float | None, str]:
+        meta, test = load_meta(), load_split("test")
+        if subjects_seen is None:
+            return None, "the subjects it learned from are not recorded"
+        leaked = sorted(set(subjects_seen) & set(meta["subjects"]["test"]))
+        if leaked:
+            return None, f"it learned from subjects {leaked}, who are in this test split"
+        runtime = ModelRuntime(load_onnx_from_registry(model_uri, tracking=tracking))
+        if list(runtime.card.labels) != meta["labels"] or runtime.card.window_length != test["X"].shape[1]:
+            return None, "its labels or window length differ from this split's"
+        return macro_f1(test["y"], runtime.predict(test["X"]).argmax(axis=1), len(meta["labels"])), ""
+
+    return rescore
 
 
 def main() -> None:
@@ -41,9 +71,9 @@ def main() -> None:
         # A missing export report is not an error here: the gate reads it as "parity unknown" and refuses.
         export_metrics=read_metrics(registry["export_metrics"], required=False),
         tolerance=registry["f1_tolerance"], require_parity=registry["require_parity"],
-        uri=tracking_uri(registry["tracking_uri"]),
+        uri=tracking_uri(registry["tracking_uri"]), rescore=scorer_on_test_split(tracking_uri(registry["tracking_uri"])),
         provenance={"git_commit": card.git_commit, "git_dirty": dirty, "data_hash": card.data_hash,
-                    "model_sha256": card.sha256},
+                    "model_sha256": card.sha256, "subjects_seen": subjects_seen()},
         extra_files=[reference_path_for(registry["model"])], artifact_dirs=registry["artifact_dirs"])
     write_json(METRICS, decision)
     verdict = "promoted to champion" if decision["promoted"] else f"not promoted (champion stays v{decision['champion_version']})"

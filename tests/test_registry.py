@@ -28,7 +28,7 @@ NAME = "har-test"
     (0.795, True, {"version": 1, "macro_f1": 0.80}, True, "not worse"),
     (0.90, True, {"version": 1, "macro_f1": 0.80}, True, "not worse"),
     (0.90, False, {"version": 1, "macro_f1": 0.80}, False, "parity check did not pass"),
-    (0.90, True, {"version": 1, "macro_f1": None}, False, "cannot be compared"),
+    (0.90, True, {"version": 1, "macro_f1": None}, False, "no macro-F1 comparable with this one: kept"),
 ])
 def test_promotion_gate(macro_f1, parity, champion, promote, reason):
     decided, reasons = registry.promotion_decision(macro_f1, parity, champion, tolerance=0.01)
@@ -167,3 +167,56 @@ def test_register_stage_refuses_promotion_without_a_parity_verdict(store, tmp_pa
     assert any("parity unknown" in r for r in decision["reasons"])
     artifacts = [a.path for a in client(store).list_artifacts(decision["run_id"])]
     assert "dvclive" in artifacts
+
+
+@pytest.mark.parametrize("seen, rescored, reason", [
+    ("s1 s2", 1.0, "re-scored on this test split: 1.0000"),
+    # A champion that learned from today's test subject would score itself on its own training data.
+    ("s1 s9", None, "it learned from subjects ['s9'], who are in this test split"),
+    (None, None, "the subjects it learned from are not recorded"),
+])
+def test_a_champion_evaluated_on_other_windows_is_rescored_only_where_that_is_fair(
+        store, tmp_path, monkeypatch, seen, rescored, reason):
+    """v1 scored 0.2 on an older split; on today's test windows it is perfect, so a 0.6 challenger
+    must not replace it, although 0.6 > 0.2. Where v1 cannot be scored fairly, it is kept too."""
+    import numpy as np
+
+    from serve.runtime import ModelRuntime
+    from serve_helpers import random_windows
+    from stages import register
+
+    name = f"har-rescore-{seen}"
+    labels = ["sitting", "standing", "typing"]
+    provenance = {"data_hash": "an-older-split.dir", **({"subjects_seen": seen} if seen else {})}
+    registry.register_model(store["model"], name=name, experiment="test", params={}, eval_metrics={"macro_f1": 0.2},
+                            export_metrics={"parity": {"passed": True}}, tolerance=0.01, uri=store["uri"],
+                            provenance=provenance)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["registry"]["model_name"] = name
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "models").mkdir()
+    shutil.copy(store["model"], tmp_path / "models" / "model.onnx")
+    windows = tmp_path / "data" / "windows"
+    windows.mkdir(parents=True)
+    X = random_windows(90)
+    # Labels the champion gets right: its own answers, every class present.
+    y = ModelRuntime(store["model"]).predict(X).argmax(axis=1)
+    assert len(np.unique(y)) == 3
+    np.savez(windows / "test.npz", X=X, y=y)
+    (windows / "meta.json").write_text(json.dumps(
+        {"labels": labels, "subjects": {"train": ["s3", "s4"], "val": ["s5"], "test": ["s9"]}}))
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "eval.json").write_text(json.dumps({"macro_f1": 0.6}))
+    (tmp_path / "metrics" / "export.json").write_text(json.dumps({"parity": {"passed": True}}))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store["uri"])
+
+    register.main()
+
+    decision = json.loads((tmp_path / "metrics" / "register.json").read_text())
+    assert decision["promoted"] is False and decision["champion_version"] == 1
+    assert decision["champion_before"]["macro_f1"] == rescored
+    assert any(reason in r for r in decision["reasons"])
+    # The new version records whom it learned from, for the next comparison.
+    version = client(store).get_model_version(name, str(decision["version"]))
+    assert version.tags["subjects_seen"] == "s3 s4 s5"
