@@ -19,7 +19,8 @@ def channel_stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def build_model(model_params: dict, *, window_length: int, n_channels: int, n_classes: int,
                 mean: np.ndarray, variance: np.ndarray):
-    """Normalization -> [Conv1D -> BatchNorm -> ReLU -> MaxPool] x n -> BiLSTM -> Dense -> softmax.
+    """Normalization -> [Conv1D -> BatchNorm -> ReLU -> MaxPool] x n -> BiLSTM (joined by the
+    average- and max-pooled convolution features when `pooled_features`) -> Dense -> softmax.
 
     `conv_strides` (optional, default 1) and pooling shorten the sequence early: WISDM is
     band-limited to 10 Hz, so the 50 Hz grid carries little above that, and the LSTM, the

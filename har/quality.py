@@ -29,7 +29,9 @@ def subject_motion_ratio(motion: pd.DataFrame) -> pd.Series:
     ratios = []
     for sensor in ("acc", "gyr"):
         typical = motion.groupby("activity")[sensor].transform("median")
-        ratios.append(pd.DataFrame({"subject": motion["subject"], "ratio": motion[sensor] / typical}))
+        # An activity in which nobody moves says nothing about anybody: left out, not divided by 0.
+        ratio = (motion[sensor] / typical.where(typical > 0)).dropna()
+        ratios.append(pd.DataFrame({"subject": motion.loc[ratio.index, "subject"], "ratio": ratio}))
     return pd.concat(ratios).groupby("subject")["ratio"].median().rename("motion_ratio")
 
 

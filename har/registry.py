@@ -164,22 +164,31 @@ def current_champion(client, name: str) -> dict | None:
     f1 = version.tags.get("macro_f1")
     seen = version.tags.get("subjects_seen")
     return {"version": int(version.version), "macro_f1": float(f1) if f1 else None,
-            "data_hash": version.tags.get("data_hash") or None, "subjects_seen": seen.split() if seen else None}
+            "data_hash": known_hash(version.tags.get("data_hash")), "subjects_seen": json.loads(seen) if seen else None}
+
+
+def known_hash(value: str | None) -> str | None:
+    """A data hash that identifies windows; None for a missing or "unknown" one (never comparable)."""
+    return value if value and value != "unknown" else None
 
 
 def comparable_champion(champion: dict | None, data_hash: str | None, rescore, name: str) -> tuple[dict | None, list[str]]:
     """The champion with a macro-F1 measured on the same test windows as the new version.
 
     A macro-F1 is only comparable on the same windows. When the champion was evaluated on other
-    data (a changed split, quality check or recording set), `rescore(model_uri, subjects_seen)`
-    scores it on the current test windows and returns (macro-F1, "") or (None, why it cannot:
-    e.g. it learned from subjects that are now in the test split).
+    (or unidentified) data, `rescore(model_uri, subjects_seen)` scores it on the current test
+    windows and returns (macro-F1, "") or (None, why it cannot: e.g. it learned from subjects
+    that are now in the test split). A failed re-score counts as "cannot", with the error.
     """
-    if champion is None or rescore is None or (champion["data_hash"] and champion["data_hash"] == data_hash):
+    if champion is None or rescore is None or (known_hash(data_hash) and champion["data_hash"] == data_hash):
         return champion, []
-    rescored, why = rescore(f"models:/{name}/{champion['version']}", champion["subjects_seen"])
-    note = (f"champion v{champion['version']} was evaluated on other windows (data hash {champion['data_hash']}, "
-            f"macro-F1 {champion['macro_f1']}); ")
+    try:
+        rescored, why = rescore(f"models:/{name}/{champion['version']}", champion["subjects_seen"])
+    except Exception as exc:  # a download or onnxruntime error must not leave a run without a version
+        rescored, why = None, f"re-scoring failed ({type(exc).__name__}: {exc})"
+    recorded = "none recorded" if champion["macro_f1"] is None else f"{champion['macro_f1']:.4f}"
+    note = (f"champion v{champion['version']} was evaluated on other windows (data hash "
+            f"{champion['data_hash'] or 'unknown'}, macro-F1 {recorded}); ")
     note += f"re-scored on this test split: {rescored:.4f}" if rescored is not None else f"it cannot be re-scored: {why}"
     return {**champion, "macro_f1": rescored}, [note]
 

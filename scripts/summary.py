@@ -17,8 +17,8 @@ def main() -> None:
     drift, register = read("drift.json"), read("register.json")
     quality = read("windows.json").get("quality", {})
     rows = [
-        ("subjects set aside (no wrist motion)", ", ".join(quality["excluded_subjects"]) or "none"
-         if quality else None),
+        ("subjects set aside (no wrist motion)", None if not quality else "check off"
+         if quality.get("min_motion_ratio") is None else ", ".join(quality.get("excluded_subjects", [])) or "none"),
         ("test macro-F1, CNN-BiLSTM", model.get("macro_f1")),
         ("test macro-F1, baseline (random forest)", baseline.get("macro_f1")),
         ("test accuracy, CNN-BiLSTM", model.get("accuracy")),

@@ -10,6 +10,7 @@ re-scored on the current test split. The decision and every reason for it go to 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 from har.config import load_params, write_json
@@ -33,11 +34,11 @@ def read_metrics(path, required: bool) -> dict:
 
 
 def subjects_seen() -> str | None:
-    """The training and validation subjects (space-separated): whom the model learned from or was chosen on."""
+    """The training and validation subjects (a JSON list): whom the model learned from or was chosen on."""
     if not Path("data/windows/meta.json").exists():
         return None
     subjects = load_meta()["subjects"]
-    return " ".join(subjects["train"] + subjects["val"])
+    return json.dumps(subjects["train"] + subjects["val"])
 
 
 def scorer_on_test_split(tracking: str):
@@ -50,7 +51,8 @@ def scorer_on_test_split(tracking: str):
         leaked = sorted(set(subjects_seen) & set(meta["subjects"]["test"]))
         if leaked:
             return None, f"it learned from subjects {leaked}, who are in this test split"
-        runtime = ModelRuntime(load_onnx_from_registry(model_uri, tracking=tracking))
+        with tempfile.TemporaryDirectory(prefix="har-champion-") as folder:
+            runtime = ModelRuntime(load_onnx_from_registry(model_uri, folder, tracking=tracking))
         if list(runtime.card.labels) != meta["labels"] or runtime.card.window_length != test["X"].shape[1]:
             return None, "its labels or window length differ from this split's"
         return macro_f1(test["y"], runtime.predict(test["X"]).argmax(axis=1), len(meta["labels"])), ""

@@ -61,6 +61,12 @@ def main() -> None:
     windows, motion = windows_by_recording(index, labels, params["window"], params["data"]["target_hz"])
     ratio = subject_motion_ratio(motion)
     excluded = implausible_subjects(ratio, params["data"]["quality"]["min_motion_ratio"])
+    listed = sorted(set(excluded) & {str(s) for key in ("test_subjects", "val_subjects")
+                                     for s in params["split"].get(key) or []})
+    if listed:
+        raise ValueError(f"split.test_subjects / split.val_subjects name {listed}, whom the wrist-motion check "
+                         f"sets aside (motion ratio below data.quality.min_motion_ratio); remove them from the lists "
+                         f"or lower the threshold")
     set_aside = np.isin(windows["subject"], excluded)
     windows = {k: v[~set_aside] for k, v in windows.items()}
     splits = split_subjects(sorted(set(index["subject"]) - set(excluded)), params["split"])

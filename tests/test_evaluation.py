@@ -95,4 +95,3 @@ def test_class_weights_balance_and_require_every_class():
     assert class_weights(np.array([0, 0, 0, 1]), 2) == pytest.approx({0: 4 / 6, 1: 2.0})
     with pytest.raises(ValueError, match=r"classes \[2\]"):
         class_weights(np.array([0, 1]), 3)
-

@@ -169,10 +169,31 @@ def test_register_stage_refuses_promotion_without_a_parity_verdict(store, tmp_pa
     assert "dvclive" in artifacts
 
 
+def test_champion_is_rescored_only_when_its_windows_differ_or_are_unknown():
+    calls = []
+
+    def rescore(uri, seen):
+        calls.append((uri, seen))
+        return 0.5, ""
+
+    champion = {"version": 2, "macro_f1": 0.7, "data_hash": "abc.dir", "subjects_seen": ["s1"]}
+    assert registry.comparable_champion(champion, "abc.dir", rescore, NAME) == (champion, []) and not calls
+    rescored, notes = registry.comparable_champion({**champion, "data_hash": None}, "unknown", rescore, NAME)
+    assert rescored["macro_f1"] == 0.5 and calls == [(f"models:/{NAME}/2", ["s1"])]
+    assert "data hash unknown, macro-F1 0.7000); re-scored on this test split: 0.5000" in notes[0]
+
+    def broken(uri, seen):
+        raise OSError("artifact store unreachable")
+
+    rescored, notes = registry.comparable_champion(champion, "new.dir", broken, NAME)
+    assert rescored["macro_f1"] is None
+    assert "re-scoring failed (OSError: artifact store unreachable)" in notes[0]
+
+
 @pytest.mark.parametrize("seen, rescored, reason", [
-    ("s1 s2", 1.0, "re-scored on this test split: 1.0000"),
+    (["s1", "s2"], 1.0, "re-scored on this test split: 1.0000"),
     # A champion that learned from today's test subject would score itself on its own training data.
-    ("s1 s9", None, "it learned from subjects ['s9'], who are in this test split"),
+    (["s1", "s9"], None, "it learned from subjects ['s9'], who are in this test split"),
     (None, None, "the subjects it learned from are not recorded"),
 ])
 def test_a_champion_evaluated_on_other_windows_is_rescored_only_where_that_is_fair(
@@ -185,9 +206,9 @@ def test_a_champion_evaluated_on_other_windows_is_rescored_only_where_that_is_fa
     from serve_helpers import random_windows
     from stages import register
 
-    name = f"har-rescore-{seen}"
+    name = f"har-rescore-{len(seen or [])}-{rescored}"
     labels = ["sitting", "standing", "typing"]
-    provenance = {"data_hash": "an-older-split.dir", **({"subjects_seen": seen} if seen else {})}
+    provenance = {"data_hash": "an-older-split.dir", **({"subjects_seen": json.dumps(seen)} if seen else {})}
     registry.register_model(store["model"], name=name, experiment="test", params={}, eval_metrics={"macro_f1": 0.2},
                             export_metrics={"parity": {"passed": True}}, tolerance=0.01, uri=store["uri"],
                             provenance=provenance)
@@ -219,4 +240,4 @@ def test_a_champion_evaluated_on_other_windows_is_rescored_only_where_that_is_fa
     assert any(reason in r for r in decision["reasons"])
     # The new version records whom it learned from, for the next comparison.
     version = client(store).get_model_version(name, str(decision["version"]))
-    assert version.tags["subjects_seen"] == "s3 s4 s5"
+    assert json.loads(version.tags["subjects_seen"]) == ["s3", "s4", "s5"]

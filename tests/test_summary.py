@@ -12,7 +12,7 @@ def test_summary_shows_model_baseline_drift_and_registry(tmp_path, monkeypatch, 
     (metrics / "baseline.json").write_text(json.dumps({"macro_f1": 0.65}))
     (metrics / "drift.json").write_text(json.dumps({"severity": "critical", "control": {"severity": "none"}}))
     (metrics / "register.json").write_text(json.dumps({"model_name": "har", "version": 3, "promoted": True}))
-    (metrics / "windows.json").write_text(json.dumps({"quality": {"excluded_subjects": ["1637", "1640"]}}))
+    (metrics / "windows.json").write_text(json.dumps({"quality": {"min_motion_ratio": 0.5, "excluded_subjects": ["1637", "1640"]}}))
     monkeypatch.chdir(tmp_path)
     runpy.run_path(str(ROOT / "scripts" / "summary.py"), run_name="__main__")
     out = capsys.readouterr().out

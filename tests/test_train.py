@@ -126,19 +126,39 @@ def test_same_seed_same_model_and_normalisation_inside(tiny_params, tmp_path):
     assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_crossval_tests_every_subject_once_against_the_baseline(tiny_project):
+def test_crossval_tests_every_subject_once_against_the_baseline(tiny_project, monkeypatch):
+    from har.training import train_model
     from stages import crossval
 
+    seen = []  # (training windows, validation windows) the model got in each fold
+
+    def recording_train_model(X_train, y_train, X_val, y_val, **kwargs):
+        seen.append((len(X_train), len(X_val)))
+        return train_model(X_train, y_train, X_val, y_val, **kwargs)
+
+    monkeypatch.setattr(crossval, "train_model", recording_train_model)
     summary = crossval.main(n_folds=3)
     folds = summary["per_fold"]
     tested = [s for f in folds for s in f["test_subjects"]]
     assert sorted(tested) == ["s1", "s2", "s3", "s4"]  # every subject tested exactly once
-    for fold in folds:
+    per_subject = 3 * 12  # tiny_windows: 3 classes x 12 windows
+    for fold, (n_train, n_val) in zip(folds, seen):
         assert not set(fold["test_subjects"]) & set(fold["val_subjects"])
-        assert fold["margin"] == pytest.approx(fold["model_macro_f1"] - fold["baseline_macro_f1"])
-    assert summary["margin"] == pytest.approx(np.mean([f["margin"] for f in folds]))
+        # The model trains on exactly the subjects that are neither tested nor validating.
+        assert n_val == per_subject * len(fold["val_subjects"])
+        assert n_train == per_subject * (4 - len(fold["test_subjects"]) - len(fold["val_subjects"]))
     assert summary["baseline_macro_f1"] > 0.9  # the tiny classes are separable by frequency
-    assert json.loads((tiny_project / "metrics/crossval.json").read_text())["folds"] == 3
+    assert json.loads((tiny_project / "metrics/crossval.json").read_text())["per_fold"] == json.loads(
+        json.dumps(folds))
+
+
+def test_crossval_refuses_folds_whose_training_subjects_miss_a_class():
+    from stages.crossval import fold_masks
+
+    subject = np.array(["a", "a", "b", "c", "d"])
+    y = np.array([0, 1, 0, 0, 0])  # only subject a ever shows class 1
+    with pytest.raises(ValueError, match=r"fold \d: the training subjects .* have no windows of classes \[1\]"):
+        fold_masks(subject, y, [["a"], ["b"], ["c", "d"]], n_classes=2)
 
 
 def test_subject_folds_deal_every_subject_into_exactly_one_fold():
