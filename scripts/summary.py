@@ -15,10 +15,15 @@ def read(name: str) -> dict:
 def main() -> None:
     model, baseline, export = read("eval.json"), read("baseline.json"), read("export.json")
     drift, register = read("drift.json"), read("register.json")
-    quality = read("windows.json").get("quality", {})
+    quality = read("windows.json").get("quality")
+    if quality is None:
+        set_aside = None
+    elif quality.get("min_motion_ratio") is None:
+        set_aside = "check off"
+    else:
+        set_aside = ", ".join(quality.get("excluded_subjects", [])) or "none"
     rows = [
-        ("subjects set aside (no wrist motion)", None if not quality else "check off"
-         if quality.get("min_motion_ratio") is None else ", ".join(quality.get("excluded_subjects", [])) or "none"),
+        ("subjects set aside (no wrist motion)", set_aside),
         ("test macro-F1, CNN-BiLSTM", model.get("macro_f1")),
         ("test macro-F1, baseline (random forest)", baseline.get("macro_f1")),
         ("test accuracy, CNN-BiLSTM", model.get("accuracy")),

@@ -77,9 +77,9 @@ def main(n_folds: int) -> dict:
         fold["margin"] = fold["model_macro_f1"] - fold["baseline_macro_f1"]
         print(f"fold {k + 1}: model {fold['model_macro_f1']:.3f}, baseline {fold['baseline_macro_f1']:.3f}")
         folds.append(fold)
-        write_json(OUT, summarise(folds, n_folds))  # after every fold: an interrupted run keeps what it did
+        result = summarise(folds, n_folds)
+        write_json(OUT, result)  # after every fold: an interrupted run keeps what it did
 
-    result = summarise(folds, n_folds)
     print(f"{n_folds} folds: model {result['model_macro_f1']:.3f}, baseline {result['baseline_macro_f1']:.3f}, "
           f"margin {result['margin']:+.3f} (smallest {result['margin_min']:+.3f})")
     return result

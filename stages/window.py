@@ -60,7 +60,8 @@ def main() -> None:
     index = index[index["activity"].isin(labels)]
     windows, motion = windows_by_recording(index, labels, params["window"], params["data"]["target_hz"])
     ratio = subject_motion_ratio(motion)
-    excluded = implausible_subjects(ratio, params["data"]["quality"]["min_motion_ratio"])
+    min_motion_ratio = params["data"]["quality"]["min_motion_ratio"]
+    excluded = implausible_subjects(ratio, min_motion_ratio)
     listed = sorted(set(excluded) & {str(s) for key in ("test_subjects", "val_subjects")
                                      for s in params["split"].get(key) or []})
     if listed:
@@ -81,7 +82,7 @@ def main() -> None:
                          "per_class": dict(zip(labels, per_class.tolist()))}
     write_json(OUT / "meta.json", {"labels": labels, "subjects": splits, "window": params["window"],
                                     "target_hz": params["data"]["target_hz"]})
-    quality = {"min_motion_ratio": params["data"]["quality"]["min_motion_ratio"],
+    quality = {"min_motion_ratio": min_motion_ratio,
                "excluded_subjects": excluded, "excluded_windows": int(set_aside.sum()),
                "excluded_recordings": int(motion["subject"].isin(excluded).sum()),
                "motion_ratio": {s: round(float(r), 3) for s, r in ratio.sort_values().items()}}
@@ -89,7 +90,7 @@ def main() -> None:
                                         **counts, "quality": quality})
     if excluded:
         print(f"set aside {len(excluded)} subjects whose recordings barely move (motion ratio < "
-              f"{quality['min_motion_ratio']}): {excluded}, {quality['excluded_windows']} windows")
+              f"{min_motion_ratio}): {excluded}, {quality['excluded_windows']} windows")
     print({s: c["windows"] for s, c in counts.items()}, "windows;", {s: len(v) for s, v in splits.items()}, "subjects")
 
 

@@ -20,3 +20,12 @@ def test_summary_shows_model_baseline_drift_and_registry(tmp_path, monkeypatch, 
     assert "production recordings             critical" in out and "har v3, promoted to champion" in out
     assert "(no wrist motion)       1637, 1640" in out
     assert "ONNX parity (max |p_keras - p_onnx|)       -" in out  # missing files show as '-', not a crash
+
+
+def test_summary_says_when_the_wrist_motion_check_is_off(tmp_path, monkeypatch, capsys):
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "windows.json").write_text(json.dumps({"quality": {"min_motion_ratio": None,
+                                                                               "excluded_subjects": []}}))
+    monkeypatch.chdir(tmp_path)
+    runpy.run_path(str(ROOT / "scripts" / "summary.py"), run_name="__main__")
+    assert "(no wrist motion)       check off" in capsys.readouterr().out
