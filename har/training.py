@@ -149,6 +149,21 @@ def validation_callback(X_val, y_val, n_classes: int, batch_size: int):
     return ValidationMetrics()
 
 
+def learning_rate(train_params: dict, n_windows: int):
+    """The optimiser's learning rate: `train.lr` throughout, or with `lr_schedule: cosine` annealed
+    from `train.lr` to zero over `train.epochs` (a model still improving at the last epoch ends
+    on small steps that settle its weights instead of on the full rate)."""
+    import keras
+
+    schedule = train_params.get("lr_schedule", "constant")
+    if schedule == "constant":
+        return train_params["lr"]
+    if schedule == "cosine":
+        steps = train_params["epochs"] * int(np.ceil(n_windows / train_params["batch_size"]))
+        return keras.optimizers.schedules.CosineDecay(train_params["lr"], decay_steps=steps)
+    raise ValueError(f"train.lr_schedule must be 'constant' or 'cosine', got {schedule!r}")
+
+
 def train_model(X_train, y_train, X_val, y_val, *, n_classes: int, model_params: dict, train_params: dict,
                 extra_callbacks=(), verbose: int | None = None):
     """A trained model (best validation macro-F1 weights restored) and a summary of the run.
@@ -163,7 +178,7 @@ def train_model(X_train, y_train, X_val, y_val, *, n_classes: int, model_params:
     model = build_model(model_params, window_length=X_train.shape[1], n_channels=X_train.shape[2],
                         n_classes=n_classes, mean=mean, variance=variance)
     model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate=train_params["lr"],
+        optimizer=keras.optimizers.AdamW(learning_rate=learning_rate(train_params, len(y_train)),
                                          weight_decay=train_params.get("weight_decay", 0.0)),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=train_params.get("label_smoothing", 0.0)),
         metrics=["accuracy"],

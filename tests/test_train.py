@@ -171,3 +171,15 @@ def test_subject_folds_deal_every_subject_into_exactly_one_fold():
     assert subject_folds(subjects, 5, seed=42) == folds
     with pytest.raises(ValueError, match="between 3"):
         subject_folds(subjects, 2, seed=42)
+
+
+def test_cosine_schedule_anneals_the_rate_to_zero_over_the_run():
+    from har.training import learning_rate
+
+    params = {"lr": 0.003, "epochs": 4, "batch_size": 10}
+    assert learning_rate({**params, "lr_schedule": "constant"}, n_windows=95) == 0.003
+    schedule = learning_rate({**params, "lr_schedule": "cosine"}, n_windows=95)  # 10 steps per epoch
+    rates = [float(schedule(step)) for step in (0, 20, 40)]
+    assert rates == pytest.approx([0.003, 0.0015, 0.0], abs=1e-9)
+    with pytest.raises(ValueError, match="train.lr_schedule must be 'constant' or 'cosine', got 'step'"):
+        learning_rate({**params, "lr_schedule": "step"}, n_windows=95)
