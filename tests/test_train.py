@@ -183,3 +183,18 @@ def test_cosine_schedule_anneals_the_rate_to_zero_over_the_run():
     assert rates == pytest.approx([0.003, 0.0015, 0.0], abs=1e-9)
     with pytest.raises(ValueError, match="train.lr_schedule must be 'constant' or 'cosine', got 'step'"):
         learning_rate({**params, "lr_schedule": "step"}, n_windows=95)
+
+
+def test_seed_sweep_trains_a_setting_with_its_overrides_and_seed(tiny_project):
+    import runpy
+
+    from conftest import ROOT
+
+    sweep = runpy.run_path(str(ROOT / "scripts" / "seed_sweep.py"))
+    params = {"train": {"lr": 0.003, "augment": {"scale": 0.1}}}
+    changed = sweep["with_overrides"](params, {"train.lr": 0.001, "train.augment.scale": 0.0})
+    assert changed["train"] == {"lr": 0.001, "augment": {"scale": 0.0}} and params["train"]["lr"] == 0.003
+
+    result = sweep["run"]("cosine", 7, {"train.lr_schedule": "cosine"})
+    assert (result["setting"], result["seed"]) == ("cosine", 7)
+    assert 0.0 <= result["val"] <= 1.0 and 0.0 <= result["test"] <= 1.0 and 1 <= result["best_epoch"] <= 2
