@@ -161,6 +161,29 @@ def test_crossval_refuses_folds_whose_training_subjects_miss_a_class():
         fold_masks(subject, y, [["a"], ["b"], ["c", "d"]], n_classes=2)
 
 
+def test_learning_curve_trains_both_on_nested_subsets_of_the_training_subjects(tiny_project, monkeypatch):
+    from har.training import train_model
+    from stages import learning_curve
+
+    trained_on = []  # the training subjects each model saw
+
+    def recording_train_model(X_train, y_train, X_val, y_val, **kwargs):
+        trained_on.append(len(X_train))
+        return train_model(X_train, y_train, X_val, y_val, **kwargs)
+
+    monkeypatch.setattr(learning_curve, "train_model", recording_train_model)
+    points = learning_curve.main([2, 1])["points"]
+    assert [p["training_subjects"] for p in points] == [1, 2]
+    assert set(points[0]["subjects"]) < set(points[1]["subjects"]) == {"s1", "s2"}  # nested
+    assert trained_on == [36, 72] == [p["training_windows"] for p in points]  # 3 classes x 12 windows each
+    assert all(p["test_baseline_macro_f1"] > 0.9 for p in points)  # the tiny classes are separable by frequency
+    assert all(p["test_margin"] == p["test_model_macro_f1"] - p["test_baseline_macro_f1"] for p in points)
+    assert json.loads((tiny_project / "metrics/learning_curve.json").read_text()) == json.loads(
+        json.dumps({"points": points}))
+    with pytest.raises(ValueError, match=r"--sizes must be between 1 and the 2 training subjects, got \[3\]"):
+        learning_curve.nested_subjects(["s1", "s2"], [1, 3], seed=0)
+
+
 def test_subject_folds_deal_every_subject_into_exactly_one_fold():
     from har.windows import subject_folds
 

@@ -1,0 +1,78 @@
+"""Learning curve over training subjects: model and baseline trained on nested subsets of the
+training subjects, scored on the same validation and test subjects (not part of `dvc repro`).
+
+Whether more labelled people would widen the model's margin over the baseline is the question
+this answers: each size n trains both on the first n training subjects of a seeded shuffle
+(each subset holds the smaller ones), with the params in params.yaml.
+Writes metrics/learning_curve.json.
+
+    python -m stages.learning_curve --sizes 6 12 18 24    # about 20 minutes on a 2-core CPU
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from har.config import load_params, write_json  # noqa: E402
+from har.evaluation import macro_f1  # noqa: E402
+from har.features import window_features  # noqa: E402
+from har.training import train_model  # noqa: E402
+from stages.baseline import fit_baseline  # noqa: E402
+from stages.window import load_meta, load_split  # noqa: E402
+
+OUT = "metrics/learning_curve.json"
+
+
+def nested_subjects(subjects, sizes: list[int], seed: int) -> dict[int, list[str]]:
+    """For each size n, the first n subjects of one seeded shuffle: every subset holds the smaller ones."""
+    order = np.random.default_rng(seed).permutation(sorted({str(s) for s in subjects})).tolist()
+    too_many = [n for n in sizes if not 1 <= n <= len(order)]
+    if too_many:
+        raise ValueError(f"--sizes must be between 1 and the {len(order)} training subjects, got {too_many}")
+    return {n: sorted(order[:n]) for n in sorted(sizes)}
+
+
+def main(sizes: list[int]) -> dict:
+    params = load_params()
+    meta = load_meta()
+    n_classes = len(meta["labels"])
+    train, val, test = (load_split(name) for name in ("train", "val", "test"))
+    features = {name: window_features(s["X"], meta["target_hz"]) for name, s in
+                (("train", train), ("val", val), ("test", test))}
+
+    points = []
+    for n, subjects in nested_subjects(train["subject"], sizes, params["split"]["seed"]).items():
+        rows = np.isin(train["subject"], subjects)
+        missing = sorted(set(range(n_classes)) - set(np.unique(train["y"][rows]).tolist()))
+        if missing:
+            raise ValueError(f"the {n} training subjects {subjects} have no windows of classes {missing}")
+        print(f"{n} training subjects ({rows.sum()} windows): {subjects}")
+        model, summary = train_model(train["X"][rows], train["y"][rows], val["X"], val["y"], n_classes=n_classes,
+                                     model_params=params["model"], train_params=params["train"])
+        forest = fit_baseline(features["train"][rows], train["y"][rows], params["train"]["baseline"],
+                              params["train"]["seed"])
+        point = {"training_subjects": n, "training_windows": int(rows.sum()), "subjects": subjects,
+                 "train_seconds": summary["train_seconds"], "best_epoch": summary["best_epoch"]}
+        for name, split in (("val", val), ("test", test)):
+            model_f1 = macro_f1(split["y"], model.predict(split["X"], batch_size=512, verbose=0).argmax(axis=1),
+                                n_classes)
+            baseline_f1 = macro_f1(split["y"], forest.predict(features[name]), n_classes)
+            point.update({f"{name}_model_macro_f1": model_f1, f"{name}_baseline_macro_f1": baseline_f1,
+                          f"{name}_margin": model_f1 - baseline_f1})
+        print(f"{n} subjects: test model {point['test_model_macro_f1']:.3f}, baseline "
+              f"{point['test_baseline_macro_f1']:.3f}; val model {point['val_model_macro_f1']:.3f}, "
+              f"baseline {point['val_baseline_macro_f1']:.3f}")
+        points.append(point)
+        write_json(OUT, {"points": points})  # after every size: an interrupted run keeps what it did
+    return {"points": points}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[6, 12, 18, 24])
+    main(parser.parse_args().sizes)
