@@ -29,13 +29,18 @@ from stages.window import load_meta, load_split  # noqa: E402
 OUT = "metrics/crossval.json"
 
 
+def missing_classes(y: np.ndarray, n_classes: int) -> list[int]:
+    """The class indices in range(n_classes) that no window of y has."""
+    return np.flatnonzero(np.bincount(y, minlength=n_classes) == 0).tolist()
+
+
 def fold_masks(subject: np.ndarray, y: np.ndarray, groups: list[list[str]], n_classes: int):
     """(test, val, train) window masks per fold; every fold's training windows must hold every class."""
     masks = []
     for k, test_subjects in enumerate(groups):
         test, val = np.isin(subject, test_subjects), np.isin(subject, groups[(k + 1) % len(groups)])
         train = ~(test | val)
-        missing = sorted(set(range(n_classes)) - set(np.unique(y[train]).tolist()))
+        missing = missing_classes(y[train], n_classes)
         if missing:
             raise ValueError(f"fold {k + 1}: the training subjects {sorted(set(subject[train]))} have no windows of "
                              f"classes {missing}; use fewer --folds")

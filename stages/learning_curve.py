@@ -6,7 +6,7 @@ this answers: each size n trains both on the first n training subjects of a seed
 (each subset holds the smaller ones), with the params in params.yaml.
 Writes metrics/learning_curve.json.
 
-    python -m stages.learning_curve --sizes 6 12 18 24    # about 20 minutes on a 2-core CPU
+    python -m stages.learning_curve --sizes 6 12 18 24    # about 30 minutes on a 2-core CPU
 """
 from __future__ import annotations
 
@@ -23,18 +23,27 @@ from har.evaluation import macro_f1  # noqa: E402
 from har.features import window_features  # noqa: E402
 from har.training import train_model  # noqa: E402
 from stages.baseline import fit_baseline  # noqa: E402
+from stages.crossval import missing_classes  # noqa: E402
 from stages.window import load_meta, load_split  # noqa: E402
 
 OUT = "metrics/learning_curve.json"
 
 
-def nested_subjects(subjects, sizes: list[int], seed: int) -> dict[int, list[str]]:
-    """For each size n, the first n subjects of one seeded shuffle: every subset holds the smaller ones."""
-    order = np.random.default_rng(seed).permutation(sorted({str(s) for s in subjects})).tolist()
-    too_many = [n for n in sizes if not 1 <= n <= len(order)]
-    if too_many:
-        raise ValueError(f"--sizes must be between 1 and the {len(order)} training subjects, got {too_many}")
-    return {n: sorted(order[:n]) for n in sorted(sizes)}
+def nested_subsets(subject: np.ndarray, y: np.ndarray, n_classes: int, sizes: list[int],
+                   seed: int) -> dict[int, list[str]]:
+    """For each size n, the first n subjects of one seeded shuffle (every subset holds the smaller
+    ones); every subset's windows must hold every class, checked before any training."""
+    order = np.random.default_rng(seed).permutation(sorted({str(s) for s in subject})).tolist()
+    out_of_range = [n for n in sizes if not 1 <= n <= len(order)]
+    if out_of_range:
+        raise ValueError(f"--sizes must be between 1 and the {len(order)} training subjects, got {out_of_range}")
+    subsets = {n: sorted(order[:n]) for n in sorted(sizes)}
+    for n, subjects in subsets.items():
+        missing = missing_classes(y[np.isin(subject, subjects)], n_classes)
+        if missing:
+            raise ValueError(f"the first {n} training subjects {subjects} have no windows of classes {missing}; "
+                             f"use larger --sizes")
+    return subsets
 
 
 def main(sizes: list[int]) -> dict:
@@ -42,15 +51,13 @@ def main(sizes: list[int]) -> dict:
     meta = load_meta()
     n_classes = len(meta["labels"])
     train, val, test = (load_split(name) for name in ("train", "val", "test"))
+    subsets = nested_subsets(train["subject"], train["y"], n_classes, sizes, params["split"]["seed"])
     features = {name: window_features(s["X"], meta["target_hz"]) for name, s in
                 (("train", train), ("val", val), ("test", test))}
 
     points = []
-    for n, subjects in nested_subjects(train["subject"], sizes, params["split"]["seed"]).items():
+    for n, subjects in subsets.items():
         rows = np.isin(train["subject"], subjects)
-        missing = sorted(set(range(n_classes)) - set(np.unique(train["y"][rows]).tolist()))
-        if missing:
-            raise ValueError(f"the {n} training subjects {subjects} have no windows of classes {missing}")
         print(f"{n} training subjects ({rows.sum()} windows): {subjects}")
         model, summary = train_model(train["X"][rows], train["y"][rows], val["X"], val["y"], n_classes=n_classes,
                                      model_params=params["model"], train_params=params["train"])

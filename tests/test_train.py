@@ -165,7 +165,7 @@ def test_learning_curve_trains_both_on_nested_subsets_of_the_training_subjects(t
     from har.training import train_model
     from stages import learning_curve
 
-    trained_on = []  # the training subjects each model saw
+    trained_on = []  # how many training windows each model got
 
     def recording_train_model(X_train, y_train, X_val, y_val, **kwargs):
         trained_on.append(len(X_train))
@@ -180,8 +180,12 @@ def test_learning_curve_trains_both_on_nested_subsets_of_the_training_subjects(t
     assert all(p["test_margin"] == p["test_model_macro_f1"] - p["test_baseline_macro_f1"] for p in points)
     assert json.loads((tiny_project / "metrics/learning_curve.json").read_text()) == json.loads(
         json.dumps({"points": points}))
+    subject, y = np.array(["a", "a", "b"]), np.array([0, 1, 0])  # only subject a ever shows class 1
     with pytest.raises(ValueError, match=r"--sizes must be between 1 and the 2 training subjects, got \[3\]"):
-        learning_curve.nested_subjects(["s1", "s2"], [1, 3], seed=0)
+        learning_curve.nested_subsets(subject, y, 2, [1, 3], seed=0)
+    b_first = next(seed for seed in range(50) if np.random.default_rng(seed).permutation(["a", "b"])[0] == "b")
+    with pytest.raises(ValueError, match=r"the first 1 training subjects \['b'\] have no windows of classes \[1\]"):
+        learning_curve.nested_subsets(subject, y, 2, [1, 2], seed=b_first)
 
 
 def test_subject_folds_deal_every_subject_into_exactly_one_fold():
