@@ -48,6 +48,18 @@ def fold_masks(subject: np.ndarray, y: np.ndarray, groups: list[list[str]], n_cl
     return masks
 
 
+def model_against_baseline(X, y, features, train, val, scored: dict, params: dict, n_classes: int):
+    """The model (early-stopped on the `val` windows) and the baseline, both trained on the `train`
+    windows; per mask in `scored`, both macro-F1s as (model, baseline), and the model's training summary."""
+    model, summary = train_model(X[train], y[train], X[val], y[val], n_classes=n_classes,
+                                 model_params=params["model"], train_params=params["train"])
+    forest = fit_baseline(features[train], y[train], params["train"]["baseline"], params["train"]["seed"])
+    scores = {name: (macro_f1(y[rows], model.predict(X[rows], batch_size=512, verbose=0).argmax(axis=1), n_classes),
+                     macro_f1(y[rows], forest.predict(features[rows]), n_classes))
+              for name, rows in scored.items()}
+    return scores, summary
+
+
 def summarise(folds: list[dict], n_folds: int) -> dict:
     summary = {key: float(np.mean([f[key] for f in folds])) for key in ("model_macro_f1", "baseline_macro_f1", "margin")}
     summary.update(folds=n_folds, margin_min=float(min(f["margin"] for f in folds)),
@@ -71,13 +83,9 @@ def main(n_folds: int) -> dict:
     for k, (test, val, train) in enumerate(masks):
         print(f"fold {k + 1}/{n_folds}: test {groups[k]}, validation {groups[(k + 1) % n_folds]}, "
               f"{len(set(subject[train]))} training subjects")
-        model, summary = train_model(X[train], y[train], X[val], y[val], n_classes=len(labels),
-                                     model_params=params["model"], train_params=params["train"])
-        predicted = model.predict(X[test], batch_size=512, verbose=0).argmax(axis=1)
-        forest = fit_baseline(features[train], y[train], params["train"]["baseline"], params["train"]["seed"])
+        scores, summary = model_against_baseline(X, y, features, train, val, {"test": test}, params, len(labels))
         fold = {"test_subjects": groups[k], "val_subjects": groups[(k + 1) % n_folds],
-                "model_macro_f1": macro_f1(y[test], predicted, len(labels)),
-                "baseline_macro_f1": macro_f1(y[test], forest.predict(features[test]), len(labels)),
+                "model_macro_f1": scores["test"][0], "baseline_macro_f1": scores["test"][1],
                 "best_epoch": summary["best_epoch"], "train_seconds": summary["train_seconds"]}
         fold["margin"] = fold["model_macro_f1"] - fold["baseline_macro_f1"]
         print(f"fold {k + 1}: model {fold['model_macro_f1']:.3f}, baseline {fold['baseline_macro_f1']:.3f}")

@@ -19,11 +19,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from har.config import load_params, write_json  # noqa: E402
-from har.evaluation import macro_f1  # noqa: E402
 from har.features import window_features  # noqa: E402
-from har.training import train_model  # noqa: E402
-from stages.baseline import fit_baseline  # noqa: E402
-from stages.crossval import missing_classes  # noqa: E402
+from stages.crossval import missing_classes, model_against_baseline  # noqa: E402
 from stages.window import load_meta, load_split  # noqa: E402
 
 OUT = "metrics/learning_curve.json"
@@ -50,25 +47,22 @@ def main(sizes: list[int]) -> dict:
     params = load_params()
     meta = load_meta()
     n_classes = len(meta["labels"])
-    train, val, test = (load_split(name) for name in ("train", "val", "test"))
-    subsets = nested_subsets(train["subject"], train["y"], n_classes, sizes, params["split"]["seed"])
-    features = {name: window_features(s["X"], meta["target_hz"]) for name, s in
-                (("train", train), ("val", val), ("test", test))}
+    splits = {name: load_split(name) for name in ("train", "val", "test")}
+    X, y, subject = (np.concatenate([s[key] for s in splits.values()]) for key in ("X", "y", "subject"))
+    split = np.concatenate([np.full(len(s["y"]), name) for name, s in splits.items()])
+    in_train = split == "train"
+    subsets = nested_subsets(subject[in_train], y[in_train], n_classes, sizes, params["split"]["seed"])
+    features = window_features(X, meta["target_hz"])
 
     points = []
     for n, subjects in subsets.items():
-        rows = np.isin(train["subject"], subjects)
-        print(f"{n} training subjects ({rows.sum()} windows): {subjects}")
-        model, summary = train_model(train["X"][rows], train["y"][rows], val["X"], val["y"], n_classes=n_classes,
-                                     model_params=params["model"], train_params=params["train"])
-        forest = fit_baseline(features["train"][rows], train["y"][rows], params["train"]["baseline"],
-                              params["train"]["seed"])
-        point = {"training_subjects": n, "training_windows": int(rows.sum()), "subjects": subjects,
+        train = in_train & np.isin(subject, subjects)
+        print(f"{n} training subjects ({train.sum()} windows): {subjects}")
+        scores, summary = model_against_baseline(X, y, features, train, split == "val",
+                                                 {name: split == name for name in ("val", "test")}, params, n_classes)
+        point = {"training_subjects": n, "training_windows": int(train.sum()), "subjects": subjects,
                  "train_seconds": summary["train_seconds"], "best_epoch": summary["best_epoch"]}
-        for name, split in (("val", val), ("test", test)):
-            model_f1 = macro_f1(split["y"], model.predict(split["X"], batch_size=512, verbose=0).argmax(axis=1),
-                                n_classes)
-            baseline_f1 = macro_f1(split["y"], forest.predict(features[name]), n_classes)
+        for name, (model_f1, baseline_f1) in scores.items():
             point.update({f"{name}_model_macro_f1": model_f1, f"{name}_baseline_macro_f1": baseline_f1,
                           f"{name}_margin": model_f1 - baseline_f1})
         print(f"{n} subjects: test model {point['test_model_macro_f1']:.3f}, baseline "

@@ -163,7 +163,7 @@ def test_crossval_refuses_folds_whose_training_subjects_miss_a_class():
 
 def test_learning_curve_trains_both_on_nested_subsets_of_the_training_subjects(tiny_project, monkeypatch):
     from har.training import train_model
-    from stages import learning_curve
+    from stages import crossval, learning_curve
 
     trained_on = []  # how many training windows each model got
 
@@ -171,7 +171,7 @@ def test_learning_curve_trains_both_on_nested_subsets_of_the_training_subjects(t
         trained_on.append(len(X_train))
         return train_model(X_train, y_train, X_val, y_val, **kwargs)
 
-    monkeypatch.setattr(learning_curve, "train_model", recording_train_model)
+    monkeypatch.setattr(crossval, "train_model", recording_train_model)
     points = learning_curve.main([2, 1])["points"]
     assert [p["training_subjects"] for p in points] == [1, 2]
     assert set(points[0]["subjects"]) < set(points[1]["subjects"]) == {"s1", "s2"}  # nested
@@ -180,12 +180,16 @@ def test_learning_curve_trains_both_on_nested_subsets_of_the_training_subjects(t
     assert all(p["test_margin"] == p["test_model_macro_f1"] - p["test_baseline_macro_f1"] for p in points)
     assert json.loads((tiny_project / "metrics/learning_curve.json").read_text()) == json.loads(
         json.dumps({"points": points}))
-    subject, y = np.array(["a", "a", "b"]), np.array([0, 1, 0])  # only subject a ever shows class 1
-    with pytest.raises(ValueError, match=r"--sizes must be between 1 and the 2 training subjects, got \[3\]"):
-        learning_curve.nested_subsets(subject, y, 2, [1, 3], seed=0)
-    b_first = next(seed for seed in range(50) if np.random.default_rng(seed).permutation(["a", "b"])[0] == "b")
-    with pytest.raises(ValueError, match=r"the first 1 training subjects \['b'\] have no windows of classes \[1\]"):
-        learning_curve.nested_subsets(subject, y, 2, [1, 2], seed=b_first)
+
+    subjects = np.repeat([f"p{i}" for i in range(10)], 2)
+    subsets = learning_curve.nested_subsets(subjects, np.tile([0, 1], 10), 2, [9, 3, 6], seed=7)
+    assert list(subsets) == [3, 6, 9] and subsets == learning_curve.nested_subsets(subjects, np.tile([0, 1], 10), 2,
+                                                                                  [3, 6, 9], seed=7)
+    assert set(subsets[3]) < set(subsets[6]) < set(subsets[9])  # each subset holds the smaller ones
+    with pytest.raises(ValueError, match=r"--sizes must be between 1 and the 10 training subjects, got \[11\]"):
+        learning_curve.nested_subsets(subjects, np.tile([0, 1], 10), 2, [3, 11], seed=0)
+    with pytest.raises(ValueError, match=r"the first 3 training subjects \[.*\] have no windows of classes \[1\]"):
+        learning_curve.nested_subsets(subjects, np.zeros(20, int), 2, [3], seed=0)  # nobody shows class 1
 
 
 def test_subject_folds_deal_every_subject_into_exactly_one_fold():
