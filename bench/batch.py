@@ -28,10 +28,11 @@ from timing import median_seconds  # noqa: E402
 
 from har.config import load_params, resolve_raw, write_json  # noqa: E402
 from har.fusion import fuse_recording  # noqa: E402
-from har.garmin import find_garmin_pairs  # noqa: E402
+from har.garmin import find_garmin_pairs, read_garmin_pair  # noqa: E402
+from har.wear import WearRule  # noqa: E402
 from serve.batch import run  # noqa: E402
 from serve.runtime import ModelRuntime  # noqa: E402
-from serve.timeline import garmin_windows, recording_preprocessing  # noqa: E402
+from serve.timeline import cut_recording, recording_preprocessing  # noqa: E402
 
 
 def main() -> None:
@@ -49,17 +50,20 @@ def main() -> None:
         (raw / acc.name).symlink_to(acc)
         (raw / gyr.name).symlink_to(gyr)
         preprocessing = recording_preprocessing(runtime.card)
-        scored = garmin_windows(acc, gyr, preprocessing)
-        # The fused table as stages.fuse writes it (the same reader and fusion, here on the recording just read).
-        table, _ = fuse_recording(scored.recording, target_hz=preprocessing["target_hz"],
-                                  max_gap_s=preprocessing["max_gap_s"], lowpass_hz=preprocessing["lowpass_hz"])
-        table.to_parquet(fused / f"{scored.recording.recording_id}.parquet")
-        pd.DataFrame([{"recording": scored.recording.recording_id, "file": f"{scored.recording.recording_id}.parquet",
-                       "start_time": scored.recording.start_time}]).to_csv(fused / "index.csv", index=False)
+        wear_rule = WearRule.from_params(params.get("wear"))
+        # The fused table as stages.fuse writes it (the same reader and fusion the service uses).
+        recording = read_garmin_pair(acc, gyr)
+        table, quality = fuse_recording(recording, target_hz=preprocessing["target_hz"],
+                                        max_gap_s=preprocessing["max_gap_s"], lowpass_hz=preprocessing["lowpass_hz"])
+        table.to_parquet(fused / f"{recording.recording_id}.parquet")
+        pd.DataFrame([{"recording": recording.recording_id, "file": f"{recording.recording_id}.parquet",
+                       "start_time": recording.start_time}]).to_csv(fused / "index.csv", index=False)
+        scored = cut_recording(table, quality, preprocessing, wear_rule, recording_id=recording.recording_id,
+                               start_time=recording.start_time)
 
         quiet = io.StringIO()
-        from_raw = median_seconds(lambda: run(raw, out, runtime, progress=quiet), args.runs)
-        from_fused = median_seconds(lambda: run(fused, out, runtime, progress=quiet), args.runs)
+        from_raw = median_seconds(lambda: run(raw, out, runtime, wear_rule=wear_rule, progress=quiet), args.runs)
+        from_fused = median_seconds(lambda: run(fused, out, runtime, wear_rule=wear_rule, progress=quiet), args.runs)
         model_only = median_seconds(lambda: runtime.predict(scored.windows), args.runs)
         answer = json.loads(next(out.glob("*/recording.json")).read_text())
         sizes = {"raw_pair_mb": round((acc.stat().st_size + gyr.stat().st_size) / 1e6, 2),
@@ -69,7 +73,7 @@ def main() -> None:
     result = {
         "runs": args.runs,
         "model": {"source": args.model, "version": runtime.card.version, "labels": len(runtime.card.labels)},
-        "recording": {"id": scored.recording.recording_id, "minutes": answer["covered_minutes"],
+        "recording": {"id": recording.recording_id, "minutes": answer["covered_minutes"],
                       "windows": answer["windows"], **sizes},
         "onnxruntime_threads": 1,
         "raw_pair_median_s": round(from_raw, 3),

@@ -279,9 +279,28 @@ def drift_report(reference: dict, reference_windows: np.ndarray, production_wind
     elif any(channels[axis]["severity"] != "none" for axis in ("ax", "ay", "az")):
         lines.insert(0, f"median |a| {norm['production_median']:.3g} vs {norm['reference_median']:.3g} m/s^2: the "
                         f"accelerometer's units are right; the axes differ in orientation or movement, not in scale")
-    return {"severity": worst(parts), "production_windows": int(len(production_windows)),
+    return {"severity": worst(parts), "judged": True, "production_windows": int(len(production_windows)),
             "reference_windows": int(len(reference_windows)), "channels": channels, "multivariate": mmd,
             "outputs": outputs, "units_hint": hint, "drifted": lines}
+
+
+def wear_finding(worn_windows: int, not_worn_windows: int, min_windows: int) -> str | None:
+    """Non-wear in plain words: a watch left on a desk is not drift, and its windows are in no statistic."""
+    total = worn_windows + not_worn_windows
+    if not_worn_windows == 0:
+        return None
+    text = (f"not worn: {not_worn_windows} of {total} windows ({not_worn_windows / total:.0%}) lay in non-wear "
+            f"episodes (a still watch at the sensor's noise floor, har/wear.py) and are left out of every statistic")
+    if worn_windows < min_windows:
+        text += f"; the {worn_windows} worn windows are fewer than the {min_windows} needed to judge drift"
+    return text
+
+
+def unjudged_report(worn_windows: int, reference_windows: int, finding: str) -> dict:
+    """The drift report when too few worn windows remain to compare anything: no statistic, no story, no severity."""
+    return {"severity": "none", "judged": False, "production_windows": int(worn_windows),
+            "reference_windows": int(reference_windows), "channels": {}, "multivariate": None, "outputs": None,
+            "units_hint": None, "drifted": [finding]}
 
 
 def explain(channels: dict, mmd: dict, outputs: dict | None) -> list[str]:
@@ -340,6 +359,7 @@ class RunningDriftMonitor:
     def reset(self) -> None:
         with self.lock:
             self.windows = 0
+            self.not_worn_windows = 0  # counted on their own: never in a statistic
             self.counts = [np.zeros(len(e) + 1, np.int64) for e in self.edges]
             self.label_counts = np.zeros(len(self.labels), np.int64)
             self.confidence_sum = 0.0
@@ -361,12 +381,17 @@ class RunningDriftMonitor:
                 self.entropy_sum += float(np.sum(normalised_entropy(probabilities)))
                 self.predictions += len(probabilities)
 
+    def observe_not_worn(self, windows: int) -> None:
+        """Windows of uploaded recordings that lay in non-wear episodes (har/wear.py): counted, never compared."""
+        with self.lock:
+            self.not_worn_windows += int(windows)
+
     def summary(self) -> dict:
         """The current drift dict: per-channel PSI (and the KS statistic on the bins), outputs, severity."""
         thresholds = self.reference["thresholds"]
         with self.lock:
             counts = [c.copy() for c in self.counts]
-            windows, predictions = self.windows, self.predictions
+            windows, predictions, not_worn = self.windows, self.predictions, self.not_worn_windows
             label_counts = self.label_counts.copy()
             confidence_sum, entropy_sum = self.confidence_sum, self.entropy_sum
         enough = windows >= self.reference.get("min_windows", 50)
@@ -389,10 +414,12 @@ class RunningDriftMonitor:
             if not enough:
                 outputs["severity"] = "none"
         parts = [c["severity"] for c in channels.values()] + ([outputs["severity"]] if outputs else [])
-        return {"windows": windows, "enough_data": enough, "min_windows": self.reference.get("min_windows", 50),
-                "severity": worst(parts), "channels": channels, "outputs": outputs,
-                "drifted": [f"{name} [{c['severity']}]: PSI {c['psi']:.2f}, binned KS {c['ks_binned']:.2f}"
-                            for name, c in channels.items() if c["severity"] != "none"]}
+        drifted = [f"{name} [{c['severity']}]: PSI {c['psi']:.2f}, binned KS {c['ks_binned']:.2f}"
+                   for name, c in channels.items() if c["severity"] != "none"]
+        finding = wear_finding(windows, not_worn, self.reference.get("min_windows", 50))
+        return {"windows": windows, "not_worn_windows": not_worn, "enough_data": enough,
+                "min_windows": self.reference.get("min_windows", 50), "severity": worst(parts), "channels": channels,
+                "outputs": outputs, "drifted": [finding, *drifted] if finding else drifted}
 
 
 def prometheus_samples(summary: dict) -> list[tuple[str, dict, float]]:

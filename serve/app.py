@@ -29,7 +29,7 @@ from serve.config import Settings
 from serve.monitoring import Observer, ServiceMetrics
 from serve.runtime import ModelRuntime, model_file
 from serve.security import bearer_guard, require_token
-from serve.timeline import garmin_windows, recording_answer, recording_preprocessing
+from serve.timeline import STATES, garmin_windows, recording_answer, recording_preprocessing
 from serve.validation import RequestError, parse_predict, parse_v2_infer
 
 log = logging.getLogger("serve")
@@ -151,7 +151,10 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
 
     @get("/model", tags=["model"], summary="Model name, version, labels, input contract and test metrics")
     async def model() -> dict:
-        return {**card.describe(), "serving": {"threads": settings.threads, "batching": settings.batching,
+        # A recording's timeline may say more than the model's labels: what the two states mean, and when.
+        timeline = {"labels": [*card.labels, *STATES], "states": STATES, "abstain_threshold": card.abstain_threshold,
+                    "wear_rule": settings.wear.describe()}
+        return {**card.describe(), "timeline": timeline, "serving": {"threads": settings.threads, "batching": settings.batching,
                                                "max_batch_size": settings.max_batch_size,
                                                "max_wait_ms": settings.max_wait_ms,
                                                "max_windows_per_request": limit}}
@@ -227,7 +230,8 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
                 paths[field].write_bytes(await uploads[field].read())
             try:  # the recording is named after the uploaded accelerometer file, as the pipeline names it
                 scored = await anyio.to_thread.run_sync(lambda: garmin_windows(
-                    paths["accelerometer"], paths["gyroscope"], preprocessing, timezone=settings.timezone))
+                    paths["accelerometer"], paths["gyroscope"], preprocessing, settings.wear,
+                    timezone=settings.timezone))
             except InputError as error:  # name the upload, not our temporary path
                 field = next((f for f, p in paths.items() if str(p) == error.file), "upload")
                 located = InputError(f"{field} ({names.get(field, '?')})", error.problem, row=error.row,
@@ -236,9 +240,12 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
         if len(scored.windows) == 0:
             raise RequestError(422, f"the recording holds no complete {length}-sample window of fused data "
                                     f"({scored.quality['fused_seconds']} s fused)")
-        probabilities = await predictor.predict(scored.windows)
-        return recording_answer(card, probabilities, scored.start_s, scored.quality,
-                                recording_id=scored.recording.recording_id, start_time=scored.recording.start_time)
+        # Windows in non-wear episodes are never scored: they get no activity, and no drift statistic sees them.
+        worn = scored.windows[scored.worn]
+        probabilities = await predictor.predict(worn) if len(worn) else np.empty((0, len(card.labels)), np.float32)
+        if drift is not None:
+            drift.observe_not_worn(int(len(scored.windows) - len(worn)))
+        return recording_answer(card, scored, probabilities, settings.wear)
 
     @get("/drift", tags=["monitoring"], guards=[guard], security=SECURED,
          summary="Drift of the windows received so far against the model's training reference")

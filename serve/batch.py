@@ -31,11 +31,11 @@ import pandas as pd
 from har.config import load_params, write_json
 from har.fusion import CHANNELS
 from har.garmin import find_garmin_pairs
-from har.windows import make_windows
+from har.wear import WearRule
 from serve.config import Settings
 from serve.modelfile import ModelFileError
 from serve.runtime import ModelRuntime, model_file
-from serve.timeline import garmin_windows, recording_answer, recording_preprocessing
+from serve.timeline import RecordingWindows, cut_recording, garmin_windows, recording_answer, recording_preprocessing
 
 # Files that belong to a fused folder (stages.fuse writes them) but are not recordings themselves.
 FUSED_FOLDER_FILES = {"index.csv", "quality.json"}
@@ -91,8 +91,9 @@ def find_jobs(folder: Path) -> tuple[list[Job], list[dict]]:
     return jobs, skipped
 
 
-def fused_windows(path: Path, preprocessing: dict, fusion: dict | None) -> tuple[np.ndarray, np.ndarray, dict]:
-    """A fused table cut into the model's windows (windows, start_s, quality); refused when it was fused with
+def fused_windows(path: Path, preprocessing: dict, fusion: dict | None, wear_rule: WearRule, *,
+                  start_time: str | None) -> RecordingWindows:
+    """A fused table cut into the model's windows and marked worn or not; refused when it was fused with
     other settings than the model's."""
     table = pd.read_parquet(path)
     missing = [c for c in ["t", *CHANNELS] if c not in table.columns]
@@ -107,29 +108,29 @@ def fused_windows(path: Path, preprocessing: dict, fusion: dict | None) -> tuple
         if fusion and key in fusion and not np.isclose(float(fusion[key]), float(preprocessing[key])):
             raise ValueError(f"{path.name}: fused with {key} {fusion[key]} (quality.json), the model expects "
                              f"{preprocessing[key]}")
-    windows, start_s = make_windows(table, length=preprocessing["window_length"], overlap=preprocessing["overlap"],
-                                    target_hz=target_hz)
     fusion = fusion or {}
-    quality = {"samples_written": fusion.get("samples_written", int(len(table))),
+    quality = {**fusion, "samples_written": fusion.get("samples_written", int(len(table))),
                "fused_seconds": fusion.get("fused_seconds", round(len(table) / target_hz, 3)),
                "segments": fusion.get("segments")}
-    return windows, start_s, quality
+    return cut_recording(table, quality, preprocessing, wear_rule, recording_id=path.stem, start_time=start_time)
 
 
 def write_outputs(folder: Path, result: dict) -> None:
     """recording.json (the whole answer) and the three tables as CSV."""
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / "recording.json", result)
-    pd.DataFrame(result["timeline"], columns=["start_s", "time", "label", "confidence"]).to_csv(
+    pd.DataFrame(result["timeline"], columns=["start_s", "time", "label", "activity", "confidence"]).to_csv(
         folder / "timeline.csv", index=False)
     pd.DataFrame(result["episodes"], columns=["label", "start_s", "end_s", "duration_s", "start_time", "end_time",
                                               "windows", "mean_confidence"]).to_csv(folder / "episodes.csv", index=False)
-    pd.DataFrame(list(result["minutes_per_activity"].items()), columns=["label", "minutes"]).to_csv(
-        folder / "minutes_per_activity.csv", index=False)
+    # Activities first, then the two states, so the file adds up to the covered time.
+    minutes = [*result["minutes_per_activity"].items(), ("uncertain", result["uncertain_minutes"]),
+               ("not_worn", result["not_worn_minutes"])]
+    pd.DataFrame(minutes, columns=["label", "minutes"]).to_csv(folder / "minutes_per_activity.csv", index=False)
 
 
 def run(input_folder: Path, output_folder: Path, runtime: ModelRuntime, *, timezone: str | None = None,
-        progress=sys.stderr) -> dict:
+        wear_rule: WearRule = WearRule(), progress=sys.stderr) -> dict:
     """Score every recording in `input_folder` into `output_folder`; returns the summary (also summary.json)."""
     preprocessing = recording_preprocessing(runtime.card)
     jobs, skipped = find_jobs(input_folder)
@@ -139,23 +140,26 @@ def run(input_folder: Path, output_folder: Path, runtime: ModelRuntime, *, timez
         started = time.perf_counter()
         try:
             if job.kind == "garmin":
-                raw = garmin_windows(*job.sources, preprocessing, timezone=timezone, recording_id=job.name)
-                windows, start_s, quality, start_time = raw.windows, raw.start_s, raw.quality, raw.recording.start_time
+                scored_windows = garmin_windows(*job.sources, preprocessing, wear_rule, timezone=timezone,
+                                                recording_id=job.name)
             else:
-                windows, start_s, quality = fused_windows(job.sources[0], preprocessing, job.fusion)
-                start_time = job.start_time
-            if len(windows) == 0:  # the service's words for the same refusal
+                scored_windows = fused_windows(job.sources[0], preprocessing, job.fusion, wear_rule,
+                                               start_time=job.start_time)
+            if len(scored_windows.windows) == 0:  # the service's words for the same refusal
                 raise ValueError(f"the recording holds no complete {preprocessing['window_length']}-sample window of "
-                                 f"fused data ({quality['fused_seconds']} s fused)")
+                                 f"fused data ({scored_windows.quality['fused_seconds']} s fused)")
         except (ValueError, OSError) as error:  # InputError is a ValueError: it names file, row and column
             skipped.append({"source": ", ".join(str(p.relative_to(input_folder)) for p in job.sources),
                             "reason": str(error)})
             print(f"skipped: {error}", file=progress, flush=True)
             continue
-        result = recording_answer(runtime.card, runtime.predict(windows), start_s, quality, recording_id=job.name,
-                                  start_time=start_time)
+        worn = scored_windows.windows[scored_windows.worn]
+        probabilities = runtime.predict(worn) if len(worn) else np.empty((0, len(runtime.card.labels)), np.float32)
+        result = recording_answer(runtime.card, scored_windows, probabilities, wear_rule)
         write_outputs(output_folder / job.name, result)
-        top = max(result["minutes_per_activity"].items(), key=lambda item: item[1])
+        # What the recording mostly was, states included: a watch left on a desk is mostly not_worn.
+        top = max([*result["minutes_per_activity"].items(), ("uncertain", result["uncertain_minutes"]),
+                   ("not_worn", result["not_worn_minutes"])], key=lambda item: item[1])
         scored.append({"recording": job.name, "sources": [str(p.relative_to(input_folder)) for p in job.sources],
                        "windows": result["windows"],
                        "covered_minutes": result["covered_minutes"], "most_minutes": top[0],
@@ -201,7 +205,7 @@ def main(argv=None) -> int:
     except (ModelFileError, FileNotFoundError, OSError) as error:
         print(f"serve.batch: cannot load the model: {error}", file=sys.stderr)
         return 2
-    summary = run(args.input, args.output, runtime, timezone=settings.timezone)
+    summary = run(args.input, args.output, runtime, timezone=settings.timezone, wear_rule=settings.wear)
     return 0 if summary["scored"] and not summary["skipped"] else 1
 
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from har.config import load_params
+from har.wear import WearRule
 
 MB = 1024 * 1024
 
@@ -25,6 +26,7 @@ class Settings:
     token_file: str | None = None
     timezone: str | None = None  # wall-clock zone of uploaded Garmin exports (data.timezone)
     tracking_uri: str | None = None  # MLflow, for a models:/ model_path (registry.tracking_uri)
+    wear: WearRule = WearRule()  # non-wear detection of uploaded recordings (params `wear`)
 
     @classmethod
     def from_params(cls, params: dict, **overrides) -> "Settings":
@@ -45,6 +47,7 @@ class Settings:
             token_file=serve.get("token_file", cls.token_file),
             timezone=params.get("data", {}).get("timezone"),
             tracking_uri=params.get("registry", {}).get("tracking_uri"),
+            wear=WearRule.from_params(params.get("wear")),
         )
         return replace(cls(**values), **{k: v for k, v in overrides.items() if v is not None})
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import onnx
 
 CHECKSUM_KEY = "sha256"
-JSON_KEYS = ("labels", "input_contract", "preprocessing", "metrics")
+JSON_KEYS = ("labels", "input_contract", "preprocessing", "metrics", "calibration")
 REQUIRED_KEYS = ("labels", "input_contract", "model_name", "model_version", CHECKSUM_KEY)
 
 
@@ -40,6 +40,16 @@ class ModelCard:
     git_commit: str | None
     data_hash: str | None
     sha256: str
+    calibration: dict = field(default_factory=dict)  # temperature (inside the graph) and abstention threshold
+
+    @property
+    def abstain_threshold(self) -> float:
+        """Windows whose top-1 probability is below this are `uncertain` (0: a model without calibration never abstains)."""
+        return float(self.calibration.get("threshold") or 0.0)
+
+    def identity(self) -> dict:
+        """Which model answered: every answer carries this."""
+        return {"name": self.name, "version": self.version}
 
     @property
     def window_length(self) -> int:
@@ -52,8 +62,8 @@ class ModelCard:
     def describe(self) -> dict:
         return {"name": self.name, "version": self.version, "labels": self.labels,
                 "input_contract": self.input_contract, "preprocessing": self.preprocessing,
-                "metrics": self.metrics, "git_commit": self.git_commit, "data_hash": self.data_hash,
-                "sha256": self.sha256}
+                "metrics": self.metrics, "calibration": self.calibration, "git_commit": self.git_commit,
+                "data_hash": self.data_hash, "sha256": self.sha256}
 
 
 def _without_checksum(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -104,4 +114,5 @@ def read_card(data: bytes, source: str = "model") -> ModelCard:
     return ModelCard(name=values["model_name"], version=values["model_version"], labels=list(values["labels"]),
                      input_contract=values["input_contract"], preprocessing=values.get("preprocessing", {}),
                      metrics=values.get("metrics", {}), git_commit=values.get("git_commit"),
-                     data_hash=values.get("data_hash"), sha256=props[CHECKSUM_KEY])
+                     data_hash=values.get("data_hash"), sha256=props[CHECKSUM_KEY],
+                     calibration=values.get("calibration", {}))

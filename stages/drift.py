@@ -5,6 +5,10 @@
     python -m stages.drift report      # fused production recordings, windowed as in training
                                        #   -> metrics/drift.json + reports/drift.html
 
+Windows in non-wear episodes (har/wear.py, the service's own `cut_recording`) are counted and left
+out of every statistic: a watch on a desk is not drift. When fewer than `monitor.min_windows`
+worn windows remain, nothing is judged and the report says why in plain words.
+
 The report also runs the held-out test subjects through the same checks (`control`): they
 must come out "none", which shows on every run that the thresholds do not cry wolf.
 """
@@ -22,9 +26,10 @@ import pandas as pd
 
 from har.config import load_params, write_json
 from har.drift import (MONITORED, UNITS, bin_counts, build_reference, drift_report, load_reference,
-                       output_summary, reference_path_for, sample_values)
+                       output_summary, reference_path_for, sample_values, unjudged_report, wear_finding)
 from har.notify import notify_drift
-from har.windows import make_windows
+from har.wear import WearRule
+from serve.timeline import cut_recording
 
 METRICS = Path("metrics/drift.json")
 COLOURS = {"none": "#2e7d32", "warning": "#ef6c00", "critical": "#c62828"}
@@ -40,19 +45,23 @@ def predict_onnx(model_path, windows: np.ndarray, batch: int = 1024) -> tuple[np
     return probabilities, runtime.card.labels
 
 
-def production_windows(folder, window: dict, target_hz: float) -> tuple[np.ndarray, list[dict]]:
-    """Every fused production recording under `folder` (one index.csv + parquet per session), cut as in training."""
+def production_windows(folder, preprocessing: dict, wear_rule: WearRule) -> tuple[np.ndarray, int, list[dict]]:
+    """The worn windows of every fused production recording under `folder` (one index.csv + parquet per session),
+    cut as in training and as the service cuts them; the not-worn windows are counted, per recording too."""
     folder = Path(folder)
-    parts, recordings = [], []
+    parts, recordings, not_worn = [], [], 0
     for index_path in sorted(folder.glob("**/index.csv")):
         for row in pd.read_csv(index_path).itertuples():
-            X, _ = make_windows(pd.read_parquet(index_path.parent / row.file), length=window["length"],
-                                overlap=window["overlap"], target_hz=target_hz)
-            parts.append(X)
-            recordings.append({"recording": row.recording, "file": row.file, "windows": int(len(X))})
-    if not parts:
+            cut = cut_recording(pd.read_parquet(index_path.parent / row.file), {}, preprocessing, wear_rule,
+                                recording_id=row.recording, start_time=None)
+            parts.append(cut.windows[cut.worn])
+            not_worn += int((~cut.worn).sum())
+            recordings.append({"recording": row.recording, "file": row.file, "windows": int(len(cut.windows)),
+                               "not_worn_windows": int((~cut.worn).sum()),
+                               "not_worn_minutes": round(sum(e - s for s, e in cut.nonwear) / 60.0, 3)})
+    if not recordings:
         raise ValueError(f"{folder}: holds no fused recordings (expected <session>/index.csv from stages.fuse)")
-    return np.concatenate(parts), recordings
+    return np.concatenate(parts), not_worn, recordings
 
 
 def model_outputs(model_path, windows: np.ndarray) -> dict | None:
@@ -86,8 +95,19 @@ def make_report(params: dict) -> dict:
     monitor = params["monitor"]
     reference = load_reference(reference_path_for(monitor["model"]))
     train = np.load(monitor["reference"])["X"]
-    production, recordings = production_windows(monitor["production"], params["window"], params["data"]["target_hz"])
-    result = drift_report(reference, train, production, monitor, model_outputs(monitor["model"], production))
+    preprocessing = {"window_length": params["window"]["length"], "overlap": params["window"]["overlap"],
+                     "target_hz": params["data"]["target_hz"]}
+    wear_rule = WearRule.from_params(params.get("wear"))
+    production, not_worn, recordings = production_windows(monitor["production"], preprocessing, wear_rule)
+    # Drift is judged on worn windows only; a recording that is mostly not worn says so, not a story about drift.
+    finding = wear_finding(len(production), not_worn, monitor["min_windows"])
+    if len(production) < monitor["min_windows"]:
+        result = unjudged_report(len(production), len(train), finding)
+    else:
+        result = drift_report(reference, train, production, monitor, model_outputs(monitor["model"], production))
+        if finding:
+            result["drifted"].insert(0, finding)
+    result["wear"] = {"worn_windows": int(len(production)), "not_worn_windows": not_worn, "rule": wear_rule.describe()}
     result["production_source"] = {"folder": monitor["production"], "recordings": recordings}
 
     if monitor.get("control") and Path(monitor["control"]).exists():
@@ -98,7 +118,8 @@ def make_report(params: dict) -> dict:
     write_json(METRICS, metrics_of(result))
     Path(monitor["report"]).parent.mkdir(parents=True, exist_ok=True)
     Path(monitor["report"]).write_text(render_html(result, reference, train, production, monitor))
-    print(f"drift severity {result['severity'].upper()} on {len(production)} production windows"
+    print(f"drift severity {result['severity'].upper()} on {len(production)} worn production windows "
+          f"({not_worn} not worn)"
           + (f"; held-out test subjects: {result['control']['severity']}" if "control" in result else ""))
     for line in result["drifted"]:
         print("  " + line)
@@ -121,7 +142,8 @@ def metrics_of(result: dict) -> dict:
     if outputs:
         outputs = {k: outputs[k] for k in ("label_psi", "entropy_increase", "severity", "levels")} | {
             "production": outputs["production"], "reference": outputs["reference"]}
-    return {"severity": result["severity"], "drifted": result["drifted"], "units_hint": result["units_hint"],
+    return {"severity": result["severity"], "judged": result["judged"], "wear": result["wear"],
+            "drifted": result["drifted"], "units_hint": result["units_hint"],
             "production_windows": result["production_windows"], "reference_windows": result["reference_windows"],
             "channels": result["channels"], "multivariate": result["multivariate"], "outputs": outputs,
             "control": result.get("control"), "production_source": result["production_source"]}
@@ -190,6 +212,8 @@ def badge(severity: str) -> str:
 
 
 def render_html(result: dict, reference: dict, train: np.ndarray, production: np.ndarray, monitor: dict) -> str:
+    if not result["judged"]:
+        return unjudged_html(result)
     rng = np.random.default_rng(monitor["seed"])  # a plotting sample: densities need far fewer points than the tests
     ref_values = sample_values(train, 50_000, rng)
     prod_values = sample_values(production, 50_000, rng)
@@ -258,6 +282,24 @@ read them, do not judge by them.</p>
 <h2>Model outputs</h2>{outputs_html}
 <h2>Reference vs production, channel by channel</h2>
 {''.join(figures)}
+</body></html>
+"""
+
+
+def unjudged_html(result: dict) -> str:
+    """The report when too few worn windows remain: the finding in plain words, nothing else to read."""
+    esc = html.escape
+    sources = ", ".join(f"{esc(r['recording'])} ({r['windows']} windows, {r['not_worn_windows']} not worn)"
+                        for r in result["production_source"]["recordings"])
+    findings = "".join(f"<li>{esc(line)}</li>" for line in result["drifted"])
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Drift report</title>
+<style>body {{ font-family: system-ui, sans-serif; margin: 2em; max-width: 1100px; }}</style></head><body>
+<h1>Drift report: not judged</h1>
+<p>Production: <code>{esc(result['production_source']['folder'])}</code>: {sources}.
+Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.</p>
+<h2>Findings</h2><ul>{findings}</ul>
+<p>Non-wear rule: {esc(result['wear']['rule'])}.</p>
 </body></html>
 """
 

@@ -1,8 +1,11 @@
-"""evaluate stage: the trained model on the test subjects only.
+"""evaluate stage: the trained model on the test subjects only, and its calibration.
 
 Writes metrics/eval.json (macro-F1 first, then accuracy, balanced accuracy, Cohen's kappa, MCC,
-per-class precision/recall/F1, macro-F1 per test subject), plots/confusion.csv (one row per
-window, for DVC's confusion template), plots/per_class_f1.csv and the PNGs of both.
+per-class precision/recall/F1, macro-F1 per test subject; under `calibration` the temperature and
+abstention threshold chosen on the validation subjects, the test subjects' expected calibration
+error before and after, and coverage with accepted-window accuracy and macro-F1),
+plots/confusion.csv (one row per window, for DVC's confusion template), plots/per_class_f1.csv,
+the PNGs of both, and the reliability diagram and risk-coverage curve as CSV for `dvc plots`.
 """
 from __future__ import annotations
 
@@ -14,7 +17,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from har.config import write_json  # noqa: E402
+from har.calibration import calibrate  # noqa: E402
+from har.config import load_params, write_json  # noqa: E402
 from stages.window import load_meta, load_split  # noqa: E402
 from har.evaluation import classification_metrics, confusion, confusion_records, macro_f1  # noqa: E402
 
@@ -74,10 +78,13 @@ def main() -> None:
 
     meta = load_meta()
     labels = meta["labels"]
-    test = load_split("test")
+    test, val = load_split("test"), load_split("val")
     model = keras.saving.load_model(MODEL)
     probabilities = model.predict(test["X"], batch_size=512, verbose=0)
     metrics = evaluate_predictions(test["y"], probabilities, test["subject"], labels)
+    # Temperature and threshold from the validation subjects; the test subjects only judge them.
+    metrics["calibration"], curves = calibrate(model.predict(val["X"], batch_size=512, verbose=0), val["y"],
+                                               probabilities, test["y"], len(labels), load_params()["calibration"])
     write_json("metrics/eval.json", metrics)
 
     os.makedirs(PLOTS, exist_ok=True)
@@ -88,9 +95,15 @@ def main() -> None:
     pd.DataFrame({"class": list(per_class_f1), "f1": list(per_class_f1.values())}).to_csv(
         f"{PLOTS}/per_class_f1.csv", index=False)
     save_per_class_png(per_class_f1, f"{PLOTS}/per_class_f1.png")
+    for name, rows in curves.items():
+        pd.DataFrame(rows).to_csv(f"{PLOTS}/{name}.csv", index=False)
     print(f"test subjects ({len(test['y'])} windows): macro-F1 {metrics['macro_f1']:.3f}, "
           f"accuracy {metrics['accuracy']:.3f}, balanced accuracy {metrics['balanced_accuracy']:.3f}, "
           f"kappa {metrics['cohen_kappa']:.3f}, MCC {metrics['mcc']:.3f}")
+    c, selective = metrics["calibration"], metrics["calibration"]["selective"]
+    print(f"calibration: temperature {c['temperature']:.3f}, ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f}; "
+          f"threshold {c['threshold']:.3f}: coverage {selective['coverage']:.3f}, accepted accuracy "
+          f"{selective['accepted_accuracy']:.3f}, accepted macro-F1 {selective['accepted_macro_f1']:.3f}")
 
 
 if __name__ == "__main__":

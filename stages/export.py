@@ -54,13 +54,39 @@ def convert(keras_model, window_length: int, channels: int, opset: int) -> tuple
     return rename_output(proto, OUTPUT_NAME), f"tf2onnx {tf2onnx.__version__}, opset {opset}"
 
 
-def weights_version(keras_model) -> str:
-    """The model version: a content address of the trained weights (same weights, same version).
+def with_temperature(model, temperature: float):
+    """The same network answering softmax(logits / T): the final layer's weights reused without its softmax.
+
+    Exported this way, the ONNX model's probabilities are the calibrated ones (har/calibration.py),
+    and the parity check compares them with the calibrated Keras model's.
+    """
+    import keras
+    from keras import layers
+
+    head = model.get_layer("probabilities")
+    logits = layers.Dense(head.units, name="logits")(head.input)
+    scaled = layers.Rescaling(1.0 / float(temperature), name="temperature")(logits)
+    outputs = layers.Softmax(name="probabilities")(scaled)
+    calibrated = keras.Model(model.inputs, outputs, name=model.name)
+    calibrated.get_layer("logits").set_weights(head.get_weights())
+    return calibrated
+
+
+def calibration_of(eval_path: Path) -> dict:
+    """The temperature and abstention threshold the evaluate stage chose on the validation subjects ({} if none)."""
+    if not eval_path.exists():
+        return {}
+    calibration = json.loads(eval_path.read_text()).get("calibration") or {}
+    return {k: calibration[k] for k in ("temperature", "threshold", "target_accuracy", "ece_after") if k in calibration}
+
+
+def weights_version(keras_model, calibration: dict | None = None) -> str:
+    """The model version: a content address of the trained weights and the calibration (same both, same version).
 
     Not a hash of the ONNX graph: tf2onnx numbers its node names from a process-wide counter,
     so the same model converts to differently named (equivalent) graphs.
     """
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(json.dumps(calibration, sort_keys=True).encode() if calibration else b"")
     for array in keras_model.get_weights():
         digest.update(str(array.shape).encode())
         digest.update(np.ascontiguousarray(array).tobytes())
@@ -104,7 +130,7 @@ def scalar_metrics(eval_path: Path) -> dict:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def build_metadata(info: dict, params: dict, *, version: str, metrics: dict, commit: str | None,
+def build_metadata(info: dict, params: dict, *, version: str, metrics: dict, calibration: dict, commit: str | None,
                    data_hash: str | None, keras_md5: str, converter: str) -> dict:
     """Everything the service and the registry need to know about the model, from the files it came from."""
     window_length, target_hz = int(info["window_length"]), float(info["target_hz"])
@@ -122,6 +148,7 @@ def build_metadata(info: dict, params: dict, *, version: str, metrics: dict, com
                           "lowpass_hz": params["data"]["lowpass_hz"], "window_length": window_length,
                           "overlap": float(params["window"]["overlap"])},
         "metrics": metrics,
+        "calibration": calibration,
         "git_commit": commit or "unknown",
         "data_hash": data_hash or "unknown",
         "keras_model_md5": keras_md5,
@@ -134,10 +161,14 @@ def export(keras_path: Path, info: dict, params: dict, test_windows: np.ndarray,
     """Convert, stamp, and check parity; write `out_path` only when parity holds. Returns the report."""
     settings = params["serve"]["export"]
     keras_model = load_keras(keras_path)
+    calibration = calibration_of(eval_path)
+    version = weights_version(keras_model, calibration)
+    if calibration:
+        keras_model = with_temperature(keras_model, calibration["temperature"])
     started = time.perf_counter()
     model, converter = convert(keras_model, int(info["window_length"]), len(info["channels"]), settings["opset"])
     convert_s = time.perf_counter() - started
-    metadata = build_metadata(info, params, version=weights_version(keras_model), metrics=scalar_metrics(eval_path),
+    metadata = build_metadata(info, params, version=version, metrics=scalar_metrics(eval_path), calibration=calibration,
                               commit=git_commit()[0], data_hash=data_hash(lock_path),
                               keras_md5=file_md5(keras_path), converter=converter)
     data = stamp(model, metadata)

@@ -64,15 +64,18 @@ def test_the_csv_tables_hold_the_json_answer(batch_run):
     folder = batch_run[1] / RECORDING
     answer = json.loads((folder / "recording.json").read_text())
     timeline = pd.read_csv(folder / "timeline.csv")
-    assert list(timeline.columns) == ["start_s", "time", "label", "confidence"]
+    assert list(timeline.columns) == ["start_s", "time", "label", "activity", "confidence"]
     assert timeline["label"].tolist() == [entry["label"] for entry in answer["timeline"]]
     np.testing.assert_allclose(timeline["start_s"], [entry["start_s"] for entry in answer["timeline"]])
     episodes = pd.read_csv(folder / "episodes.csv")
     assert episodes[["label", "start_s", "end_s", "windows"]].to_dict("records") == [
         {k: e[k] for k in ("label", "start_s", "end_s", "windows")} for e in answer["episodes"]]
     minutes = pd.read_csv(folder / "minutes_per_activity.csv")
-    assert dict(zip(minutes["label"], minutes["minutes"])) == answer["minutes_per_activity"]
+    assert dict(zip(minutes["label"], minutes["minutes"])) == {
+        **answer["minutes_per_activity"], "uncertain": answer["uncertain_minutes"],
+        "not_worn": answer["not_worn_minutes"]}
     assert set(answer["minutes_per_activity"]) == set(LABELS)
+    assert answer["not_worn_minutes"] >= 55  # the real hour lay on a desk
 
 
 def test_everything_not_scored_is_listed_with_its_reason(batch_run):

@@ -192,23 +192,33 @@ def test_recordings_windows_are_the_pipelines_windows(garmin_upload, garmin_pipe
     response, shown = garmin_upload
     assert response.status_code == 200
     expected, start_t = garmin_pipeline_windows
-    assert len(shown) == 1
-    np.testing.assert_array_equal(shown[0], expected)  # bit for bit: no training/serving skew
     timeline = response.json()["timeline"]
     np.testing.assert_allclose([t["start_s"] for t in timeline], start_t, atol=1e-3)
+    # Only the worn windows reach the model, and they are the pipeline's windows bit for bit: no skew.
+    worn = np.array([t["label"] != "not_worn" for t in timeline])
+    assert len(shown) == 1 and 0 < worn.sum() < 60
+    np.testing.assert_array_equal(shown[0], expected[worn])
 
 
-def test_recordings_timeline_covers_the_hour(garmin_upload):
+def test_recordings_timeline_covers_the_hour_and_says_it_was_not_worn(garmin_upload):
     summary = garmin_upload[0].json()
     assert summary["recording"]["id"] == "2025-03-23-15-23-10"
     assert summary["recording"]["start_time"].startswith("2025-03-24T07:52")
+    assert summary["recording"]["quality"]["acc"]["duplicates"] == 238
     timeline, episodes = summary["timeline"], summary["episodes"]
     assert timeline[0]["start_s"] < 5 and episodes[-1]["end_s"] > 3600
     assert timeline[-1]["time"].startswith("2025-03-24T08:52")
-    assert {t["label"] for t in timeline} <= set(LABELS)
+    assert {t["label"] for t in timeline} <= set(LABELS) | {"uncertain", "not_worn"}
     assert sum(e["windows"] for e in episodes) == len(timeline) == summary["windows"]
-    assert sum(summary["minutes_per_activity"].values()) == pytest.approx(summary["covered_minutes"], abs=0.01)
+    states = summary["uncertain_minutes"] + summary["not_worn_minutes"]
+    assert sum(summary["minutes_per_activity"].values()) + states == pytest.approx(summary["covered_minutes"], abs=0.01)
     assert summary["covered_minutes"] == pytest.approx(60.5, abs=0.5)
+    # The watch lay on a desk: at least 55 of the 60 minutes are not worn, and no activity is counted in them.
+    assert summary["not_worn_minutes"] >= 55 and summary["wear"]["not_worn_minutes"] >= 55
+    assert sum(summary["minutes_per_activity"].values()) < 2
+    assert all(t["activity"] is None for t in timeline if t["label"] == "not_worn")
+    assert summary["findings"][0].startswith("not worn for")
+    assert summary["wear"]["episodes"][0]["start_time"].startswith("2025-03-24T07:5")
 
 
 def test_recordings_bad_uploads_are_named(client):

@@ -11,7 +11,7 @@ from serve.config import Settings
 from serve.modelfile import CHECKSUM_KEY, ModelFileError, read_card, stamp
 from serve.runtime import ModelRuntime
 from serve.security import ConfigurationError, load_token, require_token
-from serve.timeline import episodes, minutes_per_activity, summarize, window_spans
+from serve.timeline import episodes, minutes_per_label, summarize, window_labels, window_spans
 from serve.validation import RequestError, parse_predict, parse_v2_infer
 from serve_helpers import LABELS, ROOT, tiny_graph, tiny_metadata, write_tiny_model
 
@@ -254,18 +254,51 @@ def test_episodes_merge_same_label_runs_without_crossing_gaps():
     assert [(e["label"], e["start_s"], e["end_s"], e["windows"]) for e in result] == [
         ("sitting", 0, 4, 2), ("typing", 4, 10, 2), ("typing", 30, 32, 1), ("sitting", 32, 36, 1)]
     assert result[0]["mean_confidence"] == 0.8
-    assert minutes_per_activity(result, ["sitting", "typing", "clapping"]) == {
+    assert minutes_per_label(result, ["sitting", "typing", "clapping"]) == {
         "sitting": round(8 / 60, 3), "typing": round(8 / 60, 3), "clapping": 0.0}
 
 
 def test_summary_carries_wall_clock_times():
     probabilities = np.array([[0.9, 0.1], [0.2, 0.8]], np.float32)
-    summary = summarize(np.array([0.0, 2.0]), probabilities, ["sitting", "typing"], window_s=4.0,
-                        start_time="2025-03-24T07:52:19.766000")
+    summary = summarize(np.array([0.0, 2.0]), np.array([True, True]), probabilities, ["sitting", "typing"],
+                        window_s=4.0, start_time="2025-03-24T07:52:19.766000")
     assert [(t["label"], t["time"]) for t in summary["timeline"]] == [
         ("sitting", "2025-03-24T07:52:19.766"), ("typing", "2025-03-24T07:52:21.766")]
     assert summary["episodes"][-1]["end_time"] == "2025-03-24T07:52:25.766"
     assert summary["covered_minutes"] == round(6 / 60, 3)
+
+
+def test_a_window_below_the_threshold_is_uncertain_and_a_not_worn_one_gets_no_activity():
+    worn = np.array([True, True, False, False, True])
+    probabilities = np.array([[0.9, 0.1], [0.55, 0.45], [0.3, 0.7]])  # the three worn windows only
+    labels, activity, confidence = window_labels(worn, probabilities, ["sitting", "typing"], threshold=0.6)
+    assert labels.tolist() == ["sitting", "uncertain", "not_worn", "not_worn", "typing"]
+    assert activity.tolist() == ["sitting", "sitting", None, None, "typing"]
+    assert np.isnan(confidence[2:4]).all() and confidence[1] == 0.55
+    with pytest.raises(ValueError, match="2 rows of probabilities for 3 worn windows"):
+        window_labels(worn, probabilities[:2], ["sitting", "typing"], threshold=0.6)
+
+
+def test_minutes_per_activity_count_only_confident_worn_windows():
+    start = np.arange(0.0, 40.0, 2.0)  # 20 back-to-back windows of 4 s, each owning 2 s
+    worn = np.arange(20) < 15
+    probabilities = np.tile([[0.9, 0.1]], (15, 1))
+    probabilities[10:] = [0.5, 0.5]  # five worn windows below the threshold
+    summary = summarize(start, worn, probabilities, ["sitting", "typing"], window_s=4.0, threshold=0.6)
+    assert summary["minutes_per_activity"] == {"sitting": round(20 / 60, 3), "typing": 0.0}
+    assert summary["uncertain_minutes"] == round(10 / 60, 3)
+    assert summary["not_worn_minutes"] == round(12 / 60, 3)  # the last window owns its full 4 s
+    assert [e["label"] for e in summary["episodes"]] == ["sitting", "uncertain", "not_worn"]
+    assert summary["episodes"][-1]["mean_confidence"] is None
+    assert summary["timeline"][-1] == {"start_s": 38.0, "time": None, "label": "not_worn", "activity": None,
+                                       "confidence": None}
+
+
+def test_a_recording_entirely_not_worn_still_has_a_timeline():
+    summary = summarize(np.arange(0.0, 20.0, 2.0), np.zeros(10, bool), np.empty((0, 2)), ["sitting", "typing"],
+                        window_s=4.0, threshold=0.6)
+    assert summary["windows"] == 10 and {t["label"] for t in summary["timeline"]} == {"not_worn"}
+    assert summary["not_worn_minutes"] == round(22 / 60, 3) and sum(summary["minutes_per_activity"].values()) == 0
 
 
 # --- tokens and settings ---------------------------------------------------------------------------
