@@ -176,9 +176,9 @@ def metric_rows(diff: dict) -> list[dict]:
 
 
 # Keys that hold one row per class, per subject or per sensor channel (eval.json's per_class and
-# per_subject_macro_f1, windows.json's quality.motion_ratio, drift.json's channels): dozens of rows
-# each, read only once the headline figures moved.
-BREAKDOWNS = ("per_class", "per_subject", "motion_ratio", "channels")
+# per_subject_macro_f1, windows.json's quality.motion_ratio, drift.json's channels and
+# label_proportions): dozens of rows each, read only once the headline figures moved.
+BREAKDOWNS = ("per_class", "per_subject", "motion_ratio", "channels", "label_proportions")
 
 
 def is_breakdown(row: dict) -> bool:
