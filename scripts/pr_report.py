@@ -1,5 +1,10 @@
 """The pull-request report: what this branch did to metrics, parameters and plots against a base revision.
 
+It leads with the verdict: five lines (test macro-F1 of the model and the baseline, before →
+after; the registry gate's decision; drift on the held-out control; export parity; training
+time), then the parameters and plots that changed, then the metrics: only changed rows in the
+main table (the unchanged ones counted), per-class rows and the full table in collapsed blocks.
+
 Run from the repository root, after `dvc repro`:
 
     python scripts/pr_report.py [BASE] [OUT]        # defaults: main report.md
@@ -7,8 +12,9 @@ Run from the repository root, after `dvc repro`:
 It writes OUT (Markdown) and the images it shows into `<OUT stem>_plots/` beside OUT, with
 links relative to OUT, so the file reads the same locally and when CI posts it with
 `cml comment create OUT` (CML uploads the local images and files a comment links to).
-Everything comes from DVC: `dvc metrics diff BASE --md`, `dvc params diff BASE --md` and
-`dvc plots diff BASE`, each comparing BASE with the workspace.
+The comparisons come from DVC: `dvc metrics diff BASE --all --json`, `dvc params diff BASE --md`
+and `dvc plots diff BASE`, each comparing BASE with the workspace; the gate, drift and parity
+lines read the workspace's metrics files.
 """
 import argparse
 import json
@@ -149,21 +155,138 @@ def plot_section(plot_id: str, entries: list[dict], base: str, folder: Path, out
     return "\n".join(lines)
 
 
-def report_markdown(base: str, base_commit: str, head_commit: str, metrics: str, params: str,
+def number(value) -> str:
+    """A metric as a reviewer reads it: 5 decimals like `dvc metrics diff --md`, tiny values kept visible."""
+    if value is None:
+        return "-"
+    if isinstance(value, float) and value != 0 and abs(value) < 1e-3:
+        return f"{value:.2g}"  # parity differences of 1e-7 would round to 0
+    return str(round(value, 5)) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
+def metric_rows(diff: dict) -> list[dict]:
+    """`dvc metrics diff --all --json` as rows: path, metric, old, new, change, and whether it changed."""
+    rows = []
+    for path, metrics in sorted(diff.items()):
+        for metric, values in sorted(metrics.items()):
+            old, new = values.get("old"), values.get("new")
+            rows.append({"path": path, "metric": metric, "old": old, "new": new,
+                         "change": values.get("diff"), "changed": old != new})
+    return rows
+
+
+# Keys that hold one row per class, per subject or per sensor channel (eval.json's per_class and
+# per_subject_macro_f1, windows.json's quality.motion_ratio, drift.json's channels and
+# label_proportions): dozens of rows each, read only once the headline figures moved.
+BREAKDOWNS = ("per_class", "per_subject", "motion_ratio", "channels", "label_proportions")
+
+
+def is_breakdown(row: dict) -> bool:
+    return any(part.startswith(BREAKDOWNS) for part in row["metric"].split("."))
+
+
+def metrics_table(rows: list[dict], base: str) -> str:
+    lines = [f"| Path | Metric | {base} | {WORKSPACE} | Change |", "|---|---|---|---|---|"]
+    lines += [f"| {row['path']} | {row['metric']} | {number(row['old'])} | {number(row['new'])} | "
+              f"{number(row['change'])} |" for row in rows]
+    return "\n".join(lines)
+
+
+def collapsed(summary: str, body: str) -> str:
+    # GitHub renders Markdown inside <details> only with a blank line after <summary>.
+    return f"<details><summary>{summary}</summary>\n\n{body}\n\n</details>"
+
+
+def metrics_section(rows: list[dict], base: str) -> str:
+    """Changed rows in the main table, unchanged ones counted; per-class rows and the full table collapsed."""
+    headline = [row for row in rows if not is_breakdown(row)]
+    breakdown = [row for row in rows if is_breakdown(row)]
+    changed = [row for row in headline if row["changed"]]
+    unchanged = len(headline) - len(changed)
+    parts = [metrics_table(changed, base) if changed else "No metric changed.",
+             f"{unchanged} unchanged metric{'s' if unchanged != 1 else ''} not shown."]
+    changed_breakdown = [row for row in breakdown if row["changed"]]
+    if breakdown:
+        parts.append(collapsed(f"Per-class, per-subject and per-channel metrics: {len(changed_breakdown)} of {len(breakdown)} "
+                               f"changed", metrics_table(changed_breakdown, base) if changed_breakdown
+                               else "None changed."))
+    parts.append(collapsed(f"All metrics ({len(rows)} rows)", metrics_table(rows, base)))
+    return "\n\n".join(parts)
+
+
+def read_json(path: str) -> dict:
+    """A metrics file of the workspace, or {} when this revision has none (the verdict then says so)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def before_after(rows: list[dict], path: str, metric: str, unit: str = "", digits: int = 4) -> str:
+    row = next((row for row in rows if row["path"] == path and row["metric"] == metric), None)
+    if row is None or row["new"] is None:
+        return f"not measured (`{path}` has no `{metric}`)"
+    show = lambda value: "-" if value is None else f"{value:.{digits}f}{unit}"
+    if row["old"] is None:
+        return f"{show(row['new'])} (new)"
+    if not row["changed"]:
+        return f"{show(row['new'])} (unchanged)"
+    return f"{show(row['old'])} → {show(row['new'])} ({row['new'] - row['old']:+.{digits}f}{unit})"
+
+
+def verdict(rows: list[dict]) -> list[str]:
+    """Five lines a reviewer reads first: quality against the baseline, the gate, drift, parity, time."""
+    register, drift, export, train = (read_json(f"metrics/{name}.json") for name in ("register", "drift", "export", "train"))
+    if "promoted" in register:
+        decision = (f"**promoted**: v{register.get('version')} is champion" if register["promoted"] else
+                    f"**not promoted**: v{register.get('version')} stays challenger, champion v{register.get('champion_version')}")
+        gate = f"{decision} ({'; '.join(register.get('reasons', []))})"
+    else:
+        gate = "no decision (`metrics/register.json` is missing)"
+    control = drift.get("control", {})
+    if "severity" in control:
+        verdict_control = "**none**" if control["severity"] == "none" else (
+            f"**{control['severity']}**: the thresholds flag held-out people, so they are too tight")
+        drift_line = (f"{verdict_control} on {control.get('windows', '?')} test windows "
+                      f"(production recording: {drift.get('severity', '?')})")
+    else:
+        drift_line = "not measured (`metrics/drift.json` has no `control`)"
+    parity = export.get("parity", {})
+    if "passed" in parity:
+        parity_line = (f"{'**passed**' if parity['passed'] else '**FAILED**'}: max |p_keras − p_onnx| "
+                       f"{number(parity.get('max_abs_diff'))} (tolerance {number(parity.get('atol'))}) on "
+                       f"{parity.get('windows', '?')} windows, top-1 agreement {parity.get('top1_agreement', 0):.1%}")
+    else:
+        parity_line = "not checked (`metrics/export.json` has no `parity`)"
+    epochs = (f", best epoch {train['best_epoch']} of {train['epochs_run']}"
+              if {"best_epoch", "epochs_run"} <= set(train) else "")
+    return [
+        f"- **Test macro-F1**: model {before_after(rows, 'metrics/eval.json', 'macro_f1')}; baseline "
+        f"{before_after(rows, 'metrics/baseline.json', 'macro_f1')} (`metrics/eval.json`, `metrics/baseline.json`)",
+        f"- **Gate**: {gate} (`metrics/register.json`)",
+        f"- **Drift on the held-out control**: {drift_line} (`metrics/drift.json`)",
+        f"- **Export parity**: {parity_line} (`metrics/export.json`)",
+        f"- **Training time**: {before_after(rows, 'metrics/train.json', 'train_seconds', ' s', 1)}{epochs} "
+        f"(`metrics/train.json`)",
+    ]
+
+
+def report_markdown(base: str, base_commit: str, head_commit: str, rows: list[dict], params: str,
                     plot_sections: list[str], html_index: str) -> str:
     parts = [
         f"## Pipeline report: `{base}` ({base_commit}) → workspace (HEAD {head_commit})",
-        "### Metrics", metrics.strip() or "No metric changed.",
-        "### Parameters", params.strip() or "No parameter changed.",
+        "\n".join(verdict(rows)),
+        "### Parameters that changed", params.strip() or "No parameter changed.",
         "### Plots that changed", *(plot_sections or ["No plot changed."]),
         f"All plots of both revisions, interactive: [{html_index}]({html_index})",
+        "### Metrics", metrics_section(rows, base),
     ]
     return "\n\n".join(parts) + "\n"
 
 
 def build_report(base: str, out: Path) -> str:
     base_commit, head_commit = commit_of(base), commit_of("HEAD")
-    metrics = dvc("metrics", "diff", base, "--md")
+    rows = metric_rows(json.loads(dvc("metrics", "diff", base, "--all", "--json") or "{}"))
     params = dvc("params", "diff", base, "--md")
     folder = out.parent / f"{out.stem}_plots"
     folder.mkdir(parents=True, exist_ok=True)
@@ -173,7 +296,7 @@ def build_report(base: str, out: Path) -> str:
     sections = [plot_section(plot_id, entries, base, folder, out.parent)
                 for plot_id, entries in sorted(changed_plots(plots, base).items())]
     html_index = (folder / "index.html").relative_to(out.parent).as_posix()
-    return report_markdown(base, base_commit, head_commit, metrics, params, sections, html_index)
+    return report_markdown(base, base_commit, head_commit, rows, params, sections, html_index)
 
 
 def main(argv=None) -> None:

@@ -7,7 +7,7 @@ test macro-F1. Then, per setting, the mean over its seeds and the macro-F1 of th
 outputs (an ensemble of those models), and that of all runs averaged. It is a scratch tool for
 choosing defaults, not a stage.
 
-The sweep in the README (36 runs) ran on a borrowed GPU under Keras's JAX backend:
+The sweep in docs/training.md (36 runs) ran on a borrowed GPU under Keras's JAX backend:
     KERAS_BACKEND=jax python scripts/seed_sweep.py --workers 8
 (jax is not in requirements.lock). With TensorFlow on this 2-core CPU, use --workers 1 and
 expect about 7 minutes a run; figures differ a little between backends, not the ranking.
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # Overrides are `dvc exp run -S` overrides, composed from conf/ the same way.
 EARLIER = ["train.lr_schedule=constant", "train.lr=0.002", "train.batch_size=128", "train.patience=6"]
 COSINE = [*EARLIER, "train.lr_schedule=cosine"]
-# (setting, seeds, overrides): the 36 runs quoted in the README.
+# (setting, seeds, overrides): the 36 runs quoted in docs/training.md.
 SETTINGS = [
     ("constant_lr", [42, 1, 2, 3, 4], EARLIER),
     ("cosine_20", [42, 1, 2, 3], [*COSINE, "train.epochs=20", "train.patience=20"]),

@@ -1,0 +1,84 @@
+"""The README's picture of a scored recording: docs/img/timeline.png.
+
+Run from the repository root, after `dvc repro` (it needs models/model.onnx):
+
+    python scripts/readme_figures.py [--model models/model.onnx] [--session 2025-03-23-15-23-10]
+
+The recording is scored by the batch scorer's own path (`serve.timeline.garmin_windows`, one
+onnxruntime call, `serve.timeline.recording_answer`), so the picture is what `POST /recordings` and
+`python -m serve.batch` answer for the same Garmin pair. Top: the label of every episode over the
+recording's time, one row per label; bottom: the model's confidence per window.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: the repository's packages are importable
+
+from har.config import load_params  # noqa: E402
+from serve.runtime import ModelRuntime  # noqa: E402
+from serve.timeline import garmin_windows, recording_answer, recording_preprocessing  # noqa: E402
+
+
+def score_recording(model: Path, accelerometer: Path, gyroscope: Path, session: str, timezone: str | None) -> dict:
+    runtime = ModelRuntime(model, threads=1)
+    raw = garmin_windows(accelerometer, gyroscope, recording_preprocessing(runtime.card), timezone=timezone,
+                         recording_id=session)
+    return recording_answer(runtime.card, runtime.predict(raw.windows), raw.start_s, raw.quality,
+                            recording_id=session, start_time=raw.recording.start_time)
+
+
+def draw_timeline(answer: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no screen needed
+    import matplotlib.pyplot as plt
+
+    episodes = answer["episodes"]
+    # Rows: the labels that occur, most minutes at the top.
+    minutes = {}
+    for episode in episodes:
+        minutes[episode["label"]] = minutes.get(episode["label"], 0.0) + episode["duration_s"] / 60
+    labels = sorted(minutes, key=minutes.get)
+    colours = plt.get_cmap("tab10")
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(9, 1.2 + 0.32 * len(labels) + 1.4), sharex=True,
+                                         gridspec_kw={"height_ratios": [max(len(labels), 2), 2]})
+    for row, label in enumerate(labels):
+        spans = [(e["start_s"] / 60, (e["end_s"] - e["start_s"]) / 60) for e in episodes if e["label"] == label]
+        top.broken_barh(spans, (row - 0.4, 0.8), color=colours(row % 10))
+    top.set_yticks(range(len(labels)), [f"{label} ({minutes[label]:.1f} min)" for label in labels])
+    recording = answer["recording"]
+    top.set_title(f"{recording['id']}: {answer['windows']} windows, {answer['covered_minutes']} min, "
+                  f"model {answer['model']['name']} {answer['model']['version']}", fontsize="medium")
+    timeline = answer["timeline"]
+    bottom.plot([w["start_s"] / 60 for w in timeline], [w["confidence"] for w in timeline], linewidth=0.6)
+    start = recording.get("start_time")
+    bottom.set(ylabel="confidence", ylim=(0, 1.05),
+               xlabel=f"minutes since {start[:16].replace('T', ' ')}" if start else "minutes since the start")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def main(argv=None) -> None:
+    params = load_params(ROOT / "params.yaml")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=ROOT / params["serve"]["model_path"])
+    parser.add_argument("--garmin", type=Path, default=ROOT / params["paths"]["garmin"],
+                        help="folder of Garmin workbook pairs (default: paths.garmin)")
+    parser.add_argument("--session", default=params["production"]["sessions"][0])
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "img" / "timeline.png")
+    args = parser.parse_args(argv)
+    if not args.model.is_file():
+        raise SystemExit(f"{args.model}: no such model; run `dvc repro export` (or `dvc pull`) first")
+    answer = score_recording(args.model, args.garmin / f"{args.session}-accelerometer_data.xlsx",
+                             args.garmin / f"{args.session}-gyroscope_data.xlsx", args.session,
+                             params["data"].get("timezone"))
+    draw_timeline(answer, args.out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
