@@ -18,15 +18,19 @@ sys.path.insert(0, str(ROOT))  # run as a script: the repository's packages are 
 
 from har.config import load_params  # noqa: E402
 from serve.runtime import ModelRuntime  # noqa: E402
-from serve.timeline import garmin_windows, recording_answer, recording_preprocessing  # noqa: E402
+from har.wear import WearRule  # noqa: E402
+from serve.timeline import garmin_windows, recording_answer, recording_preprocessing, worn_probabilities  # noqa: E402
+
+STATE_COLOURS = {"not_worn": "#9e9e9e", "uncertain": "#d9d9d9"}  # grey: what is not an activity
 
 
-def score_recording(model: Path, accelerometer: Path, gyroscope: Path, session: str, timezone: str | None) -> dict:
+def score_recording(model: Path, accelerometer: Path, gyroscope: Path, session: str, timezone: str | None,
+                    wear_rule: WearRule) -> dict:
     runtime = ModelRuntime(model, threads=1)
-    raw = garmin_windows(accelerometer, gyroscope, recording_preprocessing(runtime.card), timezone=timezone,
-                         recording_id=session)
-    return recording_answer(runtime.card, runtime.predict(raw.windows), raw.start_s, raw.quality,
-                            recording_id=session, start_time=raw.recording.start_time)
+    scored = garmin_windows(accelerometer, gyroscope, recording_preprocessing(runtime.card), wear_rule,
+                            timezone=timezone, recording_id=session)
+    return recording_answer(runtime.card, scored, worn_probabilities(runtime.predict, scored, len(runtime.card.labels)),
+                            wear_rule)
 
 
 def draw_timeline(answer: dict, path: Path) -> None:
@@ -46,13 +50,17 @@ def draw_timeline(answer: dict, path: Path) -> None:
                                          gridspec_kw={"height_ratios": [max(len(labels), 2), 2]})
     for row, label in enumerate(labels):
         spans = [(e["start_s"] / 60, (e["end_s"] - e["start_s"]) / 60) for e in episodes if e["label"] == label]
-        top.broken_barh(spans, (row - 0.4, 0.8), color=colours(row % 10))
+        top.broken_barh(spans, (row - 0.4, 0.8), color=STATE_COLOURS.get(label, colours(row % 10)),
+                        hatch="//" if label == "uncertain" else None)
     top.set_yticks(range(len(labels)), [f"{label} ({minutes[label]:.1f} min)" for label in labels])
     recording = answer["recording"]
     top.set_title(f"{recording['id']}: {answer['windows']} windows, {answer['covered_minutes']} min, "
                   f"model {answer['model']['name']} {answer['model']['version']}", fontsize="medium")
     timeline = answer["timeline"]
-    bottom.plot([w["start_s"] / 60 for w in timeline], [w["confidence"] for w in timeline], linewidth=0.6)
+    scored = [w for w in timeline if w["confidence"] is not None]  # not-worn windows have no confidence
+    bottom.plot([w["start_s"] / 60 for w in scored], [w["confidence"] for w in scored], ".", markersize=2)
+    if answer.get("abstain_threshold"):
+        bottom.axhline(answer["abstain_threshold"], color="black", linewidth=0.6, linestyle="--")
     start = recording.get("start_time")
     bottom.set(ylabel="confidence", ylim=(0, 1.05),
                xlabel=f"minutes since {start[:16].replace('T', ' ')}" if start else "minutes since the start")
@@ -75,7 +83,7 @@ def main(argv=None) -> None:
         raise SystemExit(f"{args.model}: no such model; run `dvc repro export` (or `dvc pull`) first")
     answer = score_recording(args.model, args.garmin / f"{args.session}-accelerometer_data.xlsx",
                              args.garmin / f"{args.session}-gyroscope_data.xlsx", args.session,
-                             params["data"].get("timezone"))
+                             params["data"].get("timezone"), WearRule.from_params(params.get("wear")))
     draw_timeline(answer, args.out)
     print(f"wrote {args.out}")
 

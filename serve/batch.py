@@ -35,7 +35,8 @@ from har.wear import WearRule
 from serve.config import Settings
 from serve.modelfile import ModelFileError
 from serve.runtime import ModelRuntime, model_file
-from serve.timeline import RecordingWindows, cut_recording, garmin_windows, recording_answer, recording_preprocessing
+from serve.timeline import (RecordingWindows, cut_recording, garmin_windows, recording_answer, recording_preprocessing,
+                            worn_probabilities)
 
 # Files that belong to a fused folder (stages.fuse writes them) but are not recordings themselves.
 FUSED_FOLDER_FILES = {"index.csv", "quality.json"}
@@ -153,8 +154,7 @@ def run(input_folder: Path, output_folder: Path, runtime: ModelRuntime, *, timez
                             "reason": str(error)})
             print(f"skipped: {error}", file=progress, flush=True)
             continue
-        worn = scored_windows.windows[scored_windows.worn]
-        probabilities = runtime.predict(worn) if len(worn) else np.empty((0, len(runtime.card.labels)), np.float32)
+        probabilities = worn_probabilities(runtime.predict, scored_windows, len(runtime.card.labels))
         result = recording_answer(runtime.card, scored_windows, probabilities, wear_rule)
         write_outputs(output_folder / job.name, result)
         # What the recording mostly was, states included: a watch left on a desk is mostly not_worn.

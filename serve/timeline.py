@@ -177,6 +177,12 @@ def findings(answer: dict) -> list[str]:
     return lines
 
 
+def worn_probabilities(predict, scored: RecordingWindows, n_labels: int) -> np.ndarray:
+    """The model's answers for the worn windows only: windows in non-wear episodes are never scored."""
+    worn = scored.windows[scored.worn]
+    return predict(worn) if len(worn) else np.empty((0, n_labels), np.float32)
+
+
 def recording_answer(card: ModelCard, scored: RecordingWindows, probabilities: np.ndarray,
                      wear_rule: WearRule) -> dict:
     """The whole answer for one scored recording: what it was, which model, timeline, episodes, minutes, wear.

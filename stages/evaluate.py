@@ -19,7 +19,8 @@ import pandas as pd  # noqa: E402
 
 from har.calibration import calibrate  # noqa: E402
 from har.config import load_params, write_json  # noqa: E402
-from stages.window import load_meta, load_split  # noqa: E402
+from har.wear import WearRule, recording_wear, worn_windows  # noqa: E402
+from stages.window import FUSED, load_meta, load_split  # noqa: E402
 from har.evaluation import classification_metrics, confusion, confusion_records, macro_f1  # noqa: E402
 
 MODEL = "models/model.keras"
@@ -34,6 +35,20 @@ def evaluate_predictions(y_true, probabilities, subjects, labels: list[str]) -> 
     metrics["per_subject_macro_f1"] = {
         str(s): macro_f1(y_true[subjects == s], y_pred[subjects == s], len(labels)) for s in np.unique(subjects)}
     return metrics
+
+
+def wear_on_labelled(split, params: dict) -> dict:
+    """How many of a split's windows the non-wear rule would take away: every labelled window was worn."""
+    index = pd.read_csv(FUSED / "index.csv", dtype={"subject": str}).set_index("recording")
+    target_hz = float(params["data"]["target_hz"])
+    window_s = params["window"]["length"] / target_hz
+    rule = WearRule.from_params(params.get("wear"))
+    not_worn = 0
+    for recording in np.unique(split["recording"]):
+        episodes = recording_wear(pd.read_parquet(FUSED / index.loc[recording, "file"]), target_hz, rule)
+        not_worn += int((~worn_windows(split["start_t"][split["recording"] == recording], window_s, episodes)).sum())
+    return {"windows": int(len(split["y"])), "not_worn_windows": not_worn,
+            "not_worn_share": not_worn / max(len(split["y"]), 1)}
 
 
 def save_confusion_png(counts: np.ndarray, labels: list[str], path: str) -> None:
@@ -78,13 +93,15 @@ def main() -> None:
 
     meta = load_meta()
     labels = meta["labels"]
+    params = load_params()
     test, val = load_split("test"), load_split("val")
     model = keras.saving.load_model(MODEL)
     probabilities = model.predict(test["X"], batch_size=512, verbose=0)
     metrics = evaluate_predictions(test["y"], probabilities, test["subject"], labels)
     # Temperature and threshold from the validation subjects; the test subjects only judge them.
     metrics["calibration"], curves = calibrate(model.predict(val["X"], batch_size=512, verbose=0), val["y"],
-                                               probabilities, test["y"], len(labels), load_params()["calibration"])
+                                               probabilities, test["y"], len(labels), params["calibration"])
+    metrics["wear"] = wear_on_labelled(test, params)  # the test subjects wore the watch: ~0 must be marked
     write_json("metrics/eval.json", metrics)
 
     os.makedirs(PLOTS, exist_ok=True)
