@@ -133,7 +133,7 @@ def test_the_selector_check_catches_a_misspelt_metric_label_or_route(live):
 
 def test_prometheus_scrapes_the_service_and_loads_the_rules():
     config = yaml.safe_load((OPS / "prometheus" / "prometheus.yml").read_text())
-    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    assert config["rule_files"] == ["alerts.yml"]  # relative to the config file, here and in the container
     job = next(j for j in config["scrape_configs"] if j["job_name"] == "har-serve")
     assert job["metrics_path"] == "/metrics"
     assert job["static_configs"][0]["targets"] == [f"serve:{PARAMS['serve']['port']}"]
@@ -183,7 +183,20 @@ def test_compose_mounts_the_prometheus_files_where_the_config_reads_them():
     config_path = next(a.split("=", 1)[1] for a in prometheus["command"] if a.startswith("--config.file="))
     assert mounts["./ops/prometheus/prometheus.yml"] == config_path
     rules = yaml.safe_load((OPS / "prometheus" / "prometheus.yml").read_text())["rule_files"]
-    assert set(rules) <= set(mounts.values())
+    assert {str(Path(config_path).parent / rule) for rule in rules} <= set(mounts.values())
+
+
+def test_compose_runs_the_alertmanager_prometheus_sends_to_with_the_shipped_config():
+    services = compose()["services"]
+    alertmanager = services["alertmanager"]
+    mounts = dict(v.rsplit(":", 1)[0].split(":") for v in alertmanager["volumes"] if v.startswith("."))
+    config_path = next(a.split("=", 1)[1] for a in alertmanager["command"] if a.startswith("--config.file="))
+    assert mounts["./ops/alertmanager/alertmanager.yml"] == config_path
+    config = yaml.safe_load((OPS / "prometheus" / "prometheus.yml").read_text())
+    (target,) = config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    host, port = target.split(":")
+    assert host == "alertmanager" and alertmanager["ports"] == [f"{port}:{port}"]
+    assert "alertmanager" in services["prometheus"]["depends_on"]
 
 
 def test_compose_and_kubernetes_pin_the_mlflow_of_the_lock_file():
