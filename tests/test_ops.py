@@ -1,7 +1,11 @@
 """Operations files against the real thing: alert rules and dashboard against a live scrape, the compose
-file and Kubernetes manifests against the repository and the app, the drift webhook against a local receiver."""
+file against the repository and the app, the Kubernetes manifests as `kubectl kustomize` renders them
+(against the app and the API schemas), the drift webhook against a local receiver."""
+import copy
+import functools
 import json
 import re
+import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -15,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from har.config import load_params, write_json
 from har.drift import build_reference, output_summary, reference_path_for
 from har.notify import notify_drift
+from ops_helpers import need_binary
 from serve.runtime import ModelRuntime
 from serve_helpers import LABELS, ROOT, TOKEN, start_server, stop_server, write_tiny_model
 
@@ -209,8 +214,17 @@ def test_compose_and_kubernetes_pin_the_mlflow_of_the_lock_file():
 
 # ---------------------------------------------------------------- Kubernetes
 
+@functools.cache
+def rendered() -> str:
+    """What `kubectl apply -k ops/k8s` sends to the cluster: `kubectl kustomize ops/k8s`."""
+    kubectl = need_binary("kubectl", "kubernetes-client")
+    result = subprocess.run([kubectl, "kustomize", str(OPS / "k8s")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def manifests() -> list[dict]:
-    return [doc for path in sorted((OPS / "k8s").glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text()) if doc]
+    return [doc for doc in yaml.safe_load_all(rendered()) if doc]
 
 
 def manifest(kind: str) -> dict:
@@ -263,6 +277,27 @@ def test_kubernetes_service_and_autoscaler_point_at_the_deployment():
     kustomization = yaml.safe_load((OPS / "k8s" / "kustomization.yaml").read_text())
     assert sorted(kustomization["resources"]) == sorted(p.name for p in (OPS / "k8s").glob("*.yaml")
                                                         if p.name != "kustomization.yaml")
+    target = hpa["spec"]["metrics"][0]["resource"]
+    assert target["name"] == "cpu" and 0 < target["target"]["averageUtilization"] <= 100
+    # Utilisation is measured against the CPU request: without one the HPA cannot scale.
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"]
+
+
+def test_kubernetes_manifests_match_the_api_schemas():
+    """Offline schema validation (kubernetes-validate, from PyPI, with the schemas of each Kubernetes
+    release bundled): misspelt fields and wrong types fail here, not at `kubectl apply`."""
+    import kubernetes_validate
+
+    version = kubernetes_validate.latest_version()
+    kinds = []
+    for doc in manifests():
+        kubernetes_validate.validate(doc, version, strict=True)  # strict: unknown fields are errors too
+        kinds.append(doc["kind"])
+    assert sorted(kinds) == ["Deployment", "HorizontalPodAutoscaler", "Service"]
+    broken = copy.deepcopy(manifest("Deployment"))
+    broken["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpget"] = {"path": "/ready"}
+    with pytest.raises(kubernetes_validate.ValidationError, match="'httpget' was unexpected"):
+        kubernetes_validate.validate(broken, version, strict=True)
 
 
 # ---------------------------------------------------------------- the drift webhook
