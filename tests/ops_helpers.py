@@ -118,14 +118,15 @@ def start_mlflow_server(folder: Path, port: int | None = None):
 
 
 class Receiver:
-    """A webhook receiver on 127.0.0.1: keeps the JSON body of every POST."""
+    """A webhook receiver on 127.0.0.1: keeps the JSON body of every POST, and when it came (time.monotonic())."""
 
     def __init__(self):
-        received = self.received = []
+        received, arrived = self.received, self.arrived = [], []
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                arrived.append(time.monotonic())
                 self.send_response(200)
                 self.end_headers()
 
