@@ -9,6 +9,18 @@ python3 -m venv .venv
 .venv/bin/pip install --quiet --upgrade pip
 .venv/bin/pip install --quiet -r requirements.lock
 
+# The operations tests (tests/test_ops_stack.py, tests/test_ops.py) run Debian's Prometheus, Alertmanager
+# and kubectl. Installed when missing and when this may (root with apt-get, as in CI); elsewhere those
+# tests skip, naming the package, and in CI (env CI set) they fail.
+missing=()
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
+command -v kubectl >/dev/null || missing+=(kubernetes-client)
+if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
 # Queued experiments (`dvc queue start`) run in copies under .dvc/tmp/exps/<name>, where the
 # relative ../shared/data of params.yaml would point nowhere: give that folder the same neighbour.
 mkdir -p .dvc/tmp/exps

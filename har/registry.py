@@ -22,6 +22,11 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 CHAMPION, CHALLENGER = "champion", "challenger"
 MODEL_ARTIFACT = "model"
+SOURCE_FILE = "registry_source.json"  # beside a model downloaded from the registry: which version it is
+
+
+class RegistryUnreachable(RuntimeError):
+    """The tracking server does not answer; raised before anything is written."""
 
 
 # ---------------------------------------------------------------- where the registry lives
@@ -51,10 +56,27 @@ def artifact_location(uri: str) -> str | None:
     return (Path(uri[len("sqlite:///"):]).parent / "artifacts").resolve().as_uri()
 
 
+def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """For a tracking server (http/https URI): its /health must answer, else RegistryUnreachable naming
+    the URI. Checked once up front, so a server that is down fails at once (MLflow's own client would
+    retry for minutes) and before any run, version or alias is written."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=timeout_s).raise_for_status()
+    except requests.RequestException as exc:
+        reason = type(exc).__name__ if isinstance(exc, requests.ConnectionError) else str(exc)
+        raise RegistryUnreachable(f"MLflow tracking server {uri} is unreachable ({reason}); nothing was changed. "
+                                  f"Start it, or point MLFLOW_TRACKING_URI at one that runs.") from None
+
+
 def connect(uri: str):
     """An MlflowClient on `uri` (created if it is a local SQLite file), also set as mlflow's default."""
     import mlflow
 
+    check_reachable(uri)
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
@@ -300,7 +322,8 @@ def load_onnx_from_registry(uri: str, dst: str | Path | None = None, tracking: s
     """A local ONNX file for `models:/<name>@<alias>` (or `models:/<name>/<version>`), or a plain path.
 
     The registry's copy is downloaded into `dst` (a fresh temporary folder by default), with the
-    drift reference it was registered with beside it as drift_reference.json.
+    drift reference it was registered with beside it as drift_reference.json, and registry_source.json
+    saying which registered version it is (an alias is resolved once, so the file and the version agree).
     """
     if not str(uri).startswith("models:/"):
         path = Path(uri)
@@ -311,7 +334,19 @@ def load_onnx_from_registry(uri: str, dst: str | Path | None = None, tracking: s
 
     # The download progress bar would only clutter a service's log.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    connect(tracking or tracking_uri())
+    client = connect(tracking or tracking_uri())
+    name, _, alias = str(uri)[len("models:/"):].partition("@")
+    if alias:
+        version = client.get_model_version_by_alias(name, alias).version
+    else:
+        name, version = name.rsplit("/", 1)
     dst = Path(dst) if dst else Path(tempfile.mkdtemp(prefix="har-model-"))
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=str(uri), dst_path=str(dst)))
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(dst)))
+    (local / SOURCE_FILE).write_text(json.dumps({"uri": str(uri), "name": name, "version": int(version)}))
     return local / yaml.safe_load((local / "MLmodel").read_text())["flavors"]["onnx"]["data"]
+
+
+def registry_source(model_path) -> dict | None:
+    """{"uri", "name", "version"} of a model downloaded by load_onnx_from_registry; None for a plain file."""
+    path = Path(model_path).with_name(SOURCE_FILE)
+    return json.loads(path.read_text()) if path.exists() else None

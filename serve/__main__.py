@@ -7,6 +7,7 @@ refuses to start unless `--insecure-local` (loopback only).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 
@@ -15,6 +16,24 @@ import uvicorn
 from serve.config import Settings
 from serve.modelfile import ModelFileError
 from serve.security import ConfigurationError, load_token, require_token
+
+ACCEPTED_GRACE_S = 1.0
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn with a shutdown (SIGTERM) that stops listening first, then waits ACCEPTED_GRACE_S before
+    closing idle connections. Plain uvicorn closes a connection that is accepted but whose request it
+    has not read yet, and that client sees the connection dropped without an answer; here every client
+    sees either "connection refused" (nothing was done, safe to retry) or its whole answer
+    (tests/test_ops_stack.py restarts the service under load to check it)."""
+
+    async def shutdown(self, sockets=None) -> None:
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        await asyncio.sleep(ACCEPTED_GRACE_S)  # their requests arrive; uvicorn then finishes them and closes
+        await super().shutdown()
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -50,8 +69,8 @@ def main(argv=None) -> int:
         return 2
     if token is None:
         logging.getLogger("serve").warning("serving WITHOUT authentication (--insecure-local) on %s", settings.host)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
-                access_log=not args.no_access_log, server_header=False)
+    DrainingServer(uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level,
+                                  access_log=not args.no_access_log, server_header=False)).run()
     return 0
 
 

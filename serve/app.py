@@ -24,6 +24,7 @@ from litestar.params import Body
 
 from har.drift import DriftCollector, RunningDriftMonitor, load_reference, reference_path_for
 from har.recording import InputError
+from har.registry import registry_source
 from serve.batching import DynamicBatcher
 from serve.config import Settings
 from serve.monitoring import Observer, ServiceMetrics
@@ -108,6 +109,7 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
     """
     require_token(token, insecure=insecure, host=settings.host, env_var=settings.token_env)
     model_path = model_file(settings.model_path, settings.tracking_uri)  # a file, or models:/har@champion
+    registry = registry_source(model_path)  # {"uri", "name", "version"} for models:/..., else None
     runtime = runtime or ModelRuntime(model_path, threads=settings.threads)
     card = runtime.card
     metrics = ServiceMetrics(card)
@@ -154,7 +156,8 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
         # A recording's timeline may say more than the model's labels: what the two states mean, and when.
         timeline = {"labels": [*card.labels, *STATES], "states": STATES, "abstain_threshold": card.abstain_threshold,
                     "wear_rule": settings.wear.describe()}
-        return {**card.describe(), "timeline": timeline, "serving": {"threads": settings.threads, "batching": settings.batching,
+        return {**card.describe(), "registry": registry, "timeline": timeline,
+                "serving": {"threads": settings.threads, "batching": settings.batching,
                                                "max_batch_size": settings.max_batch_size,
                                                "max_wait_ms": settings.max_wait_ms,
                                                "max_windows_per_request": limit}}

@@ -16,7 +16,8 @@ from pathlib import Path
 from har.config import load_params, write_json
 from har.drift import reference_path_for
 from har.evaluation import macro_f1
-from har.registry import git_commit, load_onnx_from_registry, register_model, tracking_uri
+from har.registry import (RegistryUnreachable, check_reachable, git_commit, load_onnx_from_registry, register_model,
+                          tracking_uri)
 from serve.modelfile import read_card
 from serve.runtime import ModelRuntime
 from stages.window import load_meta, load_split
@@ -67,6 +68,10 @@ def main() -> None:
     # git_dirty says whether the tree changed since.
     card = read_card(Path(registry["model"]).read_bytes(), registry["model"])
     _, dirty = git_commit()
+    try:  # a tracking server that is down: one clear line, before anything is logged
+        check_reachable(tracking_uri(registry["tracking_uri"]))
+    except RegistryUnreachable as error:
+        raise SystemExit(f"register: {error}") from None
     decision = register_model(
         registry["model"], name=registry["model_name"], experiment=registry["experiment"], params=params,
         eval_metrics=read_metrics(registry["eval_metrics"], required=True),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from har.config import load_params
-from har.registry import rollback, tracking_uri
+from har.registry import RegistryUnreachable, rollback, tracking_uri
 
 
 def main(argv=None) -> None:
@@ -23,7 +23,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     try:
         result = rollback(args.model, args.version, reason=args.reason, uri=tracking_uri(registry["tracking_uri"]))
-    except ValueError as error:
+    except (ValueError, RegistryUnreachable) as error:
         raise SystemExit(f"rollback: {error}") from None
     print(f"{result['model_name']}: champion v{result['champion_before']} -> v{result['champion_version']}"
           + (" (note: this version failed the promotion gate when it was registered)" if result["gate"] == "failed" else ""))

@@ -1,7 +1,11 @@
 """Operations files against the real thing: alert rules and dashboard against a live scrape, the compose
-file and Kubernetes manifests against the repository and the app, the drift webhook against a local receiver."""
+file against the repository and the app, the Kubernetes manifests as `kubectl kustomize` renders them
+(against the app and the API schemas), the drift webhook against a local receiver."""
+import copy
+import functools
 import json
 import re
+import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -15,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from har.config import load_params, write_json
 from har.drift import build_reference, output_summary, reference_path_for
 from har.notify import notify_drift
+from ops_helpers import need_binary
 from serve.runtime import ModelRuntime
 from serve_helpers import LABELS, ROOT, TOKEN, start_server, stop_server, write_tiny_model
 
@@ -133,7 +138,7 @@ def test_the_selector_check_catches_a_misspelt_metric_label_or_route(live):
 
 def test_prometheus_scrapes_the_service_and_loads_the_rules():
     config = yaml.safe_load((OPS / "prometheus" / "prometheus.yml").read_text())
-    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    assert config["rule_files"] == ["alerts.yml"]  # relative to the config file, here and in the container
     job = next(j for j in config["scrape_configs"] if j["job_name"] == "har-serve")
     assert job["metrics_path"] == "/metrics"
     assert job["static_configs"][0]["targets"] == [f"serve:{PARAMS['serve']['port']}"]
@@ -183,7 +188,20 @@ def test_compose_mounts_the_prometheus_files_where_the_config_reads_them():
     config_path = next(a.split("=", 1)[1] for a in prometheus["command"] if a.startswith("--config.file="))
     assert mounts["./ops/prometheus/prometheus.yml"] == config_path
     rules = yaml.safe_load((OPS / "prometheus" / "prometheus.yml").read_text())["rule_files"]
-    assert set(rules) <= set(mounts.values())
+    assert {str(Path(config_path).parent / rule) for rule in rules} <= set(mounts.values())
+
+
+def test_compose_runs_the_alertmanager_prometheus_sends_to_with_the_shipped_config():
+    services = compose()["services"]
+    alertmanager = services["alertmanager"]
+    mounts = dict(v.rsplit(":", 1)[0].split(":") for v in alertmanager["volumes"] if v.startswith("."))
+    config_path = next(a.split("=", 1)[1] for a in alertmanager["command"] if a.startswith("--config.file="))
+    assert mounts["./ops/alertmanager/alertmanager.yml"] == config_path
+    config = yaml.safe_load((OPS / "prometheus" / "prometheus.yml").read_text())
+    (target,) = config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    host, port = target.split(":")
+    assert host == "alertmanager" and alertmanager["ports"] == [f"{port}:{port}"]
+    assert "alertmanager" in services["prometheus"]["depends_on"]
 
 
 def test_compose_and_kubernetes_pin_the_mlflow_of_the_lock_file():
@@ -196,8 +214,17 @@ def test_compose_and_kubernetes_pin_the_mlflow_of_the_lock_file():
 
 # ---------------------------------------------------------------- Kubernetes
 
+@functools.cache
+def rendered() -> str:
+    """What `kubectl apply -k ops/k8s` sends to the cluster: `kubectl kustomize ops/k8s`."""
+    kubectl = need_binary("kubectl", "kubernetes-client")
+    result = subprocess.run([kubectl, "kustomize", str(OPS / "k8s")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def manifests() -> list[dict]:
-    return [doc for path in sorted((OPS / "k8s").glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text()) if doc]
+    return [doc for doc in yaml.safe_load_all(rendered()) if doc]
 
 
 def manifest(kind: str) -> dict:
@@ -250,6 +277,27 @@ def test_kubernetes_service_and_autoscaler_point_at_the_deployment():
     kustomization = yaml.safe_load((OPS / "k8s" / "kustomization.yaml").read_text())
     assert sorted(kustomization["resources"]) == sorted(p.name for p in (OPS / "k8s").glob("*.yaml")
                                                         if p.name != "kustomization.yaml")
+    target = hpa["spec"]["metrics"][0]["resource"]
+    assert target["name"] == "cpu" and 0 < target["target"]["averageUtilization"] <= 100
+    # Utilisation is measured against the CPU request: without one the HPA cannot scale.
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"]
+
+
+def test_kubernetes_manifests_match_the_api_schemas():
+    """Offline schema validation (kubernetes-validate, from PyPI, with the schemas of each Kubernetes
+    release bundled): misspelt fields and wrong types fail here, not at `kubectl apply`."""
+    import kubernetes_validate
+
+    version = kubernetes_validate.latest_version()
+    kinds = []
+    for doc in manifests():
+        kubernetes_validate.validate(doc, version, strict=True)  # strict: unknown fields are errors too
+        kinds.append(doc["kind"])
+    assert sorted(kinds) == ["Deployment", "HorizontalPodAutoscaler", "Service"]
+    broken = copy.deepcopy(manifest("Deployment"))
+    broken["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpget"] = {"path": "/ready"}
+    with pytest.raises(kubernetes_validate.ValidationError, match="'httpget' was unexpected"):
+        kubernetes_validate.validate(broken, version, strict=True)
 
 
 # ---------------------------------------------------------------- the drift webhook
