@@ -43,8 +43,16 @@ class ModelCard:
     calibration: dict = field(default_factory=dict)  # temperature (inside the graph) and abstention threshold
 
     @property
+    def switch_probability(self) -> float:
+        """The timeline smoother's switch probability between consecutive windows (0: timelines are not smoothed)."""
+        return float((self.calibration.get("smoothing") or {}).get("switch_probability") or 0.0)
+
+    @property
     def abstain_threshold(self) -> float:
-        """Windows whose top-1 probability is below this are `uncertain` (0: a model without calibration never abstains)."""
+        """Timeline windows whose top-1 probability is below this are `uncertain`: on the smoother's posteriors when
+        timelines are smoothed (each threshold was chosen on what it judges). 0: an uncalibrated model never abstains."""
+        if self.switch_probability:
+            return float(self.calibration["smoothing"]["threshold"])
         return float(self.calibration.get("threshold") or 0.0)
 
     def identity(self) -> dict:

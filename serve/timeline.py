@@ -13,6 +13,7 @@ import pandas as pd
 
 from har.fusion import fuse_recording
 from har.garmin import read_garmin_pair
+from har.smoothing import smooth
 from har.wear import WearRule, recording_wear, wear_report, worn_windows
 from har.windows import make_windows
 from serve.modelfile import ModelCard
@@ -187,9 +188,14 @@ def recording_answer(card: ModelCard, scored: RecordingWindows, probabilities: n
                      wear_rule: WearRule) -> dict:
     """The whole answer for one scored recording: what it was, which model, timeline, episodes, minutes, wear.
 
-    `probabilities` are the model's answers for the worn windows (`scored.windows[scored.worn]`).
+    `probabilities` are the model's answers for the worn windows (`scored.windows[scored.worn]`); when the model
+    carries a timeline smoother, the labels and confidences are its posteriors.
     """
-    window_s = card.window_length / float(recording_preprocessing(card)["target_hz"])
+    preprocessing = recording_preprocessing(card)
+    window_s = card.window_length / float(preprocessing["target_hz"])
+    if card.switch_probability:  # activities last minutes: each run of consecutive worn windows is smoothed
+        probabilities = smooth(probabilities, scored.start_s[scored.worn], window_s * (1 - preprocessing["overlap"]),
+                               card.switch_probability)
     quality = scored.quality
     answer = {"recording": {"id": scored.recording_id, "start_time": scored.start_time,
                             "fused_samples": quality["samples_written"], "fused_seconds": quality["fused_seconds"],
@@ -199,5 +205,8 @@ def recording_answer(card: ModelCard, scored: RecordingWindows, probabilities: n
                           threshold=card.abstain_threshold, start_time=scored.start_time)}
     answer["wear"] = wear_report(scored.nonwear, float(quality["fused_seconds"]), wear_rule,
                                  clock=wall_clock(scored.start_time))
+    answer["smoothing"] = {"switch_probability": card.switch_probability,
+                           "text": "HMM posteriors over consecutive worn windows (har/smoothing.py)"
+                           if card.switch_probability else "off: each window on its own"}
     answer["findings"] = findings(answer)
     return answer

@@ -73,11 +73,16 @@ def with_temperature(model, temperature: float):
 
 
 def calibration_of(eval_path: Path) -> dict:
-    """The temperature and abstention threshold the evaluate stage chose on the validation subjects ({} if none)."""
+    """The temperature, abstention threshold and timeline smoothing the evaluate stage chose on the validation
+    subjects ({} if none)."""
     if not eval_path.exists():
         return {}
-    calibration = json.loads(eval_path.read_text()).get("calibration") or {}
-    return {k: calibration[k] for k in ("temperature", "threshold", "target_accuracy", "ece_after") if k in calibration}
+    metrics = json.loads(eval_path.read_text())
+    calibration = metrics.get("calibration") or {}
+    chosen = {k: calibration[k] for k in ("temperature", "threshold", "target_accuracy", "ece_after") if k in calibration}
+    if metrics.get("smoothing"):  # timelines: the HMM's switch probability and the threshold on its posteriors
+        chosen["smoothing"] = {k: metrics["smoothing"][k] for k in ("switch_probability", "threshold")}
+    return chosen
 
 
 def weights_version(keras_model, calibration: dict | None = None) -> str:
