@@ -395,6 +395,18 @@ class RunningDriftMonitor:
                             for name, c in channels.items() if c["severity"] != "none"]}
 
 
+def recording_drift(reference: dict, windows: np.ndarray, probabilities: np.ndarray | None = None,
+                    labels: list[str] | None = None, top: int = 3) -> dict:
+    """One recording's windows against the reference: the live monitor's summary for these windows
+    alone (same bins, PSI and severity words), with the `top` channels of highest PSI first."""
+    monitor = RunningDriftMonitor(reference, labels=labels)
+    monitor.observe(windows, probabilities)
+    summary = monitor.summary()
+    ranked = sorted(summary["channels"].items(), key=lambda item: -item[1]["psi"])
+    summary["most_drifted"] = [{"channel": name, "unit": UNITS[name], **channel} for name, channel in ranked[:top]]
+    return summary
+
+
 def prometheus_samples(summary: dict) -> list[tuple[str, dict, float]]:
     """The summary as (metric name, labels, value) gauge samples for /metrics."""
     samples = [("har_drift_windows_observed", {}, float(summary["windows"])),

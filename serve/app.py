@@ -22,11 +22,12 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema, SecurityScheme
 from litestar.params import Body
 
-from har.drift import DriftCollector, RunningDriftMonitor, load_reference, reference_path_for
+from har.drift import DriftCollector, RunningDriftMonitor, load_reference, recording_drift, reference_path_for
 from har.recording import InputError
 from serve.batching import DynamicBatcher
 from serve.config import Settings
 from serve.monitoring import Observer, ServiceMetrics
+from serve.page import TEMPLATES, page_handlers
 from serve.runtime import ModelRuntime, model_file
 from serve.security import bearer_guard, require_token
 from serve.timeline import garmin_windows, recording_answer, recording_preprocessing
@@ -237,8 +238,12 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
             raise RequestError(422, f"the recording holds no complete {length}-sample window of fused data "
                                     f"({scored.quality['fused_seconds']} s fused)")
         probabilities = await predictor.predict(scored.windows)
-        return recording_answer(card, probabilities, scored.start_s, scored.quality,
-                                recording_id=scored.recording.recording_id, start_time=scored.recording.start_time)
+        answer = recording_answer(card, probabilities, scored.start_s, scored.quality,
+                                  recording_id=scored.recording.recording_id, start_time=scored.recording.start_time)
+        if drift is not None:  # this recording alone against the training reference (the page shows it)
+            answer["drift"] = await anyio.to_thread.run_sync(
+                recording_drift, drift.reference, scored.windows, probabilities, card.labels)
+        return answer
 
     @get("/drift", tags=["monitoring"], guards=[guard], security=SECURED,
          summary="Drift of the windows received so far against the model's training reference")
@@ -285,7 +290,9 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
 
     return Litestar(
         route_handlers=[health, ready, model, predict, v2_server, v2_live, v2_ready, v2_model, v2_model_ready,
-                        v2_infer, recordings, drift_summary, prometheus, *(extra_route_handlers or [])],
+                        v2_infer, recordings, drift_summary, prometheus, *(extra_route_handlers or []),
+                        *page_handlers(guard, model_path=settings.model_path, drift_report=settings.drift_report)],
+        template_config=TEMPLATES,
         on_startup=[start],
         on_shutdown=[stop],
         middleware=[metrics.middleware],

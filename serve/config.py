@@ -25,6 +25,7 @@ class Settings:
     token_file: str | None = None
     timezone: str | None = None  # wall-clock zone of uploaded Garmin exports (data.timezone)
     tracking_uri: str | None = None  # MLflow, for a models:/ model_path (registry.tracking_uri)
+    drift_report: Path | None = Path("reports/drift.html")  # the drift stage's HTML report (monitor.report)
 
     @classmethod
     def from_params(cls, params: dict, **overrides) -> "Settings":
@@ -45,6 +46,7 @@ class Settings:
             token_file=serve.get("token_file", cls.token_file),
             timezone=params.get("data", {}).get("timezone"),
             tracking_uri=params.get("registry", {}).get("tracking_uri"),
+            drift_report=Path(params.get("monitor", {}).get("report", cls.drift_report)),
         )
         return replace(cls(**values), **{k: v for k, v in overrides.items() if v is not None})
 
