@@ -205,6 +205,7 @@ def test_the_real_hour_through_the_page(service, browser, tmp_path):
     urls = only_the_service_was_asked(browser, url)
     assert not any(TOKEN in u for u in urls)
     assert TOKEN not in service["log"].read_text()
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
 
 
 def test_reader_errors_are_shown_in_the_readers_words(service, browser, tmp_path):
@@ -230,3 +231,59 @@ def test_reader_errors_are_shown_in_the_readers_words(service, browser, tmp_path
     wait_for(browser, lambda d: "Choose the two workbooks" in d.find_element(By.ID, "upload-error").text)
     assert "gyroscope_data.xlsx" in browser.find_element(By.ID, "upload-error").text
     only_the_service_was_asked(browser, url)
+
+
+def contract_answer() -> dict:
+    """An answer with every field of /work/TIMELINE_CONTRACT.md (issue 14): non-wear, uncertain, a gap, quality."""
+    start = "2025-03-23T15:23:10.000"
+
+    def at(seconds):
+        return (pd.Timestamp(start) + pd.Timedelta(seconds=seconds)).isoformat(timespec="milliseconds")
+
+    parts = [("sitting", "sitting", 0, 60), ("uncertain", "typing", 60, 80), ("not_worn", None, 80, 200),
+             ("typing", "typing", 260, 300)]  # nothing between 200 and 260 s: a gap in the recording
+    timeline = [{"start_s": float(t), "time": at(t), "label": label, "activity": activity, "confidence": 0.9}
+                for label, activity, a, b in parts for t in range(a, b, 4)]
+    episodes = [{"label": label, "start_s": float(a), "end_s": float(b), "start_time": at(a), "end_time": at(b),
+                 "windows": (b - a) // 4, "mean_confidence": 0.9, "duration_s": float(b - a)} for label, _, a, b in parts]
+    sensor = {"samples_read": 15000, "duplicates": 7, "out_of_order": 2, "gaps": 1, "gap_seconds": 60.0,
+              "native_hz": 25.0, "samples_used": 14991}
+    return {"recording": {"id": "contract", "start_time": start, "fused_samples": 12000, "fused_seconds": 240.0,
+                          "segments": 2, "quality": {"acc": sensor, "gyr": {**sensor, "duplicates": 0}}},
+            "model": {"name": "har", "version": "tiny0001"}, "windows": len(timeline), "window_s": 4.0,
+            "covered_minutes": 4.0, "timeline": timeline, "episodes": episodes,
+            "minutes_per_activity": {"sitting": 1.0, "typing": 0.667, "clapping": 0.0},
+            "uncertain_minutes": 0.333, "not_worn_minutes": 2.0,
+            "wear": {"worn_minutes": 2.0, "not_worn_minutes": 2.0, "rule": {"window_s": 60},
+                     "episodes": [{"start_s": 80.0, "end_s": 200.0, "start_time": at(80), "end_time": at(200),
+                                   "rule": "still"}]}}
+
+
+def test_non_wear_uncertain_and_gaps_are_drawn_as_what_they_are(service, browser):
+    """The fields issue 14 adds (TIMELINE_CONTRACT.md), rendered by the page's own code from such an answer."""
+    from selenium.webdriver.common.by import By
+
+    answer = contract_answer()
+    sign_in(browser, service["url"], TOKEN)
+    wait_for(browser, lambda d: d.find_element(By.ID, "upload-button").is_enabled())
+    browser.execute_script("render(arguments[0], arguments[1])", answer, json.dumps(answer))
+    timeline = wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "svg#timeline"))[0]
+    fills = {r.get_attribute("data-label"): r.get_attribute("fill") for r in timeline.find_elements(By.CSS_SELECTOR, "rect.segment")}
+    assert fills["not_worn"] == "url(#pattern-not-worn)" and fills["uncertain"] == "url(#pattern-uncertain)"
+    assert fills["gap"] == "url(#pattern-gap)" and fills["sitting"].startswith("#") and fills["sitting"] != fills["typing"]
+    gap = timeline.find_element(By.CSS_SELECTOR, "rect.segment[data-label=gap]")
+    assert (float(gap.get_attribute("data-start-s")), float(gap.get_attribute("data-end-s"))) == (200.0, 260.0)
+    assert timeline.get_attribute("data-from-time") == "15:23:10" and timeline.get_attribute("data-to-time") == "15:28:10"
+    legend = browser.find_element(By.ID, "legend").text
+    assert all(word in legend for word in ("sitting", "typing", "not worn", "uncertain", "gap (no data)"))
+    minutes = {b.get_attribute("data-label"): float(b.get_attribute("data-minutes"))
+               for b in browser.find_elements(By.CSS_SELECTOR, "#minutes li")}
+    assert minutes == {"sitting": 1.0, "typing": 0.667, "clapping": 0.0, "uncertain": 0.333, "not_worn": 2.0}
+    cells = {c.get_attribute("data-key"): c.text for c in browser.find_elements(By.CSS_SELECTOR, "#quality-table td")}
+    assert cells["acc.samples_read"] == "15000" and cells["acc.duplicates"] == "7" and cells["gyr.duplicates"] == "0"
+    assert cells["acc.gaps"] == "1" and cells["acc.out_of_order"] == "2"
+    assert "Worn minutes" in browser.find_element(By.ID, "quality").text
+    assert "No drift reference" in browser.find_element(By.ID, "recording-drift").text  # absent: said, not crashed
+    wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#downloads a[data-file]")) == 4)
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == []
