@@ -15,6 +15,7 @@ import json
 import tempfile
 from pathlib import Path
 
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 from litestar import MediaType, Request, Response, get, post
 from litestar.exceptions import NotFoundException
 from litestar.plugins.jinja import JinjaTemplateEngine
@@ -26,7 +27,9 @@ from serve.batch import write_outputs
 from serve.validation import RequestError
 
 HERE = Path(__file__).resolve().parent
-TEMPLATES = TemplateConfig(directory=HERE / "templates", engine=JinjaTemplateEngine)
+# Our own Jinja environment, so that escaping is visibly on for every .j2 template.
+TEMPLATES = TemplateConfig(instance=JinjaTemplateEngine.from_environment(Environment(
+    loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html", "j2"]))))
 SECURED = [{"bearer": []}]
 # The page loads its own files only; the browser refuses anything else even if a bug asked for it.
 CSP = ("default-src 'self'; img-src 'self' data: blob:; connect-src 'self' blob:; object-src 'none'; base-uri 'none'; "

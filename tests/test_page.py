@@ -279,3 +279,21 @@ def test_non_wear_uncertain_and_gaps_are_drawn_as_what_they_are(service, browser
     wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#downloads a[data-file]")) == 4)
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == []
+
+
+def test_an_upload_over_the_limit_is_refused_with_the_limit(tmp_path, browser):
+    """A service whose upload limit (serve.max_upload_mb) is below the real pair's 6 MB: its 413 detail is shown."""
+    from selenium.webdriver.common.by import By
+
+    params = copy.deepcopy(load_params(ROOT / "params.yaml"))
+    params["serve"]["max_upload_mb"] = 1
+    model = write_tiny_model(tmp_path / "model.onnx")
+    process, url = start_server(model, tmp_path / "server.log", "--params", str(write_params(tmp_path / "p.yaml", params)))
+    try:
+        sign_in(browser, url, TOKEN)
+        wait_for(browser, lambda d: d.find_element(By.ID, "upload-button").is_enabled())
+        choose_files(browser, GARMIN_ACC, GARMIN_GYR)
+        shown = wait_for(browser, lambda d: d.find_element(By.ID, "upload-error").text)
+        assert shown == "request body exceeds 1048576 bytes (serve.max_body_mb / serve.max_upload_mb)"
+    finally:
+        stop_server(process)
