@@ -9,7 +9,8 @@ beside an index.csv with wall-clock start times and a quality.json with the fusi
 Each recording goes through the service's own path: `serve.timeline.garmin_windows` (the
 pipeline's reader, fusion and windowing with the model's preprocessing), one `ModelRuntime`
 call, `serve.timeline.recording_answer`; so OUTPUT_FOLDER/<recording>/recording.json is what
-`POST /recordings` answers for the same pair. Beside it: timeline.csv, episodes.csv and
+`POST /recordings` answers for the same pair (with the recording's drift when the model's
+drift_reference.json lies beside it). Beside it: timeline.csv, episodes.csv and
 minutes_per_activity.csv; OUTPUT_FOLDER/summary.json lists what was scored and what was
 skipped and why.
 
@@ -29,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from har.config import load_params, write_json
+from har.drift import load_reference, recording_drift, reference_path_for
 from har.fusion import CHANNELS
 from har.garmin import find_garmin_pairs
 from har.windows import make_windows
@@ -129,8 +131,10 @@ def write_outputs(folder: Path, result: dict) -> None:
 
 
 def run(input_folder: Path, output_folder: Path, runtime: ModelRuntime, *, timezone: str | None = None,
-        progress=sys.stderr) -> dict:
-    """Score every recording in `input_folder` into `output_folder`; returns the summary (also summary.json)."""
+        progress=sys.stderr, drift_reference: dict | None = None) -> dict:
+    """Score every recording in `input_folder` into `output_folder`; returns the summary (also summary.json).
+
+    With the model's `drift_reference`, each answer carries the recording's drift, as the service's does."""
     preprocessing = recording_preprocessing(runtime.card)
     jobs, skipped = find_jobs(input_folder)
     scored = []
@@ -152,8 +156,11 @@ def run(input_folder: Path, output_folder: Path, runtime: ModelRuntime, *, timez
                             "reason": str(error)})
             print(f"skipped: {error}", file=progress, flush=True)
             continue
-        result = recording_answer(runtime.card, runtime.predict(windows), start_s, quality, recording_id=job.name,
+        probabilities = runtime.predict(windows)
+        result = recording_answer(runtime.card, probabilities, start_s, quality, recording_id=job.name,
                                   start_time=start_time)
+        if drift_reference is not None:
+            result["drift"] = recording_drift(drift_reference, windows, probabilities, runtime.card.labels)
         write_outputs(output_folder / job.name, result)
         top = max(result["minutes_per_activity"].items(), key=lambda item: item[1])
         scored.append({"recording": job.name, "sources": [str(p.relative_to(input_folder)) for p in job.sources],
@@ -173,9 +180,12 @@ def run(input_folder: Path, output_folder: Path, runtime: ModelRuntime, *, timez
     return summary
 
 
-def load_runtime(model: str, params: dict, threads: int) -> ModelRuntime:
-    """A file path, or a registry URI (models:/<name>@<alias>) fetched through har.registry."""
-    return ModelRuntime(model_file(model, params.get("registry", {}).get("tracking_uri")), threads=threads)
+def load_runtime(model: str, params: dict, threads: int) -> tuple[ModelRuntime, dict | None]:
+    """A file path, or a registry URI (models:/<name>@<alias>) fetched through har.registry; and the drift
+    reference shipped beside it (None without one)."""
+    path = model_file(model, params.get("registry", {}).get("tracking_uri"))
+    reference = reference_path_for(path)
+    return ModelRuntime(path, threads=threads), load_reference(reference) if reference.exists() else None
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -197,11 +207,11 @@ def main(argv=None) -> int:
         print(f"serve.batch: {args.input} is not a folder", file=sys.stderr)
         return 2
     try:
-        runtime = load_runtime(args.model or str(settings.model_path), params, settings.threads)
-    except (ModelFileError, FileNotFoundError, OSError) as error:
+        runtime, reference = load_runtime(args.model or str(settings.model_path), params, settings.threads)
+    except (ModelFileError, FileNotFoundError, OSError, ValueError) as error:
         print(f"serve.batch: cannot load the model: {error}", file=sys.stderr)
         return 2
-    summary = run(args.input, args.output, runtime, timezone=settings.timezone)
+    summary = run(args.input, args.output, runtime, timezone=settings.timezone, drift_reference=reference)
     return 0 if summary["scored"] and not summary["skipped"] else 1
 
 

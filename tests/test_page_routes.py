@@ -1,4 +1,5 @@
 """The page's routes in-process (no browser): what `/` serves, and the two guarded routes it adds."""
+import json
 from dataclasses import replace
 
 import pytest
@@ -8,6 +9,7 @@ from browser_helpers import foreign_requests
 from conftest import GARMIN_ACC, GARMIN_GYR
 from har.config import load_params
 from serve.app import create_app
+from serve import batch
 from serve.batch import write_outputs
 from serve.config import Settings
 from serve.page import registry_alias
@@ -17,10 +19,15 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("page-routes")
-    model = write_tiny_model(folder / "model.onnx")
+def model(tmp_path_factory):
+    model = write_tiny_model(tmp_path_factory.mktemp("page-model") / "model.onnx")
     write_tiny_reference(model, load_params(ROOT / "params.yaml")["monitor"])
+    return model
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory, model):
+    folder = tmp_path_factory.mktemp("page-routes")
     settings = replace(Settings.load(ROOT / "params.yaml"), model_path=model, drift_report=folder / "drift.html")
     with TestClient(create_app(settings, token=TOKEN), timeout=120) as client:
         client.report = settings.drift_report
@@ -59,6 +66,16 @@ def test_recording_answer_carries_this_recordings_drift(answer):
     psis = [c["psi"] for c in drift["most_drifted"]]
     assert len(psis) == 3 and psis == sorted(psis, reverse=True)
     assert psis[0] == max(c["psi"] for c in drift["channels"].values())
+
+
+def test_batch_scoring_writes_the_same_answer_with_its_drift(answer, model, tmp_path):
+    """python -m serve.batch with the same model and reference: recording.json is the service's answer, drift included."""
+    (tmp_path / "in").mkdir()
+    for source in (GARMIN_ACC, GARMIN_GYR):
+        (tmp_path / "in" / source.name).symlink_to(source)
+    assert batch.main([str(tmp_path / "in"), str(tmp_path / "out"), "--model", str(model)]) == 0
+    scored = json.loads((tmp_path / "out" / GARMIN_ACC.name.removesuffix("-accelerometer_data.xlsx") / "recording.json").read_text())
+    assert "drift" in scored and scored == answer.json()
 
 
 def test_files_are_what_serve_batch_writes_for_the_answer(client, answer, tmp_path):
