@@ -5,6 +5,16 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# The page's browser tests drive Debian's Chromium through Selenium (Playwright's own browser download
+# cannot be fetched here). Installed only when missing, and only as root.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver
+  else
+    echo "setup.sh: chromium/chromedriver missing; the page's browser tests need: apt-get install -y chromium chromium-driver" >&2
+  fi
+fi
+
 python3 -m venv .venv
 .venv/bin/pip install --quiet --upgrade pip
 .venv/bin/pip install --quiet -r requirements.lock

@@ -422,6 +422,20 @@ class RunningDriftMonitor:
                 "outputs": outputs, "drifted": [finding, *drifted] if finding else drifted}
 
 
+def recording_drift(reference: dict, windows: np.ndarray, probabilities: np.ndarray | None = None,
+                    labels: list[str] | None = None, top: int = 3, not_worn: int = 0) -> dict:
+    """One recording's worn windows against the reference: the live monitor's summary for these windows
+    alone (same bins, PSI and severity words), with the `top` channels of highest PSI first; the
+    recording's `not_worn` windows are counted and said, never compared."""
+    monitor = RunningDriftMonitor(reference, labels=labels)
+    monitor.observe(windows, probabilities)
+    monitor.observe_not_worn(not_worn)
+    summary = monitor.summary()
+    ranked = sorted(summary["channels"].items(), key=lambda item: -item[1]["psi"])
+    summary["most_drifted"] = [{"channel": name, "unit": UNITS[name], **channel} for name, channel in ranked[:top]]
+    return summary
+
+
 def prometheus_samples(summary: dict) -> list[tuple[str, dict, float]]:
     """The summary as (metric name, labels, value) gauge samples for /metrics."""
     samples = [("har_drift_windows_observed", {}, float(summary["windows"])),

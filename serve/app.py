@@ -22,12 +22,13 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema, SecurityScheme
 from litestar.params import Body
 
-from har.drift import DriftCollector, RunningDriftMonitor, load_reference, reference_path_for
+from har.drift import DriftCollector, RunningDriftMonitor, load_reference, recording_drift, reference_path_for
 from har.recording import InputError
 from har.registry import registry_source
 from serve.batching import DynamicBatcher
 from serve.config import Settings
 from serve.monitoring import Observer, ServiceMetrics
+from serve.page import TEMPLATES, page_handlers
 from serve.runtime import ModelRuntime, model_file
 from serve.security import bearer_guard, require_token
 from serve.timeline import STATES, garmin_windows, recording_answer, recording_preprocessing
@@ -246,9 +247,14 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
         # Windows in non-wear episodes are never scored: they get no activity, and no drift statistic sees them.
         worn = scored.windows[scored.worn]
         probabilities = await predictor.predict(worn) if len(worn) else np.empty((0, len(card.labels)), np.float32)
+        not_worn = int(len(scored.windows) - len(worn))
         if drift is not None:
-            drift.observe_not_worn(int(len(scored.windows) - len(worn)))
-        return recording_answer(card, scored, probabilities, settings.wear)
+            drift.observe_not_worn(not_worn)
+        answer = recording_answer(card, scored, probabilities, settings.wear)
+        if drift is not None:  # this recording alone against the training reference (the page shows it)
+            answer["drift"] = await anyio.to_thread.run_sync(lambda: recording_drift(
+                drift.reference, worn, probabilities, card.labels, not_worn=not_worn))
+        return answer
 
     @get("/drift", tags=["monitoring"], guards=[guard], security=SECURED,
          summary="Drift of the windows received so far against the model's training reference")
@@ -295,7 +301,9 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
 
     return Litestar(
         route_handlers=[health, ready, model, predict, v2_server, v2_live, v2_ready, v2_model, v2_model_ready,
-                        v2_infer, recordings, drift_summary, prometheus, *(extra_route_handlers or [])],
+                        v2_infer, recordings, drift_summary, prometheus, *(extra_route_handlers or []),
+                        *page_handlers(guard, model_path=settings.model_path, drift_report=settings.drift_report)],
+        template_config=TEMPLATES,
         on_startup=[start],
         on_shutdown=[stop],
         middleware=[metrics.middleware],

@@ -9,7 +9,8 @@ beside an index.csv with wall-clock start times and a quality.json with the fusi
 Each recording goes through the service's own path: `serve.timeline.garmin_windows` (the
 pipeline's reader, fusion and windowing with the model's preprocessing), one `ModelRuntime`
 call, `serve.timeline.recording_answer`; so OUTPUT_FOLDER/<recording>/recording.json is what
-`POST /recordings` answers for the same pair. Beside it: timeline.csv, episodes.csv and
+`POST /recordings` answers for the same pair (with the recording's drift when the model's
+drift_reference.json lies beside it). Beside it: timeline.csv, episodes.csv and
 minutes_per_activity.csv; OUTPUT_FOLDER/summary.json lists what was scored and what was
 skipped and why.
 
@@ -29,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from har.config import load_params, write_json
+from har.drift import load_reference, recording_drift, reference_path_for
 from har.fusion import CHANNELS
 from har.garmin import find_garmin_pairs
 from har.wear import WearRule
@@ -131,8 +133,10 @@ def write_outputs(folder: Path, result: dict) -> None:
 
 
 def run(input_folder: Path, output_folder: Path, runtime: ModelRuntime, *, timezone: str | None = None,
-        wear_rule: WearRule = WearRule(), progress=sys.stderr) -> dict:
-    """Score every recording in `input_folder` into `output_folder`; returns the summary (also summary.json)."""
+        wear_rule: WearRule = WearRule(), progress=sys.stderr, drift_reference: dict | None = None) -> dict:
+    """Score every recording in `input_folder` into `output_folder`; returns the summary (also summary.json).
+
+    With the model's `drift_reference`, each answer carries the recording's drift, as the service's does."""
     preprocessing = recording_preprocessing(runtime.card)
     jobs, skipped = find_jobs(input_folder)
     scored = []
@@ -156,6 +160,9 @@ def run(input_folder: Path, output_folder: Path, runtime: ModelRuntime, *, timez
             continue
         probabilities = worn_probabilities(runtime.predict, scored_windows, len(runtime.card.labels))
         result = recording_answer(runtime.card, scored_windows, probabilities, wear_rule)
+        if drift_reference is not None:
+            result["drift"] = recording_drift(drift_reference, scored_windows.windows[scored_windows.worn], probabilities,
+                                              runtime.card.labels, not_worn=int((~scored_windows.worn).sum()))
         write_outputs(output_folder / job.name, result)
         # What the recording mostly was, states included: a watch left on a desk is mostly not_worn.
         top = max([*result["minutes_per_activity"].items(), ("uncertain", result["uncertain_minutes"]),
@@ -177,9 +184,12 @@ def run(input_folder: Path, output_folder: Path, runtime: ModelRuntime, *, timez
     return summary
 
 
-def load_runtime(model: str, params: dict, threads: int) -> ModelRuntime:
-    """A file path, or a registry URI (models:/<name>@<alias>) fetched through har.registry."""
-    return ModelRuntime(model_file(model, params.get("registry", {}).get("tracking_uri")), threads=threads)
+def load_runtime(model: str, params: dict, threads: int) -> tuple[ModelRuntime, dict | None]:
+    """A file path, or a registry URI (models:/<name>@<alias>) fetched through har.registry; and the drift
+    reference shipped beside it (None without one)."""
+    path = model_file(model, params.get("registry", {}).get("tracking_uri"))
+    reference = reference_path_for(path)
+    return ModelRuntime(path, threads=threads), load_reference(reference) if reference.exists() else None
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -201,11 +211,12 @@ def main(argv=None) -> int:
         print(f"serve.batch: {args.input} is not a folder", file=sys.stderr)
         return 2
     try:
-        runtime = load_runtime(args.model or str(settings.model_path), params, settings.threads)
-    except (ModelFileError, FileNotFoundError, OSError) as error:
+        runtime, reference = load_runtime(args.model or str(settings.model_path), params, settings.threads)
+    except (ModelFileError, FileNotFoundError, OSError, ValueError) as error:
         print(f"serve.batch: cannot load the model: {error}", file=sys.stderr)
         return 2
-    summary = run(args.input, args.output, runtime, timezone=settings.timezone, wear_rule=settings.wear)
+    summary = run(args.input, args.output, runtime, timezone=settings.timezone, wear_rule=settings.wear,
+                  drift_reference=reference)
     return 0 if summary["scored"] and not summary["skipped"] else 1
 
 

@@ -27,6 +27,7 @@ class Settings:
     timezone: str | None = None  # wall-clock zone of uploaded Garmin exports (data.timezone)
     tracking_uri: str | None = None  # MLflow, for a models:/ model_path (registry.tracking_uri)
     wear: WearRule = WearRule()  # non-wear detection of uploaded recordings (params `wear`)
+    drift_report: Path | None = Path("reports/drift.html")  # the drift stage's HTML report (monitor.report)
 
     @classmethod
     def from_params(cls, params: dict, **overrides) -> "Settings":
@@ -48,6 +49,7 @@ class Settings:
             timezone=params.get("data", {}).get("timezone"),
             tracking_uri=params.get("registry", {}).get("tracking_uri"),
             wear=WearRule.from_params(params.get("wear")),
+            drift_report=Path(params.get("monitor", {}).get("report", cls.drift_report)),
         )
         return replace(cls(**values), **{k: v for k, v in overrides.items() if v is not None})
 

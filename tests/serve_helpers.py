@@ -99,3 +99,18 @@ def stop_server(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def write_tiny_reference(model: Path, monitor: dict, seed: int = 1, windows: int = 100) -> Path:
+    """A drift reference beside a tiny model (random normal training windows, the model's own outputs)."""
+    from har.config import write_json
+    from har.drift import build_reference, output_summary, reference_path_for
+    from serve.runtime import ModelRuntime
+
+    reference_windows = np.random.default_rng(seed).normal(size=(windows, LENGTH, len(CHANNELS))).astype(np.float32)
+    path = reference_path_for(model)
+    write_json(path, build_reference(
+        reference_windows, bins=monitor["bins"], max_samples=monitor["max_samples"], seed=0,
+        thresholds=monitor["thresholds"], votes=monitor["votes"], min_windows=monitor["min_windows"],
+        outputs=output_summary(ModelRuntime(model).predict(reference_windows), LABELS)))
+    return path

@@ -260,3 +260,20 @@ def test_drift_stage_writes_metrics_and_an_html_report(tmp_path, monkeypatch, ga
     page = (tmp_path / "reports" / "drift.html").read_text()
     assert page.count("data:image/png;base64,") == len(drift.MONITORED) + 1  # channels + predicted labels
     assert "What drifted" in page and "CRITICAL" in page
+
+
+def test_one_recordings_drift_is_the_live_summary_of_its_windows_alone_with_the_worst_channels_first():
+    """What the page shows beside an answer: the same severity words, and the channels of highest PSI."""
+    reference = live_reference()
+    probabilities = np.tile([[0.8, 0.1, 0.1]], (120, 1))
+    same = drift.recording_drift(reference, synthetic_windows(120, 1), probabilities, ["a", "b", "c"])
+    assert same["severity"] == "none" and same["windows"] == 120
+    milli_g = synthetic_windows(120, 1, acc_scale=MILLI_G_AS_SI)
+    shifted = drift.recording_drift(reference, milli_g, probabilities, ["a", "b", "c"], top=3)
+    assert shifted["severity"] == "critical"
+    top = [c["channel"] for c in shifted["most_drifted"]]
+    assert len(top) == 3 and set(top) <= set(ACC)  # only the accelerometer was scaled
+    psis = [c["psi"] for c in shifted["most_drifted"]]
+    assert psis == sorted(psis, reverse=True) and psis[-1] >= max(shifted["channels"][g]["psi"] for g in GYR)
+    # A fresh monitor per recording: the earlier call left nothing behind.
+    assert drift.recording_drift(reference, synthetic_windows(120, 1), probabilities, ["a", "b", "c"]) == same

@@ -1,0 +1,114 @@
+"""Benchmark: the real one-hour Garmin pair through the page at `/`, from the click to the drawn timeline.
+
+    python bench/page.py [--runs 5] [--model models/model.onnx]
+
+Starts the real service on 127.0.0.1, signs in through headless Chromium once, then for each
+run chooses the two workbooks, clicks "Upload and score" and waits until the timeline is
+drawn (and, separately, until the download links are ready). In the same run, the baseline:
+the same two files posted to `POST /recordings` by httpx. page_over_direct says what the
+browser, the upload through it and the drawing add. Without --model, models/model.onnx when
+the pipeline has made one, else the tests' tiny ONNX model (its scoring costs next to nothing;
+bench/batch.py times the real model alone). Writes metrics/bench_page.json.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+
+from timing import median_seconds  # noqa: E402
+
+from har.config import load_params, resolve_raw, write_json  # noqa: E402
+from har.garmin import find_garmin_pairs  # noqa: E402
+from tests.browser_helpers import chromium_driver, quit_driver  # noqa: E402
+from tests.serve_helpers import TOKEN, start_server, stop_server, write_tiny_model, write_tiny_reference  # noqa: E402
+
+
+def through_the_page(driver, acc: Path, gyr: Path) -> tuple[float, float]:
+    """Seconds from the click to the drawn timeline, and to the ready download links."""
+    from selenium.webdriver.common.by import By
+
+    driver.execute_script("document.getElementById('timeline-box').replaceChildren();"
+                          "document.getElementById('downloads').replaceChildren();")
+    chooser = driver.find_element(By.ID, "files")
+    driver.execute_script("arguments[0].value = ''", chooser)
+    chooser.send_keys(f"{acc}\n{gyr}")
+    button = driver.find_element(By.ID, "upload-button")
+    started = time.perf_counter()
+    button.click()
+    timeline = files = None
+    while files is None and time.perf_counter() - started < 120:
+        if timeline is None and driver.execute_script("return !!document.getElementById('timeline')"):
+            timeline = time.perf_counter() - started
+        if driver.execute_script("return document.querySelectorAll('#downloads a[data-file]').length === 4"):
+            files = time.perf_counter() - started
+        time.sleep(0.01)
+    if timeline is None or files is None:
+        raise RuntimeError(f"no answer drawn within 120 s: {driver.find_element(By.ID, 'upload-error').text}")
+    return timeline, files
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--model", help="ONNX model (default: models/model.onnx if present, else the tiny one)")
+    args = parser.parse_args()
+    params = load_params(ROOT / "params.yaml")
+    acc, gyr = find_garmin_pairs(resolve_raw(ROOT / params["paths"]["garmin"]).resolve())[0][0]  # chromedriver: canonical
+    with tempfile.TemporaryDirectory(prefix="bench-page-") as folder:
+        model = Path(args.model) if args.model else ROOT / "models" / "model.onnx"
+        if not model.exists() and args.model is None:
+            model = write_tiny_model(Path(folder) / "model.onnx")
+            write_tiny_reference(model, params["monitor"])
+        process, url = start_server(model, Path(folder) / "server.log", "--no-access-log")
+        driver = chromium_driver()
+        try:
+            from selenium.webdriver.common.by import By
+            from selenium.webdriver.common.keys import Keys
+            from selenium.webdriver.support.ui import WebDriverWait
+
+            driver.get(url + "/")
+            WebDriverWait(driver, 60).until(lambda d: d.find_element(By.ID, "model-name").text)
+            driver.find_element(By.ID, "token").send_keys(TOKEN, Keys.ENTER)
+            WebDriverWait(driver, 60).until(lambda d: d.find_element(By.ID, "upload-button").is_enabled())
+            through_the_page(driver, acc, gyr)  # warm-up: first-use costs of browser and service
+            page = [through_the_page(driver, acc, gyr) for _ in range(args.runs)]
+            with httpx.Client(base_url=url, timeout=120, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+                def direct():
+                    with open(acc, "rb") as a, open(gyr, "rb") as g:
+                        client.post("/recordings", files={"accelerometer": a, "gyroscope": g}).raise_for_status()
+                direct()
+                direct_s = median_seconds(direct, args.runs)
+            model_name = httpx.get(url + "/model").json()["version"]
+        finally:
+            quit_driver(driver)
+            stop_server(process)
+    timeline_s = statistics.median(t for t, _ in page)
+    result = {
+        "runs": args.runs,
+        "model": {"source": str(args.model or ("models/model.onnx" if (ROOT / "models" / "model.onnx").exists()
+                                              else "tests tiny ONNX model")), "version": model_name},
+        "recording": acc.name.removesuffix("-accelerometer_data.xlsx"),
+        "raw_pair_mb": round((acc.stat().st_size + gyr.stat().st_size) / 1e6, 2),
+        "click_to_timeline_median_s": round(timeline_s, 3),
+        "click_to_download_links_median_s": round(statistics.median(f for _, f in page), 3),
+        "direct_post_recordings_median_s": round(direct_s, 3),
+        "page_over_direct": round(timeline_s / direct_s, 2),
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+    }
+    for key, value in result.items():
+        print(f"{key:35s} {value}")
+    write_json(ROOT / "metrics" / "bench_page.json", result)
+
+
+if __name__ == "__main__":
+    main()

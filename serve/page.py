@@ -1,0 +1,87 @@
+"""The page for people at `/`: upload a Garmin recording, see its timeline, quality, drift and the model.
+
+The page itself carries no data and no secret: it is a Jinja template, a stylesheet and one
+plain script served from serve/static/ (nothing from a CDN, the service may run offline).
+The script asks for the bearer token once, keeps it in the tab's sessionStorage and sends it
+on every call to the JSON routes, which keep their guards. Two routes exist for the page:
+
+- `POST /recordings/files`: a `/recordings` answer in, the files `python -m serve.batch` writes
+  for it out (written by `serve.batch.write_outputs` itself, so the downloads are those files);
+- `GET /drift/report`: the drift stage's HTML report (`monitor.report`), where one exists.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from litestar import MediaType, Request, Response, get, post
+from litestar.exceptions import NotFoundException
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.response import Template
+from litestar.static_files import create_static_files_router
+from litestar.template.config import TemplateConfig
+
+from serve.batch import write_outputs
+from serve.validation import RequestError
+
+HERE = Path(__file__).resolve().parent
+# Our own Jinja environment, so that escaping is visibly on for every .j2 template.
+TEMPLATES = TemplateConfig(instance=JinjaTemplateEngine.from_environment(Environment(
+    loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html", "j2"]))))
+SECURED = [{"bearer": []}]
+# The page loads its own files only; the browser refuses anything else even if a bug asked for it.
+CSP = ("default-src 'self'; img-src 'self' data: blob:; connect-src 'self' blob:; object-src 'none'; base-uri 'none'; "
+       "frame-ancestors 'none'; form-action 'self'")
+# The files of one recording's folder, in the order the page lists them (serve.batch.write_outputs writes them).
+BATCH_FILES = ("recording.json", "timeline.csv", "episodes.csv", "minutes_per_activity.csv")
+
+
+def registry_alias(model_path) -> str | None:
+    """The alias of a registry URI (models:/har@champion -> champion); None for a file."""
+    text = str(model_path)
+    return text.rpartition("@")[2] or None if text.startswith("models:/") and "@" in text else None
+
+
+def batch_files(answer: dict) -> dict[str, str]:
+    """What `python -m serve.batch` writes for this answer, file name -> text."""
+    with tempfile.TemporaryDirectory(prefix="har-files-") as folder:
+        try:
+            write_outputs(Path(folder), answer)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise RequestError(422, f"the body is not a /recordings answer: {type(error).__name__} {error} "
+                                    "(expected the JSON that POST /recordings returned)") from None
+        return {name: (Path(folder) / name).read_text() for name in BATCH_FILES}
+
+
+def page_handlers(guard, *, model_path, drift_report: Path | None) -> list:
+    """The page, its static files and its two routes; `guard` is the service's bearer guard."""
+
+    @get("/", include_in_schema=False, media_type=MediaType.HTML)
+    async def page() -> Template:
+        return Template(template_name="page.html.j2",
+                        context={"alias": registry_alias(model_path), "model_source": str(model_path),
+                                 "has_drift_report": drift_report is not None and drift_report.is_file()},
+                        headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store"})
+
+    @post("/recordings/files", tags=["predict"], guards=[guard], security=SECURED, status_code=200,
+          summary="The JSON and CSV files `python -m serve.batch` writes, for a /recordings answer")
+    async def files(request: Request) -> dict:
+        try:
+            answer = json.loads(await request.body())
+        except ValueError as error:
+            raise RequestError(400, f"the body is not JSON ({error})") from None
+        if not isinstance(answer, dict):
+            raise RequestError(422, "the body is not a /recordings answer (expected a JSON object)")
+        return batch_files(answer)
+
+    @get("/drift/report", tags=["monitoring"], guards=[guard], security=SECURED, media_type=MediaType.HTML,
+         summary="The drift stage's full HTML report, where one exists")
+    async def report() -> Response:
+        if drift_report is None or not drift_report.is_file():
+            raise NotFoundException(f"no drift report at {drift_report} (python -m stages.drift report writes it)")
+        return Response(drift_report.read_bytes(), media_type=MediaType.HTML)
+
+    static = create_static_files_router(path="/static", directories=[HERE / "static"], include_in_schema=False)
+    return [page, files, report, static]

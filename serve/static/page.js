@@ -1,0 +1,435 @@
+// The page's only script: sign-in, upload, and drawing the /recordings answer as plain SVG and HTML.
+// Everything it shows comes from the service's JSON routes; it talks to no other host.
+"use strict";
+
+const TOKEN_KEY = "har.token"; // sessionStorage: this tab only, gone when the tab closes
+const SPECIAL = {
+  not_worn: {name: "not worn", pattern: "pattern-not-worn", swatch: "#d9d9d9"},
+  uncertain: {name: "uncertain", pattern: "pattern-uncertain", swatch: "#f2f2f2"},
+  gap: {name: "gap (no data)", pattern: "pattern-gap", swatch: "#ffffff"},
+};
+// Okabe-Ito, then Paul Tol's muted scheme: told apart by colour-blind readers; labels are also written out.
+const PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#332288",
+                 "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "#882255", "#AA4499", "#661100",
+                 "#6699CC", "#888888"];
+const SVG = "http://www.w3.org/2000/svg";
+
+const $ = (id) => document.getElementById(id);
+const state = {labels: [], answer: null, downloads: []};
+
+// ------------------------------------------------------------------ small helpers
+
+function el(tag, attrs = {}, ...children) {
+  const node = tag.startsWith("svg:") ? document.createElementNS(SVG, tag.slice(4)) : document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined) continue;
+    if (key === "text") node.textContent = value;
+    else if (key === "class") node.setAttribute("class", value);
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) if (child !== null && child !== undefined) node.append(child);
+  return node;
+}
+
+function token() { return sessionStorage.getItem(TOKEN_KEY); }
+
+function fmt(value, digits = 2) {
+  return typeof value === "number" && isFinite(value) ? value.toFixed(digits) : "—";
+}
+
+// The service writes wall-clock times as ISO text in the recording's own zone; the page shows that
+// clock as written (never converted to the browser's zone): seconds of the day from the text, plus offsets.
+function clockOrigin(iso) {
+  const match = /T(\d\d):(\d\d):(\d\d(?:\.\d+)?)/.exec(iso || "");
+  return match ? Number(match[1]) * 3600 + Number(match[2]) * 60 + Number(match[3]) : null;
+}
+
+function clock(origin, seconds, withSeconds = true) {
+  if (origin === null) return `${fmt(seconds / 60, 1)} min`;
+  const total = Math.round(origin + seconds);
+  const day = ((total % 86400) + 86400) % 86400;
+  const parts = [Math.floor(day / 3600), Math.floor(day / 60) % 60, day % 60].map((n) => String(n).padStart(2, "0"));
+  return withSeconds ? parts.join(":") : parts.slice(0, 2).join(":");
+}
+
+function colour(label) {
+  if (SPECIAL[label]) return SPECIAL[label].swatch;
+  const index = state.labels.indexOf(label);
+  return PALETTE[(index >= 0 ? index : state.labels.length) % PALETTE.length];
+}
+
+function fill(label) { return SPECIAL[label] ? `url(#${SPECIAL[label].pattern})` : colour(label); }
+
+function labelName(label) { return SPECIAL[label] ? SPECIAL[label].name : label.replaceAll("_", " "); }
+
+function detailOf(status, body) {
+  // The service's words: Litestar's {"detail": ...} or the inference protocol's {"error": ...}.
+  if (body && typeof body === "object" && (body.detail || body.error)) return String(body.detail || body.error);
+  return `the service answered HTTP ${status}`;
+}
+
+// ------------------------------------------------------------------ sign-in
+
+function showSignedIn(signedIn, message = "") {
+  $("signed-in").hidden = !signedIn;
+  $("sign-in").hidden = signedIn;
+  $("upload-button").disabled = !signedIn;
+  $("sign-in-message").textContent = message;
+}
+
+function refused(detail) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  showSignedIn(false, `The service did not accept the token (${detail}). Enter the service's bearer token and sign in again.`);
+  $("token").focus();
+}
+
+async function api(path, options = {}) {
+  const headers = {...(options.headers || {}), Authorization: `Bearer ${token()}`};
+  const response = await fetch(path, {...options, headers, cache: "no-store"});
+  let body = null;
+  try { body = await response.clone().json(); } catch (_) { body = null; }
+  if (response.status === 401) refused(detailOf(401, body));
+  return {response, body};
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  const value = $("token").value.trim();
+  $("token").value = ""; // nothing of the token stays in the page
+  if (!value) return;
+  sessionStorage.setItem(TOKEN_KEY, value);
+  await checkToken();
+}
+
+async function checkToken() {
+  // GET /drift is guarded: 401 means a wrong token; 200, or 404 without a drift reference, means it was accepted.
+  const {response, body} = await api("/drift");
+  if (response.status === 401) return;
+  showSignedIn(true);
+  renderLiveDrift(response, body);
+}
+
+function signOut() {
+  sessionStorage.removeItem(TOKEN_KEY);
+  showSignedIn(false, "Signed out.");
+  $("sign-in-message").classList.add("ok");
+  $("live-drift").replaceChildren(el("p", {text: "Sign in to see the live drift summary."}));
+}
+
+// ------------------------------------------------------------------ upload
+
+function pickPair(files) {
+  const acc = files.filter((f) => /accelerometer/i.test(f.name));
+  const gyr = files.filter((f) => /gyroscope/i.test(f.name));
+  if (files.length !== 2 || acc.length !== 1 || gyr.length !== 1) {
+    const names = files.map((f) => f.name).join(", ") || "no file";
+    throw new Error(`Choose the two workbooks of one session: one …-accelerometer_data.xlsx and one ` +
+                    `…-gyroscope_data.xlsx (chosen: ${names}).`);
+  }
+  return {accelerometer: acc[0], gyroscope: gyr[0]};
+}
+
+function progress(text, fraction) {
+  const bar = $("progress");
+  bar.hidden = text === "";
+  if (fraction === null) bar.removeAttribute("value"); // indeterminate while the service scores
+  else bar.value = fraction;
+  $("progress-text").textContent = text;
+}
+
+function upload(files) {
+  $("upload-error").textContent = "";
+  let pair;
+  try { pair = pickPair(files); } catch (error) { $("upload-error").textContent = error.message; return; }
+  const form = new FormData();
+  form.append("accelerometer", pair.accelerometer);
+  form.append("gyroscope", pair.gyroscope);
+  const request = new XMLHttpRequest(); // fetch cannot report upload progress
+  request.open("POST", "/recordings");
+  request.setRequestHeader("Authorization", `Bearer ${token()}`);
+  request.responseType = "text"; // kept as sent: re-encoding would turn 1.0 into 1 in the downloaded files
+  request.upload.onprogress = (e) => {
+    if (e.lengthComputable) progress(`Uploading… ${Math.round(100 * e.loaded / e.total)} %`, e.loaded / e.total);
+  };
+  request.upload.onload = () => progress("Reading, fusing and scoring the recording…", null);
+  request.onerror = () => { progress("", 0); $("upload-error").textContent = "The service could not be reached."; };
+  request.onload = () => {
+    progress("", 0);
+    $("upload-button").disabled = false;
+    let body = null;
+    try { body = JSON.parse(request.responseText); } catch (_) { body = null; }
+    if (request.status === 200 && body) { render(body, request.responseText); return; }
+    const detail = detailOf(request.status, body);
+    if (request.status === 401) { refused(detail); return; }
+    $("upload-error").textContent = detail;
+  };
+  $("upload-button").disabled = true;
+  progress("Uploading… 0 %", 0);
+  request.send(form);
+}
+
+// ------------------------------------------------------------------ the answer
+
+function render(answer, text) {
+  state.answer = answer;
+  $("answer").hidden = false;
+  const rec = answer.recording || {};
+  const origin = clockOrigin(rec.start_time);
+  const day = rec.start_time ? rec.start_time.slice(0, 10) : "";
+  $("answer-title").textContent = `Recording ${rec.id || ""}`;
+  $("answer-summary").textContent = `${day} from ${clock(origin, 0)}: ${answer.windows} windows of ` +
+    `${fmt(answer.window_s, 1)} s cover ${fmt(answer.covered_minutes, 1)} minutes; model ` +
+    `${(answer.model || {}).name || "?"} ${(answer.model || {}).version || ""}.`;
+  drawTimeline(answer, origin);
+  drawMinutes(answer);
+  fillEpisodes(answer, origin);
+  fillQuality(answer);
+  fillRecordingDrift(answer.drift);
+  makeDownloads(answer, text);
+  refreshLiveDrift();
+  $("answer-title").scrollIntoView({block: "start"});
+}
+
+function gapsBetween(episodes) {
+  const sorted = [...episodes].sort((a, b) => a.start_s - b.start_s);
+  const gaps = [];
+  for (let i = 1; i < sorted.length; i++) {
+    if (sorted[i].start_s - sorted[i - 1].end_s > 1e-6) {
+      gaps.push({label: "gap", start_s: sorted[i - 1].end_s, end_s: sorted[i].start_s});
+    }
+  }
+  return gaps;
+}
+
+function patterns() {
+  const hatch = (id, bg, stroke, d) => el("svg:pattern", {id, width: 6, height: 6, patternUnits: "userSpaceOnUse"},
+    el("svg:rect", {width: 6, height: 6, fill: bg}), el("svg:path", {d, stroke, "stroke-width": 1.2}));
+  return el("svg:defs", {},
+    hatch("pattern-not-worn", "#d9d9d9", "#6b6b6b", "M0,6 L6,0"),
+    hatch("pattern-uncertain", "#f2f2f2", "#9a9a9a", "M0,3 L6,3 M3,0 L3,6"),
+    hatch("pattern-gap", "#ffffff", "#bdbdbd", "M0,0 L6,6"));
+}
+
+function niceStep(span, width) {
+  const steps = [10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600];
+  const wanted = span / Math.max(2, Math.floor(width / 90));
+  return steps.find((s) => s >= wanted) || steps[steps.length - 1];
+}
+
+function drawTimeline(answer, origin) {
+  const box = $("timeline-box");
+  const episodes = answer.episodes || [];
+  const gaps = gapsBetween(episodes);
+  const from = Math.min(0, ...episodes.map((e) => e.start_s));
+  const to = Math.max(from + 1, ...episodes.map((e) => e.end_s));
+  const width = Math.max(280, box.clientWidth || 800), height = 74, top = 6, band = 40;
+  const x = (s) => ((s - from) / (to - from)) * (width - 2);
+  const svg = el("svg:svg", {id: "timeline", role: "img", width, height, viewBox: `0 0 ${width} ${height}`,
+    "aria-label": `Activity timeline from ${clock(origin, from)} to ${clock(origin, to)}`,
+    "data-from-s": from, "data-to-s": to, "data-from-time": clock(origin, from), "data-to-time": clock(origin, to)});
+  svg.append(patterns(), el("svg:rect", {x: 0, y: top, width: width - 2, height: band, fill: "url(#pattern-gap)"}));
+  for (const part of [...episodes, ...gaps]) {
+    const left = x(part.start_s), w = Math.max(0.6, x(part.end_s) - left);
+    const rect = el("svg:rect", {x: left, y: top, width: w, height: band, fill: fill(part.label),
+      class: "segment", "data-label": part.label, "data-start-s": part.start_s, "data-end-s": part.end_s},
+      el("svg:title", {text: `${labelName(part.label)}: ${clock(origin, part.start_s)}–${clock(origin, part.end_s)}`}));
+    svg.append(rect);
+    if (w > 70 && part.label !== "gap") {
+      svg.append(el("svg:text", {x: left + 4, y: top + band / 2 + 4, "pointer-events": "none",
+        fill: "#1b1b1b", stroke: "#fff", "stroke-width": 3, "paint-order": "stroke", text: labelName(part.label)}));
+    }
+  }
+  const step = niceStep(to - from, width);
+  const first = origin === null ? Math.ceil(from / step) * step : Math.ceil((origin + from) / step) * step - origin;
+  for (let t = first; t <= to + 1e-9; t += step) {
+    const at = x(t);
+    svg.append(el("svg:line", {x1: at, x2: at, y1: top + band, y2: top + band + 5, stroke: "#555"}),
+      el("svg:text", {x: Math.min(Math.max(at, 18), width - 18), y: height - 10, "text-anchor": "middle",
+        text: clock(origin, t, step < 60)}));
+  }
+  box.replaceChildren(svg);
+  $("timeline-caption").textContent = `Activity timeline over wall-clock time, ${clock(origin, from)} to ` +
+    `${clock(origin, to)}${gaps.length ? `, with ${gaps.length} gap(s) without data` : ""}`;
+  const shown = [...new Set(episodes.map((e) => e.label))];
+  if (gaps.length) shown.push("gap");
+  $("legend").replaceChildren(...shown.map((label) => el("li", {},
+    el("svg:svg", {viewBox: "0 0 18 12", "aria-hidden": "true"}, patterns(),
+      el("svg:rect", {width: 18, height: 12, fill: fill(label)})), labelName(label))));
+}
+
+function drawMinutes(answer) {
+  const rows = Object.entries(answer.minutes_per_activity || {}).sort((a, b) => b[1] - a[1]);
+  const special = [["uncertain", answer.uncertain_minutes], ["not_worn", answer.not_worn_minutes]]
+    .filter(([, minutes]) => typeof minutes === "number");
+  const all = [...rows, ...special];
+  const most = Math.max(1e-9, ...all.map(([, m]) => m));
+  $("minutes").replaceChildren(...all.map(([label, minutes]) => {
+    const bar = el("span", {class: "bar"});
+    bar.style.width = `${(100 * minutes) / most}%`;
+    bar.style.background = fill(label).startsWith("url") ? colour(label) : fill(label);
+    if (SPECIAL[label]) bar.style.backgroundImage = "repeating-linear-gradient(45deg, #777 0 1px, transparent 1px 5px)";
+    return el("li", {"data-label": label, "data-minutes": minutes, class: SPECIAL[label] ? "special" : null},
+      el("span", {class: "name", text: labelName(label)}), el("span", {class: "track"}, bar),
+      el("span", {class: "value", text: `${fmt(minutes, 1)} min`}));
+  }));
+}
+
+function fillEpisodes(answer, origin) {
+  $("episodes").tBodies[0].replaceChildren(...(answer.episodes || []).map((e) => el("tr", {"data-label": e.label},
+    el("td", {}, el("span", {class: "swatch", "aria-hidden": "true"}), labelName(e.label)),
+    el("td", {text: clock(origin, e.start_s)}), el("td", {text: clock(origin, e.end_s)}),
+    el("td", {text: fmt(((e.duration_s ?? e.end_s - e.start_s)) / 60, 2)}), el("td", {text: e.windows}),
+    el("td", {text: fmt(e.mean_confidence, 2)}))));
+  for (const row of $("episodes").tBodies[0].rows) {
+    row.querySelector(".swatch").style.background = colour(row.dataset.label);
+  }
+}
+
+function fillQuality(answer) {
+  const rec = answer.recording || {};
+  const quality = rec.quality || {};
+  const pairs = [["Fused samples", rec.fused_samples], ["Fused seconds", rec.fused_seconds],
+                 ["Continuous segments", rec.segments]];
+  const wear = answer.wear;
+  if (wear) pairs.push(["Worn minutes", fmt(wear.worn_minutes, 1)], ["Not worn minutes", fmt(wear.not_worn_minutes, 1)]);
+  else pairs.push(["Wear time", "not reported by this service version"]);
+  const blocks = [el("dl", {class: "pairs"}, ...pairs.flatMap(([k, v]) => [el("dt", {text: k}), el("dd", {text: v ?? "—"})]))];
+  const sensors = [["acc", "Accelerometer"], ["gyr", "Gyroscope"]].filter(([key]) => quality[key]);
+  if (sensors.length) {
+    const rows = [["samples_read", "Samples read"], ["duplicates", "Duplicates"], ["out_of_order", "Out of order"],
+                  ["gaps", "Gaps"], ["gap_seconds", "Seconds in gaps"], ["native_hz", "Native rate (Hz)"],
+                  ["samples_used", "Samples used"]];
+    blocks.push(el("table", {id: "quality-table"},
+      el("thead", {}, el("tr", {}, el("th", {scope: "col", text: "Per sensor"}),
+        ...sensors.map(([, name]) => el("th", {scope: "col", text: name})))),
+      el("tbody", {}, ...rows.filter(([key]) => sensors.some(([s]) => key in quality[s])).map(([key, name]) =>
+        el("tr", {}, el("th", {scope: "row", text: name}),
+          ...sensors.map(([s]) => el("td", {"data-key": `${s}.${key}`, text: quality[s][key] ?? "—"})))))));
+  } else {
+    blocks.push(el("p", {text: "Samples read, duplicates and gaps per sensor are not reported by this service version."}));
+  }
+  $("quality").replaceChildren(...blocks);
+}
+
+function severityBadge(severity) {
+  const marks = {none: "✓", warning: "▲", critical: "■"}; // shape and word, not colour alone
+  return el("span", {class: `severity ${severity}`, text: `${marks[severity] || ""} ${severity}`});
+}
+
+function fillRecordingDrift(drift) {
+  const box = $("recording-drift");
+  if (!drift) {
+    box.replaceChildren(el("p", {text: "No drift reference beside the model: drift cannot be judged."}));
+    return;
+  }
+  const parts = [el("p", {}, "Severity: ", severityBadge(drift.severity),
+    ` over ${drift.windows} windows${drift.enough_data ? "" : ` (fewer than ${drift.min_windows}: not judged)`}.`)];
+  parts.push(el("table", {id: "drifted-channels"},
+    el("thead", {}, el("tr", {}, ...["Channel", "PSI", "Binned KS", "Severity"].map((h) => el("th", {scope: "col", text: h})))),
+    el("tbody", {}, ...(drift.most_drifted || []).map((c) => el("tr", {},
+      el("td", {text: `${c.channel} (${c.unit})`}), el("td", {text: fmt(c.psi)}), el("td", {text: fmt(c.ks_binned)}),
+      el("td", {}, severityBadge(c.severity)))))));
+  if (drift.outputs) {
+    parts.push(el("p", {text: `Model outputs: label PSI ${fmt(drift.outputs.label_psi)}, mean entropy ` +
+      `${fmt(drift.outputs.production.mean_entropy)} vs ${fmt(drift.outputs.reference.mean_entropy)} at training ` +
+      `(${drift.outputs.severity}).`}));
+  }
+  box.replaceChildren(...parts);
+}
+
+async function makeDownloads(answer, text) {
+  for (const url of state.downloads) URL.revokeObjectURL(url);
+  state.downloads = [];
+  const list = $("downloads");
+  list.replaceChildren(el("li", {text: "preparing…"}));
+  // serve.batch's own writer makes the files, on the service, from this very answer.
+  const {response, body} = await api("/recordings/files", {method: "POST", body: text,
+    headers: {"Content-Type": "application/json"}});
+  if (!response.ok) { list.replaceChildren(el("li", {text: detailOf(response.status, body)})); return; }
+  const id = (answer.recording || {}).id || "recording";
+  list.replaceChildren(...Object.entries(body).map(([name, text]) => {
+    const type = name.endsWith(".json") ? "application/json" : "text/csv";
+    const url = URL.createObjectURL(new Blob([text], {type}));
+    state.downloads.push(url);
+    return el("li", {}, el("a", {href: url, download: `${id}-${name}`, "data-file": name, text: name}));
+  }));
+}
+
+// ------------------------------------------------------------------ the model and live drift
+
+async function loadModel() {
+  const response = await fetch("/model", {cache: "no-store"});
+  if (!response.ok) return;
+  const card = await response.json();
+  state.labels = card.labels || [];
+  const contract = card.input_contract || {};
+  const metrics = Object.entries(card.metrics || {}).filter(([, v]) => typeof v === "number");
+  $("model-card").append(
+    el("dt", {text: "Name"}), el("dd", {id: "model-name", text: card.name}),
+    el("dt", {text: "Version"}), el("dd", {id: "model-version", text: card.version}),
+    el("dt", {text: "Labels"}), el("dd", {id: "model-labels", text: state.labels.join(", ")}),
+    el("dt", {text: "Input"}), el("dd", {id: "model-input", text: `${contract.dtype || "float32"} ` +
+      `[n, ${contract.window_length}, ${(contract.channels || []).length}] windows of ` +
+      `${(contract.channels || []).join(", ")} at ${contract.target_hz} Hz; units ` +
+      Object.entries(contract.units || {}).map(([k, v]) => `${k} ${v}`).join(", ")}));
+  $("model-details").replaceChildren(el("h3", {text: "Test metrics"}), metrics.length
+    ? el("table", {id: "model-metrics"}, el("tbody", {}, ...metrics.map(([k, v]) =>
+        el("tr", {}, el("th", {scope: "row", text: k.replaceAll("_", " ")}), el("td", {text: fmt(v, 3)})))))
+    : el("p", {text: "No test metrics in the model's metadata."}));
+}
+
+function renderLiveDrift(response, body) {
+  const box = $("live-drift");
+  if (response.status === 404) { box.replaceChildren(el("p", {text: detailOf(404, body)})); return; }
+  if (!response.ok) { box.replaceChildren(el("p", {text: detailOf(response.status, body)})); return; }
+  const worst = Object.entries(body.channels || {}).sort((a, b) => b[1].psi - a[1].psi).slice(0, 3);
+  box.replaceChildren(
+    el("p", {}, "Severity: ", severityBadge(body.severity), ` over ${body.windows} windows received since the ` +
+      `service started${body.enough_data ? "" : ` (fewer than ${body.min_windows}: not judged yet)`}.`),
+    el("p", {text: worst.length ? `Highest PSI: ${worst.map(([n, c]) => `${n} ${fmt(c.psi)}`).join(", ")}.` : ""}),
+    ...(body.drifted || []).map((line) => el("p", {class: "drifted", text: line})));
+}
+
+async function refreshLiveDrift() {
+  if (!token()) return;
+  const {response, body} = await api("/drift");
+  if (response.status !== 401) renderLiveDrift(response, body);
+}
+
+async function downloadReport(event) {
+  event.preventDefault(); // the report is guarded: fetch it with the token, then hand it over as a file
+  const {response, body} = await api("/drift/report");
+  if (!response.ok) { $("upload-error").textContent = detailOf(response.status, body); return; }
+  const url = URL.createObjectURL(await response.blob());
+  const link = el("a", {href: url, download: "drift.html"});
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+// ------------------------------------------------------------------ wiring
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("sign-in-form").addEventListener("submit", signIn);
+  $("sign-out").addEventListener("click", signOut);
+  $("refresh-drift").addEventListener("click", refreshLiveDrift);
+  $("upload-form").addEventListener("submit", (e) => { e.preventDefault(); upload([...$("files").files]); });
+  const drop = $("drop");
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    if (!token()) { $("upload-error").textContent = "Sign in first."; return; }
+    upload([...e.dataTransfer.files]);
+  });
+  const report = $("drift-report-link");
+  if (report) report.addEventListener("click", downloadReport);
+  let resized = null;
+  window.addEventListener("resize", () => {
+    clearTimeout(resized);
+    resized = setTimeout(() => state.answer && drawTimeline(state.answer, clockOrigin((state.answer.recording || {}).start_time)), 150);
+  });
+  loadModel().then(() => { if (token()) checkToken(); else showSignedIn(false); });
+});
