@@ -439,6 +439,7 @@ def recording_drift(reference: dict, windows: np.ndarray, probabilities: np.ndar
 def prometheus_samples(summary: dict) -> list[tuple[str, dict, float]]:
     """The summary as (metric name, labels, value) gauge samples for /metrics."""
     samples = [("har_drift_windows_observed", {}, float(summary["windows"])),
+               ("har_drift_not_worn_windows", {}, float(summary.get("not_worn_windows", 0))),
                ("har_drift_severity", {}, float(SEVERITIES.index(summary["severity"])))]
     for name, channel in summary["channels"].items():
         samples.append(("har_drift_psi", {"channel": name}, channel["psi"]))
@@ -451,6 +452,7 @@ def prometheus_samples(summary: dict) -> list[tuple[str, dict, float]]:
 
 
 HELP = {"har_drift_windows_observed": "Windows the drift monitor has seen since start or reset",
+        "har_drift_not_worn_windows": "Windows of uploaded recordings in non-wear episodes: counted, never compared",
         "har_drift_severity": "Live drift severity: 0 none, 1 warning, 2 critical",
         "har_drift_psi": "PSI of received values against the training reference, by channel",
         "har_drift_ks_binned": "KS statistic on the reference bins (a lower bound), by channel",

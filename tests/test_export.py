@@ -90,3 +90,31 @@ def test_export_fails_and_writes_no_model_when_parity_fails(project, exported, m
     assert not (project / "models/model.onnx").exists()
     # A second conversion of the same weights: tf2onnx names nodes differently, the version stays.
     assert report["model_version"] == exported[1]["model_version"]
+
+
+def test_a_calibrated_export_answers_softmax_of_logits_over_the_temperature(project, exported, monkeypatch):
+    """With a temperature in eval.json, the ONNX model's probabilities are the calibrated ones: checked here against
+    the uncalibrated model's own answers, sharpened by hand (softmax(log p / T)), not against the stage's report."""
+    import keras
+
+    eval_path = project / "metrics/eval.json"
+    uncalibrated = eval_path.read_text()
+    calibration = {"temperature": 0.5, "threshold": 0.7, "target_accuracy": 0.9, "ece_after": 0.02,
+                   "selective": {"coverage": 0.8}}
+    smoothing = {"switch_probability": 0.003, "threshold": 0.95, "validation": {}}
+    eval_path.write_text(json.dumps({**json.loads(uncalibrated), "calibration": calibration, "smoothing": smoothing}))
+    try:
+        assert run_export(project, monkeypatch, parity_max_windows=200) == 0
+    finally:
+        eval_path.write_text(uncalibrated)
+    runtime = ModelRuntime(project / "models/model.onnx")
+    windows = np.load(project / "data/windows/test.npz")["X"][:64]
+    raw = keras.saving.load_model(project / "models/model.keras").predict(windows, verbose=0).astype(np.float64)
+    by_hand = np.exp(np.log(raw) / 0.5)
+    by_hand /= by_hand.sum(axis=1, keepdims=True)
+    assert np.abs(runtime.predict(windows) - by_hand).max() < 1e-4
+    card = runtime.card
+    assert card.calibration == {"temperature": 0.5, "threshold": 0.7, "target_accuracy": 0.9, "ece_after": 0.02,
+                                "smoothing": {"switch_probability": 0.003, "threshold": 0.95}}
+    assert card.switch_probability == 0.003 and card.abstain_threshold == 0.95  # timelines judge the posteriors
+    assert card.version != exported[1]["model_version"]  # same weights, another calibration: another version

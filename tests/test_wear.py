@@ -103,7 +103,7 @@ def test_the_real_garmin_hour_is_almost_all_not_worn(garmin_recording):
 # --- drift sees only worn windows ----------------------------------------------------------------
 
 def test_the_live_monitor_counts_not_worn_windows_on_their_own():
-    from har.drift import RunningDriftMonitor, build_reference
+    from har.drift import RunningDriftMonitor, build_reference, prometheus_samples
 
     rng = np.random.default_rng(0)
     train = rng.normal(0, 1, (200, 20, 6)).astype(np.float32)
@@ -116,6 +116,7 @@ def test_the_live_monitor_counts_not_worn_windows_on_their_own():
     assert summary["windows"] == 60 and summary["not_worn_windows"] == 1810  # never binned with the worn ones
     assert summary["drifted"][0].startswith("not worn: 1810 of 1870 windows (97%)")
     assert summary["severity"] == "none"
+    assert ("har_drift_not_worn_windows", {}, 1810.0) in prometheus_samples(summary)
 
 
 def test_a_production_folder_of_the_real_hour_is_judged_on_worn_windows_only(garmin_recording, tmp_path):
