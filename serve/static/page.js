@@ -323,7 +323,9 @@ function fillRecordingDrift(drift) {
     return;
   }
   const parts = [el("p", {}, "Severity: ", severityBadge(drift.severity),
-    ` over ${drift.windows} windows${drift.enough_data ? "" : ` (fewer than ${drift.min_windows}: not judged)`}.`)];
+    ` over ${drift.windows} worn windows${drift.enough_data ? "" : ` (fewer than ${drift.min_windows}: not judged)`}.`)];
+  // The drift report's own sentences, non-wear first: a watch on a desk is said, not judged.
+  parts.push(...(drift.drifted || []).map((line) => el("p", {class: "drifted", text: line})));
   parts.push(el("table", {id: "drifted-channels"},
     el("thead", {}, el("tr", {}, ...["Channel", "PSI", "Binned KS", "Severity"].map((h) => el("th", {scope: "col", text: h})))),
     el("tbody", {}, ...(drift.most_drifted || []).map((c) => el("tr", {},
