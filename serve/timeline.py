@@ -3,6 +3,10 @@
 Reading, fusion and windowing are the pipeline's own functions (`har.garmin`, `har.fusion`,
 `har.windows`) called with the parameters the model was exported with, so a recording is cut
 into exactly the windows the pipeline would cut: no training/serving skew.
+
+Each window then gets one label: an activity, `uncertain` (below the model's abstention
+threshold) or `not_worn` (inside a non-wear episode, har/wear.py; never scored). Minutes per
+activity count only the first kind. See docs/timelines.md.
 """
 from __future__ import annotations
 
