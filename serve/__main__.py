@@ -1,4 +1,4 @@
-"""`python -m serve`: start the inference service under uvicorn.
+"""`python -m serve`: start the inference service under uvicorn (httptools + uvloop).
 
 Settings come from params.yaml (`serve:`, composed from conf/serve/); flags override them.
 The bearer token comes from $HAR_SERVE_TOKEN or a token file; without one the service
@@ -50,8 +50,10 @@ def main(argv=None) -> int:
         return 2
     if token is None:
         logging.getLogger("serve").warning("serving WITHOUT authentication (--insecure-local) on %s", settings.host)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
-                access_log=not args.no_access_log, server_header=False)
+    # httptools (C) parses HTTP and uvloop (libuv) runs the event loop: on megabyte bodies uvicorn's
+    # default pure-Python h11 parser cost more than the model (bench/serve.py, docs/binary-and-client.md)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level, http="httptools",
+                loop="uvloop", access_log=not args.no_access_log, server_header=False)
     return 0
 
 

@@ -30,7 +30,9 @@ from serve.monitoring import Observer, ServiceMetrics
 from serve.runtime import ModelRuntime, model_file
 from serve.security import bearer_guard, require_token
 from serve.timeline import garmin_windows, recording_answer, recording_preprocessing
-from serve.validation import RequestError, parse_predict, parse_v2_infer
+from serve.validation import (RequestError, parse_predict, parse_predict_npy, parse_predict_octets,
+                              parse_v2_infer)
+from serve.wire import JSON, NPY, OCTET_STREAM, SHAPE_HEADER, V2_HEADER_LENGTH, encode_bytes_tensor, v2_message
 
 log = logging.getLogger("serve")
 SECURED = [{"bearer": []}]
@@ -161,7 +163,16 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
           operation_class=_json_body("A batch of fused SI-unit windows", Schema(
               type=OpenAPIType.OBJECT, required=["windows"], properties={"windows": window_schema})))
     async def predict(request: Request) -> dict:
-        windows = parse_predict(await request.body(), length=length, channels=channels, max_windows=limit)
+        media_type = request.headers.get("content-type", JSON).split(";")[0].strip().lower()
+        body, limits = await request.body(), dict(length=length, channels=channels, max_windows=limit)
+        if media_type == JSON:
+            windows = parse_predict(body, **limits)
+        elif media_type == OCTET_STREAM:
+            windows = parse_predict_octets(body, request.headers.get(SHAPE_HEADER), **limits)
+        elif media_type == NPY:
+            windows = parse_predict_npy(body, **limits)
+        else:
+            raise RequestError(415, f"Content-Type {media_type!r} is not one of {[JSON, OCTET_STREAM, NPY]}")
         probabilities = await predictor.predict(windows)
         return {"model": card.name, "version": card.version, "predictions": predictions(probabilities)}
 
@@ -195,23 +206,39 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
           status_code=200, summary="Inference (KServe v2 JSON)",
           operation_class=_json_body(f"One FP32 input named {input_name!r}, shape [n, {length}, {len(channels)}], "
                                      "data flat (row-major) or nested", Schema(type=OpenAPIType.OBJECT, required=["inputs"])))
-    async def v2_infer(name: str, request: Request) -> dict:
+    async def v2_infer(name: str, request: Request) -> Response:
         model_or_404(name)
         windows, infer = parse_v2_infer(await request.body(), input_name=input_name, length=length,
-                                        channels=channels, max_windows=limit)
-        wanted = [o.name for o in infer.outputs] if infer.outputs else list(V2_OUTPUTS)
+                                        channels=channels, max_windows=limit,
+                                        header_length=request.headers.get(V2_HEADER_LENGTH))
+        # binary_data_output asks for every output in binary; an output's own binary_data overrides it
+        all_binary = (infer.parameters or {}).get("binary_data_output") is True
+        wanted = ({o.name: (o.parameters or {}).get("binary_data", all_binary) is True for o in infer.outputs}
+                  if infer.outputs else dict.fromkeys(V2_OUTPUTS, all_binary))
         unknown = [o for o in wanted if o not in V2_OUTPUTS]
         if unknown:
             raise RequestError(422, f"outputs names {unknown}; this model has {list(V2_OUTPUTS)}")
         probabilities = await predictor.predict(windows)
-        tensors = {"probabilities": {"name": "probabilities", "datatype": "FP32", "shape": list(probabilities.shape),
-                                     "data": probabilities.ravel().tolist()},
-                   "label": {"name": "label", "datatype": "BYTES", "shape": [len(probabilities)],
-                             "data": [card.labels[i] for i in probabilities.argmax(axis=1)]}}
-        response = {"model_name": card.name, "model_version": card.version, "outputs": [tensors[o] for o in wanted]}
+        labels = [card.labels[i] for i in probabilities.argmax(axis=1)]
+        values = {"probabilities": ("FP32", list(probabilities.shape), probabilities),
+                  "label": ("BYTES", [len(probabilities)], labels)}
+        outputs, blobs = [], []
+        for output, binary in wanted.items():
+            datatype, shape, data = values[output]
+            tensor = {"name": output, "datatype": datatype, "shape": shape}
+            if binary:
+                blobs.append(encode_bytes_tensor(data) if datatype == "BYTES" else data.astype("<f4").tobytes())
+                tensor["parameters"] = {"binary_data_size": len(blobs[-1])}
+            else:
+                tensor["data"] = data.ravel().tolist() if datatype == "FP32" else data
+            outputs.append(tensor)
+        response = {"model_name": card.name, "model_version": card.version, "outputs": outputs}
         if infer.id is not None:
             response["id"] = infer.id
-        return response
+        if not blobs:
+            return Response(response, media_type=MediaType.JSON)
+        body, header_length = v2_message(response, blobs)
+        return Response(body, media_type=OCTET_STREAM, headers={V2_HEADER_LENGTH: str(header_length)})
 
     @post("/recordings", tags=["predict"], guards=[guard], security=SECURED, status_code=200,
           request_max_body_size=settings.max_upload_bytes,
