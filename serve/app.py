@@ -19,19 +19,20 @@ from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema, SecurityScheme
+from litestar.openapi.spec import Components, OpenAPIType, Schema, SecurityScheme
 from litestar.params import Body
 
 from har.drift import DriftCollector, RunningDriftMonitor, load_reference, reference_path_for
 from har.recording import InputError
 from serve.batching import DynamicBatcher
+from serve import contract
 from serve.config import Settings
 from serve.monitoring import Observer, ServiceMetrics
 from serve.runtime import ModelRuntime, model_file
 from serve.security import bearer_guard, require_token
 from serve.timeline import garmin_windows, recording_answer, recording_preprocessing
 from serve.validation import (RequestError, parse_predict, parse_predict_npy, parse_predict_octets,
-                              parse_v2_infer)
+                              parse_v2_infer, v2_binary_outputs)
 from serve.wire import JSON, NPY, OCTET_STREAM, SHAPE_HEADER, V2_HEADER_LENGTH, encode_bytes_tensor, v2_message
 
 log = logging.getLogger("serve")
@@ -68,22 +69,6 @@ class Predictor:
             except Exception:  # monitoring must never cost a client its answer; the failure goes to the log
                 log.exception("observer %s failed", type(observer).__name__)
         return probabilities
-
-
-def _json_body(description: str, schema: Schema) -> type[Operation]:
-    """An Operation class that documents a JSON body for handlers that decode the raw body themselves."""
-
-    @dataclass
-    class WithJsonBody(Operation):
-        def __post_init__(self) -> None:
-            self.request_body = RequestBody(content={"application/json": OpenAPIMediaType(schema=schema)},
-                                            description=description, required=True)
-
-    return WithJsonBody
-
-
-def _array(items: Schema, size: int | None = None, **extra) -> Schema:
-    return Schema(type=OpenAPIType.ARRAY, items=items, min_items=size, max_items=size, **extra)
 
 
 def _safe_filename(name: str | None, fallback: str) -> str:
@@ -137,15 +122,13 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
         if name != card.name:
             raise NotFoundException(f"unknown model {name!r}; this server serves {card.name!r}")
 
-    window_schema = _array(_array(_array(Schema(type=OpenAPIType.NUMBER), len(channels)), length), None,
-                           description=f"windows [n <= {limit}][{length} samples][{', '.join(channels)}], "
-                                       f"SI units {card.input_contract.get('units')}")
-
     @get("/health", tags=["health"], summary="Alive")
     async def health() -> dict:
         return {"status": "alive"}
 
-    @get("/ready", tags=["health"], summary="Model loaded, checksum verified, batcher running")
+    @get("/ready", tags=["health"], summary="Model loaded, checksum verified, batcher running",
+         operation_class=contract.documented(responses={"503": contract.status_response(
+             "Not ready yet", status=Schema(type=OpenAPIType.STRING, enum=["not ready"]))}))
     async def ready() -> Response:
         if not state["ready"]:
             return Response({"status": "not ready"}, status_code=503)
@@ -160,8 +143,9 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
 
     @post("/predict", tags=["predict"], guards=[guard], security=SECURED, status_code=200,
           summary="Label and probabilities for each window",
-          operation_class=_json_body("A batch of fused SI-unit windows", Schema(
-              type=OpenAPIType.OBJECT, required=["windows"], properties={"windows": window_schema})))
+          operation_class=contract.documented(
+              body=contract.predict_body(length, channels, limit, card.input_contract.get("units")),
+              responses=contract.errors(400, 401, 413, 415, 422)))
     async def predict(request: Request) -> dict:
         media_type = request.headers.get("content-type", JSON).split(";")[0].strip().lower()
         body, limits = await request.body(), dict(length=length, channels=channels, max_windows=limit)
@@ -184,11 +168,14 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
     async def v2_live() -> dict:
         return {"live": True}
 
-    @get("/v2/health/ready", tags=["open inference protocol"], summary="Server ready")
+    @get("/v2/health/ready", tags=["open inference protocol"], summary="Server ready",
+         operation_class=contract.documented(responses={"503": contract.status_response(
+             "Not ready yet", ready=Schema(type=OpenAPIType.BOOLEAN))}))
     async def v2_ready() -> Response:
         return Response({"ready": state["ready"]}, status_code=200 if state["ready"] else 503)
 
-    @get("/v2/models/{name:str}", tags=["open inference protocol"], summary="Model metadata")
+    @get("/v2/models/{name:str}", tags=["open inference protocol"], summary="Model metadata",
+         operation_class=contract.documented(responses=contract.errors(400, 404, v2=True), model_name=card.name))
     async def v2_model(name: str) -> dict:
         model_or_404(name)
         return {"name": card.name, "versions": [card.version], "platform": "onnxruntime_onnx",
@@ -197,24 +184,30 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
                             {"name": "label", "datatype": "BYTES", "shape": [-1]}],
                 "parameters": {"labels": card.labels, "channels": channels}}
 
-    @get("/v2/models/{name:str}/ready", tags=["open inference protocol"], summary="Model ready")
+    @get("/v2/models/{name:str}/ready", tags=["open inference protocol"], summary="Model ready",
+         operation_class=contract.documented(responses={
+             **contract.errors(400, 404, v2=True), "503": contract.status_response(
+                 "Not ready yet", name=Schema(type=OpenAPIType.STRING), ready=Schema(type=OpenAPIType.BOOLEAN))},
+             model_name=card.name))
     async def v2_model_ready(name: str) -> Response:
         model_or_404(name)
         return Response({"name": card.name, "ready": state["ready"]}, status_code=200 if state["ready"] else 503)
 
     @post("/v2/models/{name:str}/infer", tags=["open inference protocol"], guards=[guard], security=SECURED,
-          status_code=200, summary="Inference (KServe v2 JSON)",
-          operation_class=_json_body(f"One FP32 input named {input_name!r}, shape [n, {length}, {len(channels)}], "
-                                     "data flat (row-major) or nested", Schema(type=OpenAPIType.OBJECT, required=["inputs"])))
+          status_code=200, summary="Inference (Open Inference Protocol / KServe v2; JSON or binary data extension)",
+          operation_class=contract.documented(
+              body=contract.v2_infer_body(input_name, length, channels, limit),
+              responses={"200": contract.v2_infer_ok(), **contract.errors(400, 401, 404, 413, 415, 422, v2=True)},
+              model_name=card.name))
     async def v2_infer(name: str, request: Request) -> Response:
         model_or_404(name)
+        media_type = request.headers.get("content-type", JSON).split(";")[0].strip().lower()
+        if media_type not in (JSON, OCTET_STREAM):
+            raise RequestError(415, f"Content-Type {media_type!r} is not one of {[JSON, OCTET_STREAM]}")
         windows, infer = parse_v2_infer(await request.body(), input_name=input_name, length=length,
                                         channels=channels, max_windows=limit,
                                         header_length=request.headers.get(V2_HEADER_LENGTH))
-        # binary_data_output asks for every output in binary; an output's own binary_data overrides it
-        all_binary = (infer.parameters or {}).get("binary_data_output") is True
-        wanted = ({o.name: (o.parameters or {}).get("binary_data", all_binary) is True for o in infer.outputs}
-                  if infer.outputs else dict.fromkeys(V2_OUTPUTS, all_binary))
+        wanted = v2_binary_outputs(infer, V2_OUTPUTS)
         unknown = [o for o in wanted if o not in V2_OUTPUTS]
         if unknown:
             raise RequestError(422, f"outputs names {unknown}; this model has {list(V2_OUTPUTS)}")
@@ -233,7 +226,7 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
                 tensor["data"] = data.ravel().tolist() if datatype == "FP32" else data
             outputs.append(tensor)
         response = {"model_name": card.name, "model_version": card.version, "outputs": outputs}
-        if infer.id is not None:
+        if isinstance(infer.id, str):
             response["id"] = infer.id
         if not blobs:
             return Response(response, media_type=MediaType.JSON)
@@ -242,7 +235,8 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
 
     @post("/recordings", tags=["predict"], guards=[guard], security=SECURED, status_code=200,
           request_max_body_size=settings.max_upload_bytes,
-          summary="Activity timeline of an uploaded Garmin accelerometer + gyroscope workbook pair")
+          summary="Activity timeline of an uploaded Garmin accelerometer + gyroscope workbook pair",
+          operation_class=contract.documented(responses=contract.errors(400, 401, 413, 415, 422)))
     async def recordings(data: Annotated[GarminUpload, Body(media_type=RequestEncodingType.MULTI_PART)]) -> dict:
         uploads = {"accelerometer": data.accelerometer, "gyroscope": data.gyroscope}
         names = {field: _safe_filename(upload.filename, f"{field}.xlsx") for field, upload in uploads.items()}
@@ -268,7 +262,8 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
                                 recording_id=scored.recording.recording_id, start_time=scored.recording.start_time)
 
     @get("/drift", tags=["monitoring"], guards=[guard], security=SECURED,
-         summary="Drift of the windows received so far against the model's training reference")
+         summary="Drift of the windows received so far against the model's training reference",
+         operation_class=contract.documented(responses=contract.errors(401, 404)))
     async def drift_summary() -> dict:
         if drift is None:
             raise NotFoundException(f"no drift reference beside the model ({reference_path.name} next to {model_path.name})")

@@ -40,19 +40,19 @@ class V2Tensor(msgspec.Struct):
     # flat (row-major) or nested: the protocol allows both, decoded once we know which; absent when the
     # tensor travels in binary after the JSON header (parameters.binary_data_size)
     data: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
-    parameters: dict | None = None
+    parameters: dict | msgspec.UnsetType = msgspec.UNSET  # optional, but an object when present (not null)
 
 
 class V2RequestedOutput(msgspec.Struct):
     name: str
-    parameters: dict | None = None
+    parameters: dict | msgspec.UnsetType = msgspec.UNSET
 
 
 class V2InferRequest(msgspec.Struct):
     inputs: list[V2Tensor]
-    id: str | None = None
-    parameters: dict | None = None
-    outputs: list[V2RequestedOutput] | None = None
+    id: str | msgspec.UnsetType = msgspec.UNSET
+    parameters: dict | msgspec.UnsetType = msgspec.UNSET
+    outputs: list[V2RequestedOutput] | msgspec.UnsetType = msgspec.UNSET
 
 
 V2_FLOAT_TYPES = ("FP32", "FP64")
@@ -302,3 +302,20 @@ def _v2_binary_input(tensor: V2Tensor, binary: memoryview, *, length: int, chann
                                 "the JSON header")
     return _binary_windows(binary, 0, tuple(tensor.shape), length=length, channels=channels,
                            max_windows=max_windows, where=f"{where} binary data")
+
+
+def _flag(parameters, key: str, where: str, default: bool = False) -> bool:
+    value = (parameters or {}).get(key, default)
+    if not isinstance(value, bool):
+        raise RequestError(422, f"{where}.{key} is {type(value).__name__}, expected true or false")
+    return value
+
+
+def v2_binary_outputs(request: V2InferRequest, names: tuple[str, ...]) -> dict[str, bool]:
+    """Output name -> whether to send it in binary: parameters.binary_data_output asks for every
+    output in binary, an output's own parameters.binary_data overrides it; no outputs: all of `names`."""
+    every = _flag(request.parameters, "binary_data_output", "parameters")
+    if not request.outputs:
+        return dict.fromkeys(names, every)
+    return {o.name: _flag(o.parameters, "binary_data", f"outputs[{i}].parameters", every)
+            for i, o in enumerate(request.outputs)}
