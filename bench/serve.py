@@ -213,12 +213,13 @@ def scenarios(port: int, windows: np.ndarray, clients: int) -> dict:
             "predict_json_batch64_1_client": [[predict_request(port, b, JSON) for b in batches]]}
 
 
-def serve_and_measure(ports: dict, windows: np.ndarray, *, clients: int, seconds: float, rounds: int = 4) -> dict:
-    """Every scenario alternates between the servers in short rounds, so that whatever else the
-    shared machine does lands on all of them alike."""
+def serve_and_measure(ports: dict, windows: np.ndarray, *, clients: int, seconds: float, rounds: int = 4,
+                      only: str | None = None) -> dict:
+    """Every scenario (or `only` one) alternates between the servers in short rounds, so that
+    whatever else the shared machine does lands on all of them alike."""
     requests = {mode: scenarios(port, windows, clients) for mode, port in ports.items()}
     result = {mode: {} for mode in ports}
-    for scenario in next(iter(requests.values())):
+    for scenario in [only] if only else next(iter(requests.values())):
         runs = {mode: ([], [], 0.0) for mode in ports}
         for mode, port in ports.items():  # warm-up, discarded
             run_async(phase(port, requests[mode][scenario], min(1.0, seconds / 4)))
