@@ -32,7 +32,7 @@ def test_schemathesis_finds_no_contract_failures(tmp_path):
             [str(SCHEMATHESIS), "--config-file", str(ROOT / "tests/schemathesis.toml"), "run",
              f"{url}/schema/openapi.json", "--checks", "all", "--max-examples", "25", "--workers", "1",
              "--seed", "16", "-H", f"Authorization: Bearer {TOKEN}", "--no-color"],
-            capture_output=True, text=True, timeout=600)
+            capture_output=True, text=True, timeout=600, cwd=tmp_path)  # its cache folder goes there
     finally:
         stop_server(process)
     summary = run.stdout[-3000:]
