@@ -29,6 +29,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--insecure-local", action="store_true",
                         help="serve WITHOUT a token, on a loopback address only (local try-outs)")
     parser.add_argument("--no-access-log", action="store_true", help="skip uvicorn's per-request log lines")
+    parser.add_argument("--http", choices=["httptools", "h11"], default="httptools",
+                        help="HTTP parser (default httptools; h11 is uvicorn's pure-Python one)")
+    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop", help="event loop (default uvloop)")
     parser.add_argument("--log-level", default="info")
     return parser.parse_args(argv)
 
@@ -52,8 +55,8 @@ def main(argv=None) -> int:
         logging.getLogger("serve").warning("serving WITHOUT authentication (--insecure-local) on %s", settings.host)
     # httptools (C) parses HTTP and uvloop (libuv) runs the event loop: on megabyte bodies uvicorn's
     # default pure-Python h11 parser cost more than the model (bench/serve.py, docs/binary-and-client.md)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level, http="httptools",
-                loop="uvloop", access_log=not args.no_access_log, server_header=False)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level, http=args.http,
+                loop=args.loop, access_log=not args.no_access_log, server_header=False)
     return 0
 
 
