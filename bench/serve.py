@@ -332,18 +332,10 @@ def main() -> None:
         onnx_path, keras_path = ((ROOT / "models/model.onnx", ROOT / "models/model.keras") if real
                                  else tiny_stand_in(Path(folder), params))
         runtime = ModelRuntime(onnx_path, threads=settings.threads)
-        try:
-            import keras
-        except ImportError:  # a serving-only environment: onnxruntime figures only
-            keras_model = None
-        else:
-            keras_model = keras.models.load_model(keras_path, compile=False)
-        engines = engine_rates(runtime, keras_model, windows[:1024])
-        del keras_model
         ports = {mode: free_port() for mode in ("batching_on", "batching_off")}
         processes = {mode: start_server(onnx_path, port, mode == "batching_on", settings.threads)
                      for mode, port in ports.items()}
-        try:
+        try:  # the servers first: TensorFlow's thread pools, once loaded, would share this process's cores
             served = serve_and_measure(ports, windows, clients=args.clients, seconds=args.seconds)
             soaked = run_async(soak(ports["batching_on"], processes["batching_on"].pid, windows,
                                     total=args.soak_requests, clients=args.clients, warmup=args.soak_requests // 5))
@@ -351,6 +343,13 @@ def main() -> None:
             for process in processes.values():
                 process.terminate()
                 process.wait(timeout=30)
+        try:
+            import keras
+        except ImportError:  # a serving-only environment: onnxruntime figures only
+            keras_model = None
+        else:
+            keras_model = keras.models.load_model(keras_path, compile=False)
+        engines = engine_rates(runtime, keras_model, windows[:1024])
 
     many = f"single_window_{args.clients}_clients"
     on, off = served["batching_on"], served["batching_off"]

@@ -1,6 +1,6 @@
 """Benchmark: tune the dynamic batcher (serve.batching max_batch_size, max_wait_ms) on the real server.
 
-    python bench/serve_tuning.py [--seconds 2] [--clients 16]
+    python bench/serve_tuning.py [--seconds 2] [--clients 16] [--sizes 16 32 64] [--waits-ms 0.5 1 2]
 
 Starts one `python -m serve` per setting on 127.0.0.1 (batching off, and each max_batch_size x
 max_wait_ms pair), then measures one raw-float32 window per request from N clients and from 1
@@ -36,11 +36,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="measured seconds per scenario and setting")
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--sizes", type=int, nargs="+", default=SIZES, help="max_batch_size values")
+    parser.add_argument("--waits-ms", type=float, nargs="+", default=WAITS_MS, help="max_wait_ms values")
+    parser.add_argument("--out", default="metrics/bench_serve_tuning.json")
     args = parser.parse_args()
     params = load_params(ROOT / "params.yaml")
     windows = bench.test_windows(max(256, args.clients * 8), params["window"]["length"])
     model = ROOT / "models/model.onnx"
-    settings = {"off": None, **{f"{size}x{wait}ms": (size, wait) for size, wait in itertools.product(SIZES, WAITS_MS)}}
+    settings = {"off": None, **{f"{size}x{wait}ms": (size, wait) for size, wait in itertools.product(args.sizes, args.waits_ms)}}
     ports, processes = {}, []
     with tempfile.TemporaryDirectory() as folder:
         try:
@@ -64,7 +67,7 @@ def main() -> None:
                 process.wait(timeout=30)
     many = result[f"single_window_{args.clients}_clients"]
     result["best_at_many_clients"] = max((n for n in many if n != "off"), key=lambda n: many[n]["requests_per_s"])
-    write_json(ROOT / "metrics/bench_serve_tuning.json", result)
+    write_json(ROOT / args.out, result)
     print(json.dumps(result, indent=2))
 
 

@@ -25,8 +25,8 @@ from litestar.params import Body
 
 from har.drift import DriftCollector, RunningDriftMonitor, load_reference, reference_path_for
 from har.recording import InputError
-from serve.batching import DynamicBatcher
 from serve import contract
+from serve.batching import DynamicBatcher
 from serve.config import Settings
 from serve.monitoring import Observer, ServiceMetrics
 from serve.runtime import ModelRuntime, model_file
