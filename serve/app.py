@@ -53,8 +53,8 @@ def score_and_observe(runtime: ModelRuntime, observers: list[Observer], windows:
     """One model call, then every observer on the same windows, in the caller's worker thread.
 
     Observers see each model call once (a batch of coalesced requests as one), and their cost
-    (the drift histograms: about a third of the model's own time on 64 windows) stays off the
-    event loop, which meanwhile reads and answers other requests.
+    (the drift histograms bin every sample of every window) stays off the event loop, which
+    meanwhile reads and answers other requests.
     """
     probabilities = runtime.predict(windows)
     for observer in observers:
