@@ -14,7 +14,7 @@ WORKDIR /app
 COPY requirements.lock ./
 # Only what serving needs, at the project's pinned versions (the lock file acts as the constraints).
 RUN pip install -c requirements.lock numpy pandas scipy PyYAML python-calamine onnx onnxruntime \
-        litestar uvicorn prometheus-client Jinja2
+        litestar uvicorn httptools uvloop prometheus-client httpx Jinja2
 
 COPY params.yaml ./
 COPY har/ har/

@@ -1,4 +1,4 @@
-"""`python -m serve`: start the inference service under uvicorn.
+"""`python -m serve`: start the inference service under uvicorn (httptools + uvloop).
 
 Settings come from params.yaml (`serve:`, composed from conf/serve/); flags override them.
 The bearer token comes from $HAR_SERVE_TOKEN or a token file; without one the service
@@ -48,6 +48,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--insecure-local", action="store_true",
                         help="serve WITHOUT a token, on a loopback address only (local try-outs)")
     parser.add_argument("--no-access-log", action="store_true", help="skip uvicorn's per-request log lines")
+    parser.add_argument("--http", choices=["httptools", "h11"], default="httptools",
+                        help="HTTP parser (default httptools; h11 is uvicorn's pure-Python one)")
+    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop", help="event loop (default uvloop)")
     parser.add_argument("--log-level", default="info")
     return parser.parse_args(argv)
 
@@ -69,8 +72,11 @@ def main(argv=None) -> int:
         return 2
     if token is None:
         logging.getLogger("serve").warning("serving WITHOUT authentication (--insecure-local) on %s", settings.host)
+    # httptools (C) parses HTTP and uvloop (libuv) runs the event loop: on megabyte bodies uvicorn's
+    # default pure-Python h11 parser cost more than the model (bench/serve.py, docs/binary-and-client.md)
     DrainingServer(uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level,
-                                  access_log=not args.no_access_log, server_header=False)).run()
+                                  http=args.http, loop=args.loop, access_log=not args.no_access_log,
+                                  server_header=False)).run()
     return 0
 
 

@@ -1,10 +1,11 @@
 """The Litestar application: routes, authentication, limits, metrics, and the prediction path.
 
-Every route that scores windows goes through `Predictor.predict`, which batches (or not),
-runs the one onnxruntime session and then passes windows and probabilities to each observer.
+Every route that scores windows goes through `Predictor.predict`, which batches (or not) and
+runs `score_and_observe` in a worker thread: the one onnxruntime session, then each observer.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import tempfile
@@ -19,12 +20,13 @@ from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema, SecurityScheme
+from litestar.openapi.spec import Components, OpenAPIType, Schema, SecurityScheme
 from litestar.params import Body
 
 from har.drift import DriftCollector, RunningDriftMonitor, load_reference, recording_drift, reference_path_for
 from har.recording import InputError
 from har.registry import registry_source
+from serve import contract
 from serve.batching import DynamicBatcher
 from serve.config import Settings
 from serve.monitoring import Observer, ServiceMetrics
@@ -32,7 +34,9 @@ from serve.page import TEMPLATES, page_handlers
 from serve.runtime import ModelRuntime, model_file
 from serve.security import bearer_guard, require_token
 from serve.timeline import STATES, garmin_windows, recording_answer, recording_preprocessing
-from serve.validation import RequestError, parse_predict, parse_v2_infer
+from serve.validation import (RequestError, parse_predict, parse_predict_npy, parse_predict_octets,
+                              parse_v2_infer, v2_binary_outputs)
+from serve.wire import JSON, NPY, OCTET_STREAM, SHAPE_HEADER, V2_HEADER_LENGTH, encode_bytes_tensor, v2_message
 
 log = logging.getLogger("serve")
 SECURED = [{"bearer": []}]
@@ -47,43 +51,36 @@ class GarminUpload:
     gyroscope: UploadFile
 
 
-class Predictor:
-    """The one prediction path: batching or a direct call, then the observers."""
+def score_and_observe(runtime: ModelRuntime, observers: list[Observer], windows: np.ndarray) -> np.ndarray:
+    """One model call, then every observer on the same windows, in the caller's worker thread.
 
-    def __init__(self, runtime: ModelRuntime, batcher: DynamicBatcher | None, observers: list[Observer],
-                 on_direct_call=None):
-        self.runtime, self.batcher, self.observers = runtime, batcher, observers
+    Observers see each model call once (a batch of coalesced requests as one), and their cost
+    (the drift histograms bin every sample of every window) stays off the event loop, which
+    meanwhile reads and answers other requests.
+    """
+    probabilities = runtime.predict(windows)
+    for observer in observers:
+        try:
+            observer.observe(windows, probabilities)
+        except Exception:  # monitoring must never cost a client its answer; the failure goes to the log
+            log.exception("observer %s failed", type(observer).__name__)
+    return probabilities
+
+
+class Predictor:
+    """The one prediction path: the batcher for small requests, else a direct call in a worker thread."""
+
+    def __init__(self, score, batcher: DynamicBatcher | None, on_direct_call=None):
+        self.score, self.batcher = score, batcher
         self.on_direct_call = on_direct_call  # (requests, windows), as the batcher reports its calls
 
     async def predict(self, windows: np.ndarray) -> np.ndarray:
         if self.batcher is not None and len(windows) < self.batcher.max_batch_size:
-            probabilities = await self.batcher.predict(windows)
-        else:
-            probabilities = await anyio.to_thread.run_sync(self.runtime.predict, windows)
-            if self.on_direct_call is not None:
-                self.on_direct_call(1, len(windows))
-        for observer in self.observers:
-            try:
-                observer.observe(windows, probabilities)
-            except Exception:  # monitoring must never cost a client its answer; the failure goes to the log
-                log.exception("observer %s failed", type(observer).__name__)
+            return await self.batcher.predict(windows)
+        probabilities = await anyio.to_thread.run_sync(self.score, windows)
+        if self.on_direct_call is not None:
+            self.on_direct_call(1, len(windows))
         return probabilities
-
-
-def _json_body(description: str, schema: Schema) -> type[Operation]:
-    """An Operation class that documents a JSON body for handlers that decode the raw body themselves."""
-
-    @dataclass
-    class WithJsonBody(Operation):
-        def __post_init__(self) -> None:
-            self.request_body = RequestBody(content={"application/json": OpenAPIMediaType(schema=schema)},
-                                            description=description, required=True)
-
-    return WithJsonBody
-
-
-def _array(items: Schema, size: int | None = None, **extra) -> Schema:
-    return Schema(type=OpenAPIType.ARRAY, items=items, min_items=size, max_items=size, **extra)
 
 
 def _safe_filename(name: str | None, fallback: str) -> str:
@@ -119,10 +116,10 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
     drift = RunningDriftMonitor(load_reference(reference_path), labels=card.labels) if reference_path.exists() else None
     if drift is not None:
         metrics.registry.register(DriftCollector(drift))
-    batcher = DynamicBatcher(runtime.predict, max_batch_size=settings.max_batch_size,
+    score = functools.partial(score_and_observe, runtime, [metrics, *([drift] if drift else []), *(observers or [])])
+    batcher = DynamicBatcher(score, max_batch_size=settings.max_batch_size,
                              max_wait_s=settings.max_wait_ms / 1000.0, on_batch=metrics.on_batch) if settings.batching else None
-    predictor = Predictor(runtime, batcher, [metrics, *([drift] if drift else []), *(observers or [])],
-                          on_direct_call=metrics.on_batch)
+    predictor = Predictor(score, batcher, on_direct_call=metrics.on_batch)
     guard = bearer_guard(token)
     length, channels, limit = card.window_length, card.channels, settings.max_windows_per_request
     input_name = card.input_contract.get("input", "windows")
@@ -138,15 +135,13 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
         if name != card.name:
             raise NotFoundException(f"unknown model {name!r}; this server serves {card.name!r}")
 
-    window_schema = _array(_array(_array(Schema(type=OpenAPIType.NUMBER), len(channels)), length), None,
-                           description=f"windows [n <= {limit}][{length} samples][{', '.join(channels)}], "
-                                       f"SI units {card.input_contract.get('units')}")
-
     @get("/health", tags=["health"], summary="Alive")
     async def health() -> dict:
         return {"status": "alive"}
 
-    @get("/ready", tags=["health"], summary="Model loaded, checksum verified, batcher running")
+    @get("/ready", tags=["health"], summary="Model loaded, checksum verified, batcher running",
+         operation_class=contract.documented(responses={"503": contract.status_response(
+             "Not ready yet", status=Schema(type=OpenAPIType.STRING, enum=["not ready"]))}))
     async def ready() -> Response:
         if not state["ready"]:
             return Response({"status": "not ready"}, status_code=503)
@@ -165,10 +160,20 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
 
     @post("/predict", tags=["predict"], guards=[guard], security=SECURED, status_code=200,
           summary="Label and probabilities for each window",
-          operation_class=_json_body("A batch of fused SI-unit windows", Schema(
-              type=OpenAPIType.OBJECT, required=["windows"], properties={"windows": window_schema})))
+          operation_class=contract.documented(
+              body=contract.predict_body(length, channels, limit, card.input_contract.get("units")),
+              responses=contract.errors(400, 401, 413, 415, 422)))
     async def predict(request: Request) -> dict:
-        windows = parse_predict(await request.body(), length=length, channels=channels, max_windows=limit)
+        media_type = request.headers.get("content-type", JSON).split(";")[0].strip().lower()
+        body, limits = await request.body(), dict(length=length, channels=channels, max_windows=limit)
+        if media_type == JSON:
+            windows = parse_predict(body, **limits)
+        elif media_type == OCTET_STREAM:
+            windows = parse_predict_octets(body, request.headers.get(SHAPE_HEADER), **limits)
+        elif media_type == NPY:
+            windows = parse_predict_npy(body, **limits)
+        else:
+            raise RequestError(415, f"Content-Type {media_type!r} is not one of {[JSON, OCTET_STREAM, NPY]}")
         probabilities = await predictor.predict(windows)
         return {"model": card.name, "version": card.version, "predictions": predictions(probabilities)}
 
@@ -180,11 +185,14 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
     async def v2_live() -> dict:
         return {"live": True}
 
-    @get("/v2/health/ready", tags=["open inference protocol"], summary="Server ready")
+    @get("/v2/health/ready", tags=["open inference protocol"], summary="Server ready",
+         operation_class=contract.documented(responses={"503": contract.status_response(
+             "Not ready yet", ready=Schema(type=OpenAPIType.BOOLEAN))}))
     async def v2_ready() -> Response:
         return Response({"ready": state["ready"]}, status_code=200 if state["ready"] else 503)
 
-    @get("/v2/models/{name:str}", tags=["open inference protocol"], summary="Model metadata")
+    @get("/v2/models/{name:str}", tags=["open inference protocol"], summary="Model metadata",
+         operation_class=contract.documented(responses=contract.errors(400, 404, v2=True), model_name=card.name))
     async def v2_model(name: str) -> dict:
         model_or_404(name)
         return {"name": card.name, "versions": [card.version], "platform": "onnxruntime_onnx",
@@ -193,36 +201,59 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
                             {"name": "label", "datatype": "BYTES", "shape": [-1]}],
                 "parameters": {"labels": card.labels, "channels": channels}}
 
-    @get("/v2/models/{name:str}/ready", tags=["open inference protocol"], summary="Model ready")
+    @get("/v2/models/{name:str}/ready", tags=["open inference protocol"], summary="Model ready",
+         operation_class=contract.documented(responses={
+             **contract.errors(400, 404, v2=True), "503": contract.status_response(
+                 "Not ready yet", name=Schema(type=OpenAPIType.STRING), ready=Schema(type=OpenAPIType.BOOLEAN))},
+             model_name=card.name))
     async def v2_model_ready(name: str) -> Response:
         model_or_404(name)
         return Response({"name": card.name, "ready": state["ready"]}, status_code=200 if state["ready"] else 503)
 
     @post("/v2/models/{name:str}/infer", tags=["open inference protocol"], guards=[guard], security=SECURED,
-          status_code=200, summary="Inference (KServe v2 JSON)",
-          operation_class=_json_body(f"One FP32 input named {input_name!r}, shape [n, {length}, {len(channels)}], "
-                                     "data flat (row-major) or nested", Schema(type=OpenAPIType.OBJECT, required=["inputs"])))
-    async def v2_infer(name: str, request: Request) -> dict:
+          status_code=200, summary="Inference (Open Inference Protocol / KServe v2; JSON or binary data extension)",
+          operation_class=contract.documented(
+              body=contract.v2_infer_body(input_name, length, channels, limit),
+              responses={"200": contract.v2_infer_ok(), **contract.errors(400, 401, 404, 413, 415, 422, v2=True)},
+              model_name=card.name))
+    async def v2_infer(name: str, request: Request) -> Response:
         model_or_404(name)
+        media_type = request.headers.get("content-type", JSON).split(";")[0].strip().lower()
+        if media_type not in (JSON, OCTET_STREAM):
+            raise RequestError(415, f"Content-Type {media_type!r} is not one of {[JSON, OCTET_STREAM]}")
         windows, infer = parse_v2_infer(await request.body(), input_name=input_name, length=length,
-                                        channels=channels, max_windows=limit)
-        wanted = [o.name for o in infer.outputs] if infer.outputs else list(V2_OUTPUTS)
+                                        channels=channels, max_windows=limit,
+                                        header_length=request.headers.get(V2_HEADER_LENGTH))
+        wanted = v2_binary_outputs(infer, V2_OUTPUTS)
         unknown = [o for o in wanted if o not in V2_OUTPUTS]
         if unknown:
             raise RequestError(422, f"outputs names {unknown}; this model has {list(V2_OUTPUTS)}")
         probabilities = await predictor.predict(windows)
-        tensors = {"probabilities": {"name": "probabilities", "datatype": "FP32", "shape": list(probabilities.shape),
-                                     "data": probabilities.ravel().tolist()},
-                   "label": {"name": "label", "datatype": "BYTES", "shape": [len(probabilities)],
-                             "data": [card.labels[i] for i in probabilities.argmax(axis=1)]}}
-        response = {"model_name": card.name, "model_version": card.version, "outputs": [tensors[o] for o in wanted]}
-        if infer.id is not None:
+        labels = [card.labels[i] for i in probabilities.argmax(axis=1)]
+        values = {"probabilities": ("FP32", list(probabilities.shape), probabilities),
+                  "label": ("BYTES", [len(probabilities)], labels)}
+        outputs, blobs = [], []
+        for output, binary in wanted.items():
+            datatype, shape, data = values[output]
+            tensor = {"name": output, "datatype": datatype, "shape": shape}
+            if binary:
+                blobs.append(encode_bytes_tensor(data) if datatype == "BYTES" else data.astype("<f4").tobytes())
+                tensor["parameters"] = {"binary_data_size": len(blobs[-1])}
+            else:
+                tensor["data"] = data.ravel().tolist() if datatype == "FP32" else data
+            outputs.append(tensor)
+        response = {"model_name": card.name, "model_version": card.version, "outputs": outputs}
+        if isinstance(infer.id, str):
             response["id"] = infer.id
-        return response
+        if not blobs:
+            return Response(response, media_type=MediaType.JSON)
+        body, header_length = v2_message(response, blobs)
+        return Response(body, media_type=OCTET_STREAM, headers={V2_HEADER_LENGTH: str(header_length)})
 
     @post("/recordings", tags=["predict"], guards=[guard], security=SECURED, status_code=200,
           request_max_body_size=settings.max_upload_bytes,
-          summary="Activity timeline of an uploaded Garmin accelerometer + gyroscope workbook pair")
+          summary="Activity timeline of an uploaded Garmin accelerometer + gyroscope workbook pair",
+          operation_class=contract.documented(responses=contract.errors(400, 401, 413, 415, 422)))
     async def recordings(data: Annotated[GarminUpload, Body(media_type=RequestEncodingType.MULTI_PART)]) -> dict:
         uploads = {"accelerometer": data.accelerometer, "gyroscope": data.gyroscope}
         names = {field: _safe_filename(upload.filename, f"{field}.xlsx") for field, upload in uploads.items()}
@@ -257,7 +288,8 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
         return answer
 
     @get("/drift", tags=["monitoring"], guards=[guard], security=SECURED,
-         summary="Drift of the windows received so far against the model's training reference")
+         summary="Drift of the windows received so far against the model's training reference",
+         operation_class=contract.documented(responses=contract.errors(401, 404)))
     async def drift_summary() -> dict:
         if drift is None:
             raise NotFoundException(f"no drift reference beside the model ({reference_path.name} next to {model_path.name})")

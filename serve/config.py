@@ -21,7 +21,7 @@ class Settings:
     max_windows_per_request: int = 512
     batching: bool = True
     max_batch_size: int = 32
-    max_wait_ms: float = 2.0
+    max_wait_ms: float = 0.5
     token_env: str = "HAR_SERVE_TOKEN"
     token_file: str | None = None
     timezone: str | None = None  # wall-clock zone of uploaded Garmin exports (data.timezone)

@@ -5,11 +5,12 @@ service scored and the probabilities it answered with, whichever route they came
 (`/predict`, `/v2/.../infer`, `/recordings`). `PredictionMetrics` is one; a drift monitor
 is meant to be another, added through `create_app(observers=[...])` together with its own
 route (e.g. `GET /drift`) through `create_app(extra_route_handlers=[...])`.
-Observers run on the event loop after each answer is computed: keep them cheap (histogram
-updates), and hand anything heavy to a thread of their own.
+Observers run in the worker thread of each model call, right after it, once per call (a batch
+of coalesced requests is one call), possibly in several threads at once: they must be thread-safe.
 """
 from __future__ import annotations
 
+import threading
 import time
 from typing import Protocol
 
@@ -26,7 +27,7 @@ RECENT_WINDOWS = 1000  # the mean-confidence gauge covers this many most recent 
 
 class Observer(Protocol):
     def observe(self, windows: np.ndarray, probabilities: np.ndarray) -> None:
-        """Called once per scored request: windows float32 [n, length, 6], probabilities [n, labels]."""
+        """Called once per model call: windows float32 [n, length, 6], probabilities [n, labels]."""
 
 
 class ServiceMetrics:
@@ -56,6 +57,7 @@ class ServiceMetrics:
             self.windows.labels(label)
         self._recent = np.full(RECENT_WINDOWS, np.nan)
         self._recent_next = 0
+        self._lock = threading.Lock()
 
     def observe(self, windows: np.ndarray, probabilities: np.ndarray) -> None:
         """Observer: windows per label and confidence."""
@@ -69,10 +71,11 @@ class ServiceMetrics:
         for value in confidence:
             self.confidence.observe(value)
         recent = confidence[-RECENT_WINDOWS:]
-        index = (self._recent_next + np.arange(len(recent))) % RECENT_WINDOWS
-        self._recent[index] = recent
-        self._recent_next = int((index[-1] + 1) % RECENT_WINDOWS)
-        self.confidence_mean.set(float(np.nanmean(self._recent)))
+        with self._lock:  # direct model calls may observe from several threads at once
+            index = (self._recent_next + np.arange(len(recent))) % RECENT_WINDOWS
+            self._recent[index] = recent
+            self._recent_next = int((index[-1] + 1) % RECENT_WINDOWS)
+            self.confidence_mean.set(float(np.nanmean(self._recent)))
 
     def on_batch(self, requests: int, windows: int) -> None:
         self.batched_requests.observe(requests)

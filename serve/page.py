@@ -23,6 +23,9 @@ from litestar.response import Template
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
+from litestar.openapi.spec import OpenAPIType, RequestBody, Schema
+
+from serve import contract
 from serve.batch import write_outputs
 from serve.validation import RequestError
 
@@ -55,6 +58,18 @@ def batch_files(answer: dict) -> dict[str, str]:
         return {name: (Path(folder) / name).read_text() for name in BATCH_FILES}
 
 
+# What POST /recordings answered: its tables are what the files are written from.
+ANSWER_BODY = RequestBody(required=True, description="The JSON answer of POST /recordings, as it was returned",
+                          content=contract.json_content(Schema(
+                              type=OpenAPIType.OBJECT, required=["timeline", "episodes", "minutes_per_activity",
+                                                                 "uncertain_minutes", "not_worn_minutes"],
+                              properties={"timeline": Schema(type=OpenAPIType.ARRAY),
+                                          "episodes": Schema(type=OpenAPIType.ARRAY),
+                                          "minutes_per_activity": Schema(type=OpenAPIType.OBJECT),
+                                          "uncertain_minutes": Schema(type=OpenAPIType.NUMBER),
+                                          "not_worn_minutes": Schema(type=OpenAPIType.NUMBER)})))
+
+
 def page_handlers(guard, *, model_path, drift_report: Path | None) -> list:
     """The page, its static files and its two routes; `guard` is the service's bearer guard."""
 
@@ -66,7 +81,8 @@ def page_handlers(guard, *, model_path, drift_report: Path | None) -> list:
                         headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store"})
 
     @post("/recordings/files", tags=["predict"], guards=[guard], security=SECURED, status_code=200,
-          summary="The JSON and CSV files `python -m serve.batch` writes, for a /recordings answer")
+          summary="The JSON and CSV files `python -m serve.batch` writes, for a /recordings answer",
+          operation_class=contract.documented(body=ANSWER_BODY, responses=contract.errors(400, 401, 413, 422)))
     async def files(request: Request) -> dict:
         try:
             answer = json.loads(await request.body())
@@ -77,7 +93,8 @@ def page_handlers(guard, *, model_path, drift_report: Path | None) -> list:
         return batch_files(answer)
 
     @get("/drift/report", tags=["monitoring"], guards=[guard], security=SECURED, media_type=MediaType.HTML,
-         summary="The drift stage's full HTML report, where one exists")
+         summary="The drift stage's full HTML report, where one exists",
+         operation_class=contract.documented(responses=contract.errors(401, 404)))
     async def report() -> Response:
         if drift_report is None or not drift_report.is_file():
             raise NotFoundException(f"no drift report at {drift_report} (python -m stages.drift report writes it)")

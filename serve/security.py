@@ -59,7 +59,8 @@ def bearer_guard(token: str | None):
 
     expected = token.encode() if token else None
 
-    def guard(connection, _route_handler) -> None:
+    async def guard(connection, _route_handler) -> None:
+        # async: Litestar runs a plain-function guard in a worker thread, a thread hop per request
         if expected is None:
             return
         header = connection.headers.get("authorization", "")

@@ -8,6 +8,7 @@ and types but never echo values: sensor data does not belong in error logs.
 from __future__ import annotations
 
 import gc
+import io
 import json
 import math
 import re
@@ -15,6 +16,8 @@ from contextlib import contextmanager
 
 import msgspec
 import numpy as np
+
+from serve.wire import FLOAT32, OCTET_STREAM
 
 
 class RequestError(ValueError):
@@ -34,20 +37,22 @@ class V2Tensor(msgspec.Struct):
     name: str
     shape: list[int]
     datatype: str
-    data: msgspec.Raw  # flat (row-major) or nested: the protocol allows both, decoded once we know which
-    parameters: dict | None = None
+    # flat (row-major) or nested: the protocol allows both, decoded once we know which; absent when the
+    # tensor travels in binary after the JSON header (parameters.binary_data_size)
+    data: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    parameters: dict | msgspec.UnsetType = msgspec.UNSET  # optional, but an object when present (not null)
 
 
 class V2RequestedOutput(msgspec.Struct):
     name: str
-    parameters: dict | None = None
+    parameters: dict | msgspec.UnsetType = msgspec.UNSET
 
 
 class V2InferRequest(msgspec.Struct):
     inputs: list[V2Tensor]
-    id: str | None = None
-    parameters: dict | None = None
-    outputs: list[V2RequestedOutput] | None = None
+    id: str | msgspec.UnsetType = msgspec.UNSET
+    parameters: dict | msgspec.UnsetType = msgspec.UNSET
+    outputs: list[V2RequestedOutput] | msgspec.UnsetType = msgspec.UNSET
 
 
 V2_FLOAT_TYPES = ("FP32", "FP64")
@@ -120,12 +125,12 @@ def _as_windows(nested: list, length: int, channels: list[str], prefix: str) -> 
     return windows
 
 
-def _check_finite(windows: np.ndarray, position) -> None:
-    """Values that JSON carries but float32 cannot (beyond +-3.4e38) become infinite on conversion."""
-    bad = ~np.isfinite(windows)
-    if bad.any():
-        index = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise RequestError(422, f"{position(index)}: outside the float32 range (expected a finite number)")
+def _check_finite(windows: np.ndarray, position, problem: str = "outside the float32 range") -> None:
+    """Values that JSON carries but float32 cannot (beyond +-3.4e38) become infinite on conversion;
+    binary bodies can carry NaN and infinity themselves."""
+    if not np.isfinite(windows).all():
+        index = tuple(int(i) for i in np.argwhere(~np.isfinite(windows))[0])
+        raise RequestError(422, f"{position(index)}: {problem} (expected a finite number)")
 
 
 @contextmanager
@@ -158,10 +163,14 @@ def parse_predict(body: bytes, *, length: int, channels: list[str], max_windows:
 
 
 @_collector_paused()
-def parse_v2_infer(body: bytes, *, input_name: str, length: int, channels: list[str],
-                   max_windows: int) -> tuple[np.ndarray, V2InferRequest]:
-    """An Open Inference Protocol (KServe v2) infer request -> float32 windows and the request itself."""
-    request = _decode(body, V2InferRequest)
+def parse_v2_infer(body: bytes, *, input_name: str, length: int, channels: list[str], max_windows: int,
+                   header_length: str | None = None) -> tuple[np.ndarray, V2InferRequest]:
+    """An Open Inference Protocol (KServe v2) infer request -> float32 windows and the request itself.
+
+    With `header_length` (the Inference-Header-Content-Length header) the body is the binary data
+    extension's: that many bytes of JSON, then the input tensor as raw little-endian FP32."""
+    header, binary = split_v2_binary(body, header_length)
+    request = _decode(header, V2InferRequest)
     if len(request.inputs) != 1:
         raise RequestError(422, f"inputs holds {len(request.inputs)} tensors; the model takes one, {input_name!r}")
     tensor, where = request.inputs[0], "inputs[0]"
@@ -173,6 +182,11 @@ def parse_v2_infer(body: bytes, *, input_name: str, length: int, channels: list[
         raise RequestError(422, f"{where}.shape is {tensor.shape}, expected [n, {length}, {len(channels)}]")
     n = tensor.shape[0]
     _check_count(n, max_windows, f"{where}.shape[0]")
+    if tensor.data is msgspec.UNSET:
+        return _v2_binary_input(tensor, binary, length=length, channels=channels, max_windows=max_windows), request
+    if len(binary):
+        raise RequestError(422, f"{where} carries JSON data and {len(binary)} bytes follow the JSON header; "
+                                "send the tensor one way (binary: omit data, set parameters.binary_data_size)")
 
     raw = bytes(tensor.data)
     nested = raw.lstrip()[1:].lstrip().startswith(b"[")
@@ -203,3 +217,105 @@ def parse_v2_infer(body: bytes, *, input_name: str, length: int, channels: list[
         windows = np.asarray(data, dtype=np.float32).reshape(n, length, len(channels))
     _check_finite(windows, lambda ix: flat_position(int(np.ravel_multi_index(ix, windows.shape))))
     return windows, request
+
+
+# --- binary bodies ------------------------------------------------------------------------------------
+# Raw little-endian float32 is what the model eats: decoded with np.frombuffer (no copy, no parsing),
+# then held to the same rules as JSON (shape, count, finite values), with errors naming the position.
+
+
+
+def _parse_shape(text: str | None, where: str) -> tuple[int, ...]:
+    if text is None:
+        raise RequestError(422, f"{where} is missing: an {OCTET_STREAM} body needs its shape, e.g. '64,200,6'")
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise RequestError(422, f"{where} is {text[:40]!r}, expected comma-separated integers like '64,200,6'") from None
+
+
+def _binary_windows(body: bytes | memoryview, offset: int, shape: tuple[int, ...], *, length: int,
+                    channels: list[str], max_windows: int, where: str) -> np.ndarray:
+    """float32 [n, length, channels] viewing `body` from `offset`, after checking shape, count, bytes and finiteness."""
+    if len(shape) != 3 or shape[1:] != (length, len(channels)) or shape[0] < 0:
+        raise RequestError(422, f"{where} shape is {list(shape)}, expected [n, {length}, {len(channels)}]")
+    _check_count(shape[0], max_windows, f"{where} shape[0]")
+    expected = shape[0] * length * len(channels) * FLOAT32.itemsize
+    if len(body) - offset != expected:
+        raise RequestError(422, f"{where} holds {len(body) - offset} bytes of data; shape {list(shape)} of "
+                                f"little-endian float32 needs exactly {expected}")
+    windows = np.frombuffer(body, dtype=FLOAT32, count=expected // FLOAT32.itemsize, offset=offset).reshape(shape)
+    _check_finite(windows, lambda ix: f"{where} window {ix[0]}, sample {ix[1]}, channel {channels[ix[2]]}",
+                  "NaN or infinity")
+    return windows
+
+
+def parse_predict_octets(body: bytes, shape_header: str | None, *, length: int, channels: list[str],
+                         max_windows: int) -> np.ndarray:
+    """`application/octet-stream`: raw little-endian float32, C order, shape in the X-Windows-Shape header."""
+    shape = _parse_shape(shape_header, "X-Windows-Shape header")
+    return _binary_windows(body, 0, shape, length=length, channels=channels, max_windows=max_windows, where="body")
+
+
+def parse_predict_npy(body: bytes, *, length: int, channels: list[str], max_windows: int) -> np.ndarray:
+    """`application/x-npy`: one array as `np.save` writes it; little-endian float32, C order."""
+    stream = io.BytesIO(body)
+    try:
+        version = np.lib.format.read_magic(stream)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        header = read_header(stream, max_header_size=10_000)
+    except (ValueError, SyntaxError, EOFError) as error:
+        raise RequestError(422, f"body is not a .npy array ({error})") from None
+    shape, fortran_order, dtype = header
+    if dtype != FLOAT32 or fortran_order:
+        raise RequestError(422, f".npy array is {dtype}{' (Fortran order)' if fortran_order else ''}, "
+                                "expected little-endian float32 in C order (np.save(f, x.astype('<f4')))")
+    return _binary_windows(body, stream.tell(), shape, length=length, channels=channels, max_windows=max_windows,
+                           where=".npy array")
+
+
+def split_v2_binary(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
+    """The binary data extension: a JSON header of `Inference-Header-Content-Length` bytes, then the tensors."""
+    if header_length is None:
+        return body, memoryview(b"")
+    try:
+        size = int(header_length)
+    except ValueError:
+        size = -1
+    if not 0 < size <= len(body):
+        raise RequestError(422, f"Inference-Header-Content-Length is {header_length[:20]!r}; expected the JSON "
+                                f"header's byte count, between 1 and the body's {len(body)} bytes")
+    return body[:size], memoryview(body)[size:]
+
+
+def _v2_binary_input(tensor: V2Tensor, binary: memoryview, *, length: int, channels: list[str],
+                     max_windows: int) -> np.ndarray:
+    where = "inputs[0]"
+    size = (tensor.parameters or {}).get("binary_data_size")
+    if not isinstance(size, int) or isinstance(size, bool):
+        raise RequestError(422, f"{where} has no data and no integer parameters.binary_data_size: send the tensor "
+                                "in JSON (data) or in binary (binary_data_size, after Inference-Header-Content-Length)")
+    if tensor.datatype != "FP32":
+        raise RequestError(422, f"{where}.datatype is {tensor.datatype!r}; binary tensors must be 'FP32'")
+    if size != len(binary):
+        raise RequestError(422, f"{where}.parameters.binary_data_size is {size} but {len(binary)} bytes follow "
+                                "the JSON header")
+    return _binary_windows(binary, 0, tuple(tensor.shape), length=length, channels=channels,
+                           max_windows=max_windows, where=f"{where} binary data")
+
+
+def _flag(parameters, key: str, where: str, default: bool = False) -> bool:
+    value = (parameters or {}).get(key, default)
+    if not isinstance(value, bool):
+        raise RequestError(422, f"{where}.{key} is {type(value).__name__}, expected true or false")
+    return value
+
+
+def v2_binary_outputs(request: V2InferRequest, names: tuple[str, ...]) -> dict[str, bool]:
+    """Output name -> whether to send it in binary: parameters.binary_data_output asks for every
+    output in binary, an output's own parameters.binary_data overrides it; no outputs: all of `names`."""
+    every = _flag(request.parameters, "binary_data_output", "parameters")
+    if not request.outputs:
+        return dict.fromkeys(names, every)
+    return {o.name: _flag(o.parameters, "binary_data", f"outputs[{i}].parameters", every)
+            for i, o in enumerate(request.outputs)}

@@ -11,6 +11,7 @@ import yaml
 
 from conftest import GARMIN_ACC, GARMIN_GYR
 from har.config import load_params
+from serve.client import HarClient
 from serve.runtime import ModelRuntime
 from serve_helpers import random_windows, LABELS, ROOT, TOKEN, start_server, stop_server, write_tiny_model
 
@@ -49,11 +50,10 @@ def client(server):
 
 
 @pytest.fixture(scope="module")
-def garmin_response(client):
-    """The real one-hour pair, uploaded once for the module."""
-    with open(GARMIN_ACC, "rb") as acc, open(GARMIN_GYR, "rb") as gyr:
-        return client.post("/recordings", headers=AUTH, files={"accelerometer": (GARMIN_ACC.name, acc),
-                                                               "gyroscope": (GARMIN_GYR.name, gyr)})
+def garmin_summary(client):
+    """The real one-hour pair, uploaded once for the module through serve/client.py."""
+    with HarClient(str(client.base_url), token=TOKEN) as har:
+        return har.recording(GARMIN_ACC, GARMIN_GYR)
 
 
 @pytest.mark.parametrize("path", ["/health", "/ready", "/model", "/v2", "/v2/health/live", "/v2/health/ready",
@@ -132,10 +132,9 @@ def test_v2_bad_request_uses_the_protocols_error_shape(client):
     assert response.json() == {"error": "inputs[0].datatype is 'BYTES', expected one of ['FP32', 'FP64']"}
 
 
-def test_recordings_timeline_covers_the_hour_with_the_pipelines_windows(garmin_response, garmin_pipeline_windows,
+def test_recordings_timeline_covers_the_hour_with_the_pipelines_windows(garmin_summary, garmin_pipeline_windows,
                                                                          model_path):
-    assert garmin_response.status_code == 200
-    summary = garmin_response.json()
+    summary = garmin_summary
     expected, start_t = garmin_pipeline_windows
     confidence = ModelRuntime(model_path).predict(expected).max(axis=1)
     timeline = summary["timeline"]

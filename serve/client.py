@@ -1,0 +1,135 @@
+"""A Python client for the service, so that nobody hand-writes the binary protocol.
+
+    from serve.client import HarClient
+
+    with HarClient("http://127.0.0.1:8000", token=os.environ["HAR_SERVE_TOKEN"]) as client:
+        result = client.predict(windows)            # float32 [n, 200, 6], sent as raw float32
+        result.labels, result.probabilities         # list of n labels, float32 [n, classes]
+        timeline = client.recording("acc.xlsx", "gyr.xlsx")   # the /recordings answer (timeline, episodes)
+
+The request encoders (`predict_request`, `v2_request`) and `parse_v2_response` are plain functions
+over arrays and bytes, so a benchmark or another HTTP stack can reuse them without this class.
+Needs only httpx and numpy (not the server's dependencies).
+"""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from serve.wire import FLOAT32, JSON, NPY, OCTET_STREAM, SHAPE_HEADER, V2_HEADER_LENGTH, v2_message, v2_tensors
+
+
+@dataclass
+class Predictions:
+    labels: list[str]  # the most probable class of each window
+    probabilities: np.ndarray  # float32 [n, classes], columns in the order of `classes`
+    classes: list[str]
+
+
+def _windows(windows) -> np.ndarray:
+    windows = np.asarray(windows)
+    if windows.ndim != 3:
+        raise ValueError(f"windows must be [n, samples, channels], got shape {windows.shape}")
+    return np.ascontiguousarray(windows, dtype=FLOAT32)
+
+
+def predict_request(windows, media_type: str = OCTET_STREAM) -> tuple[dict, bytes]:
+    """(headers, body) of a /predict request: raw float32 (default), .npy, or JSON."""
+    windows = _windows(windows)
+    if media_type == OCTET_STREAM:
+        return {"Content-Type": OCTET_STREAM, SHAPE_HEADER: ",".join(map(str, windows.shape))}, windows.tobytes()
+    if media_type == NPY:
+        buffer = io.BytesIO()
+        np.save(buffer, windows)
+        return {"Content-Type": NPY}, buffer.getvalue()
+    if media_type == JSON:
+        return {"Content-Type": JSON}, json.dumps({"windows": windows.tolist()}).encode()
+    raise ValueError(f"media_type must be one of {[OCTET_STREAM, NPY, JSON]}, got {media_type!r}")
+
+
+def v2_request(windows, *, input_name: str = "windows", binary: bool = True) -> tuple[dict, bytes]:
+    """(headers, body) of an Open Inference Protocol infer request; binary: input and outputs as raw bytes."""
+    windows = _windows(windows)
+    tensor = {"name": input_name, "datatype": "FP32", "shape": list(windows.shape)}
+    if not binary:
+        return {"Content-Type": JSON}, json.dumps({"inputs": [{**tensor, "data": windows.ravel().tolist()}]}).encode()
+    tensor["parameters"] = {"binary_data_size": windows.nbytes}
+    body, header_length = v2_message({"inputs": [tensor], "parameters": {"binary_data_output": True}},
+                                     [windows.tobytes()])
+    return {"Content-Type": OCTET_STREAM, V2_HEADER_LENGTH: str(header_length)}, body
+
+
+def parse_v2_response(headers, body: bytes) -> dict:
+    """name -> output (FP32 as an array, BYTES as a list of str), whether the answer is JSON or binary."""
+    header_length = headers.get(V2_HEADER_LENGTH)
+    if header_length is None:
+        return v2_tensors(json.loads(body), b"")
+    size = int(header_length)
+    return v2_tensors(json.loads(body[:size]), memoryview(body)[size:])
+
+
+class ServiceError(RuntimeError):
+    """The service's refusal: its HTTP status and message."""
+
+    def __init__(self, status_code: int, message: str):
+        super().__init__(f"HTTP {status_code}: {message}")
+        self.status_code, self.message = status_code, message
+
+
+class HarClient:
+    def __init__(self, url: str, token: str | None = None, *, timeout: float = 120.0, model: str = "har"):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=url, headers=headers, timeout=timeout)
+        self.model = model
+        self._classes: list[str] | None = None
+
+    def __enter__(self) -> "HarClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _checked(self, response: httpx.Response) -> httpx.Response:
+        if response.status_code != 200:
+            try:
+                body = response.json()
+                message = body.get("detail") or body.get("error") or response.text
+            except ValueError:
+                message = response.text
+            raise ServiceError(response.status_code, message)
+        return response
+
+    @property
+    def classes(self) -> list[str]:
+        if self._classes is None:
+            self._classes = self._checked(self.http.get("/model")).json()["labels"]
+        return self._classes
+
+    def predict(self, windows, *, media_type: str = OCTET_STREAM) -> Predictions:
+        """POST /predict: labels and probabilities of float32 [n, samples, channels] windows."""
+        headers, body = predict_request(windows, media_type)
+        answer = self._checked(self.http.post("/predict", content=body, headers=headers)).json()["predictions"]
+        classes = list(answer[0]["probabilities"]) if answer else self.classes
+        probabilities = np.array([[p["probabilities"][c] for c in classes] for p in answer], dtype=np.float32)
+        return Predictions([p["label"] for p in answer], probabilities.reshape(len(answer), len(classes)), classes)
+
+    def infer(self, windows, *, binary: bool = True, input_name: str = "windows") -> Predictions:
+        """POST /v2/models/{model}/infer (Open Inference Protocol), binary data extension by default."""
+        headers, body = v2_request(windows, input_name=input_name, binary=binary)
+        response = self._checked(self.http.post(f"/v2/models/{self.model}/infer", content=body, headers=headers))
+        outputs = parse_v2_response(response.headers, response.content)
+        return Predictions(outputs["label"], outputs["probabilities"], self.classes)
+
+    def recording(self, accelerometer: str | Path, gyroscope: str | Path) -> dict:
+        """POST /recordings: the activity timeline of a Garmin accelerometer + gyroscope workbook pair."""
+        with open(accelerometer, "rb") as acc, open(gyroscope, "rb") as gyr:
+            files = {"accelerometer": (Path(accelerometer).name, acc), "gyroscope": (Path(gyroscope).name, gyr)}
+            return self._checked(self.http.post("/recordings", files=files)).json()
