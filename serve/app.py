@@ -27,6 +27,7 @@ from har.recording import InputError
 from serve.batching import DynamicBatcher
 from serve.config import Settings
 from serve.monitoring import Observer, ServiceMetrics
+from serve.personal import PersonalModels, answered_by, request_subject
 from serve.runtime import ModelRuntime, model_file
 from serve.security import bearer_guard, require_token
 from serve.timeline import garmin_windows, recording_answer, recording_preprocessing
@@ -53,11 +54,12 @@ class Predictor:
         self.runtime, self.batcher, self.observers = runtime, batcher, observers
         self.on_direct_call = on_direct_call  # (requests, windows), as the batcher reports its calls
 
-    async def predict(self, windows: np.ndarray) -> np.ndarray:
-        if self.batcher is not None and len(windows) < self.batcher.max_batch_size:
+    async def predict(self, windows: np.ndarray, runtime: ModelRuntime | None = None) -> np.ndarray:
+        """`runtime`: a person's model (serve/personal.py), called directly; None: the generic model."""
+        if runtime is None and self.batcher is not None and len(windows) < self.batcher.max_batch_size:
             probabilities = await self.batcher.predict(windows)
         else:
-            probabilities = await anyio.to_thread.run_sync(self.runtime.predict, windows)
+            probabilities = await anyio.to_thread.run_sync((runtime or self.runtime).predict, windows)
             if self.on_direct_call is not None:
                 self.on_direct_call(1, len(windows))
         for observer in self.observers:
@@ -120,6 +122,8 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
                              max_wait_s=settings.max_wait_ms / 1000.0, on_batch=metrics.on_batch) if settings.batching else None
     predictor = Predictor(runtime, batcher, [metrics, *([drift] if drift else []), *(observers or [])],
                           on_direct_call=metrics.on_batch)
+    personal = PersonalModels(settings.personal_dir, card, cache_size=settings.personal_cache_size,
+                              threads=settings.threads)
     guard = bearer_guard(token)
     length, channels, limit = card.window_length, card.channels, settings.max_windows_per_request
     input_name = card.input_contract.get("input", "windows")
@@ -159,11 +163,17 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
     @post("/predict", tags=["predict"], guards=[guard], security=SECURED, status_code=200,
           summary="Label and probabilities for each window",
           operation_class=_json_body("A batch of fused SI-unit windows", Schema(
-              type=OpenAPIType.OBJECT, required=["windows"], properties={"windows": window_schema})))
+              type=OpenAPIType.OBJECT, required=["windows"], properties={
+                  "windows": window_schema, "subject": Schema(type=OpenAPIType.STRING, description=(
+                      "whose windows: scored by that person's model if there is one, else by the generic one"))})))
     async def predict(request: Request) -> dict:
-        windows = parse_predict(await request.body(), length=length, channels=channels, max_windows=limit)
-        probabilities = await predictor.predict(windows)
-        return {"model": card.name, "version": card.version, "predictions": predictions(probabilities)}
+        body = await request.body()
+        windows = parse_predict(body, length=length, channels=channels, max_windows=limit)
+        subject = request_subject(body)
+        person = await anyio.to_thread.run_sync(personal.runtime_for, subject)
+        probabilities = await predictor.predict(windows, person)
+        return {**answered_by((person or runtime).card, subject, person is not None),
+                "predictions": predictions(probabilities)}
 
     @get("/v2", tags=["open inference protocol"], summary="Server metadata")
     async def v2_server() -> dict:
@@ -216,7 +226,9 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
     @post("/recordings", tags=["predict"], guards=[guard], security=SECURED, status_code=200,
           request_max_body_size=settings.max_upload_bytes,
           summary="Activity timeline of an uploaded Garmin accelerometer + gyroscope workbook pair")
-    async def recordings(data: Annotated[GarminUpload, Body(media_type=RequestEncodingType.MULTI_PART)]) -> dict:
+    async def recordings(data: Annotated[GarminUpload, Body(media_type=RequestEncodingType.MULTI_PART)],
+                         subject: str | None = None) -> dict:
+        person = await anyio.to_thread.run_sync(personal.runtime_for, subject)  # None: the generic model
         uploads = {"accelerometer": data.accelerometer, "gyroscope": data.gyroscope}
         names = {field: _safe_filename(upload.filename, f"{field}.xlsx") for field, upload in uploads.items()}
         with tempfile.TemporaryDirectory(prefix="har-upload-") as folder:
@@ -236,9 +248,11 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
         if len(scored.windows) == 0:
             raise RequestError(422, f"the recording holds no complete {length}-sample window of fused data "
                                     f"({scored.quality['fused_seconds']} s fused)")
-        probabilities = await predictor.predict(scored.windows)
-        return recording_answer(card, probabilities, scored.start_s, scored.quality,
-                                recording_id=scored.recording.recording_id, start_time=scored.recording.start_time)
+        probabilities = await predictor.predict(scored.windows, person)
+        answer = recording_answer((person or runtime).card, probabilities, scored.start_s, scored.quality,
+                                  recording_id=scored.recording.recording_id, start_time=scored.recording.start_time)
+        answer["model"].update(subject=subject, personal=person is not None)
+        return answer
 
     @get("/drift", tags=["monitoring"], guards=[guard], security=SECURED,
          summary="Drift of the windows received so far against the model's training reference")

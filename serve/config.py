@@ -25,11 +25,14 @@ class Settings:
     token_file: str | None = None
     timezone: str | None = None  # wall-clock zone of uploaded Garmin exports (data.timezone)
     tracking_uri: str | None = None  # MLflow, for a models:/ model_path (registry.tracking_uri)
+    personal_dir: Path | None = Path("models/personal")  # <subject>.onnx per person (serve/personal.py)
+    personal_cache_size: int = 8  # per-person onnxruntime sessions kept loaded
 
     @classmethod
     def from_params(cls, params: dict, **overrides) -> "Settings":
         serve = params.get("serve", {})
         batching = serve.get("batching", {})
+        personal = serve.get("personal", {})
         values = dict(
             model_path=Path(serve.get("model_path", cls.model_path)),
             host=serve.get("host", cls.host),
@@ -45,6 +48,8 @@ class Settings:
             token_file=serve.get("token_file", cls.token_file),
             timezone=params.get("data", {}).get("timezone"),
             tracking_uri=params.get("registry", {}).get("tracking_uri"),
+            personal_dir=Path(personal["models_dir"]) if personal.get("models_dir") else None,
+            personal_cache_size=int(personal.get("cache_size", cls.personal_cache_size)),
         )
         return replace(cls(**values), **{k: v for k, v in overrides.items() if v is not None})
 

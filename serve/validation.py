@@ -28,6 +28,7 @@ class RequestError(ValueError):
 
 class PredictRequest(msgspec.Struct, forbid_unknown_fields=True):
     windows: list[list[list[float]]]
+    subject: str | None = None  # whose windows (serve/personal.py reads it)
 
 
 class V2Tensor(msgspec.Struct):
