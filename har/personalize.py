@@ -1,20 +1,25 @@
-"""Personalisation: the generic model's last layer refitted on a minute or so of one person's data.
+"""Personalisation: the generic model's head refitted on a minute or so of one person's data.
 
 The method (chosen on the validation subjects, see docs/personalisation.md and
-metrics/personalize.json): the body of the network stays frozen; its output for each window,
-the embedding `h` that feeds the last Dense layer, is computed once with onnxruntime; then the
-last layer's weights W and bias b are refitted by class-balanced multinomial logistic regression
-with an L2 penalty that pulls them toward the generic weights:
+metrics/personalize.json): the body of the network stays frozen. For each window onnxruntime
+computes, once, the embedding `h` that feeds the last Dense layer and, where the graph has one,
+the summary `u` that feeds the Dense layer before it (BiLSTM state and pooled convolution
+features). The logits become
 
-    minimise  mean_i w_i * CE(softmax(s * (h_i W + b)), y_i) + l2/2 * (|W - W0|^2 + |b - b0|^2)
+    z = s * (h W + b + u A)        W, b start at the generic weights; A (a residual) at zero
 
-`s` is 1 / temperature when the generic graph divides its logits before the softmax (calibration),
+and W, b, A are fitted by class-balanced multinomial logistic regression with L2 penalties that
+pull W, b toward the generic weights (`l2`) and A toward zero (`residual_l2`):
+
+    minimise  mean_i w_i * CE(softmax(z_i), y_i) + l2/2 |W - W0|^2 + l2/2 |b - b0|^2 + residual_l2/2 |A|^2
+
+`s` is 1 / temperature when the generic graph scales its logits before the softmax (calibration),
 so the personal model keeps the generic model's calibration step. Only the columns of classes the
-person recorded are fitted; a class they did not record keeps the generic weights exactly.
-L-BFGS on a convex problem: no randomness, the same data give the same model.
+person recorded are fitted; a class they did not record keeps the generic weights exactly (and a
+zero residual). L-BFGS on a convex problem: no randomness, the same data give the same model.
 
-The new W and b are written into a copy of the generic ONNX graph's initializers: no re-conversion,
-the same input contract, the same nodes.
+The new W and b are written into a copy of the generic ONNX graph's initializers, and A as one
+MatMul + Add beside the last layer: no re-conversion, the same input contract.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 from onnx import numpy_helper
+from threadpoolctl import threadpool_limits
 
 from har.fusion import fuse_recording
 from har.recording import Recording
@@ -34,17 +40,19 @@ from har.windows import make_windows
 
 @dataclass(frozen=True)
 class Head:
-    """The last layer: probabilities = softmax(scale * (h @ weights + bias))."""
+    """probabilities = softmax(scale * (f @ weights + bias)) over features f = [h, u]:
+    rows [:embedding] of `weights` are the last layer's W, the rest the residual A."""
 
-    weights: np.ndarray  # float32 [embedding, classes]
+    weights: np.ndarray  # float32 [features, classes]
     bias: np.ndarray  # float32 [classes]
     scale: float = 1.0  # 1 / temperature
+    embedding: int | None = None  # rows that belong to h (None: all)
 
-    def logits(self, h: np.ndarray) -> np.ndarray:
-        return self.scale * (h.astype(np.float64) @ self.weights + self.bias)
+    def logits(self, f: np.ndarray) -> np.ndarray:
+        return self.scale * (f.astype(np.float64) @ self.weights + self.bias)
 
-    def probabilities(self, h: np.ndarray) -> np.ndarray:
-        return softmax(self.logits(h))
+    def probabilities(self, f: np.ndarray) -> np.ndarray:
+        return softmax(self.logits(f))
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,8 @@ class HeadNodes:
     matmul_output: str
     weights: str  # initializer
     bias: str | None  # initializer; None when the converter folded a zero bias away
+    logits: str  # h W + b, before any temperature
+    summary: str | None  # the tensor u: input of the Dense layer whose ReLU output is h (None if not found)
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -90,28 +100,42 @@ def locate_head(model: onnx.ModelProto) -> tuple[HeadNodes, float]:
             raise ValueError(f"{node.op_type} before the Softmax is not by a scalar constant")
         scale = float(1.0 / constant.ravel()[0]) if node.op_type == "Div" else float(constant.ravel()[0])
         node = producer.get(node.input[0])
-    bias = None
+    bias, logits = None, node.output[0] if node is not None else None
     if node is not None and node.op_type == "Add":
         bias_name = next((i for i in node.input if _constant(model, i) is not None), None)
         bias, node = bias_name, producer.get(next(i for i in node.input if i != bias_name))
     if node is None or node.op_type != "MatMul" or _constant(model, node.input[1]) is None:
         raise ValueError("no MatMul with constant weights feeds the Softmax; cannot personalise this model")
-    return HeadNodes(node.input[0], node.output[0], node.input[1], bias), scale
+    return HeadNodes(node.input[0], node.output[0], node.input[1], bias, logits, _dense_input(producer, node.input[0])), scale
 
 
-def generic_head(model: onnx.ModelProto) -> Head:
+def _dense_input(producer: dict, h: str) -> str | None:
+    """u in h = Relu(u W' [+ b']), the previous Dense layer's input; None when h is made otherwise."""
+    node = producer.get(h)
+    if node is None or node.op_type != "Relu":
+        return None
+    node = producer.get(node.input[0])
+    if node is not None and node.op_type == "Add":
+        node = next((producer[i] for i in node.input if i in producer and producer[i].op_type == "MatMul"), None)
+    return node.input[0] if node is not None and node.op_type == "MatMul" else None
+
+
+def generic_head(model: onnx.ModelProto, features: int | None = None) -> Head:
+    """The generic last layer as a Head over `features` inputs (h, then a zero residual for u)."""
     nodes, scale = locate_head(model)
     weights = _constant(model, nodes.weights).astype(np.float32)
     bias = _constant(model, nodes.bias).astype(np.float32).reshape(-1) if nodes.bias else np.zeros(weights.shape[1], np.float32)
-    return Head(weights, bias, scale)
+    residual = np.zeros(((features or len(weights)) - len(weights), weights.shape[1]), np.float32)
+    return Head(np.concatenate([weights, residual]), bias, scale, len(weights))
 
 
 def with_embedding_output(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy whose second output is the embedding h (what the last layer sees)."""
+    """A copy that also outputs the embedding h and, where found, the summary u."""
     nodes, _ = locate_head(model)
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    copy.graph.output.append(onnx.helper.make_tensor_value_info(nodes.embedding, onnx.TensorProto.FLOAT, None))
+    for name in filter(None, (nodes.embedding, nodes.summary)):
+        copy.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     return copy
 
 
@@ -128,16 +152,33 @@ def write_head(model: onnx.ModelProto, head: Head) -> onnx.ModelProto:
         old = initializers[name]
         old.CopyFrom(numpy_helper.from_array(value.astype(np.float32).reshape(tuple(old.dims)), name))
 
-    replace(nodes.weights, head.weights)
+    def add_after(tensor: str, new_nodes: list, output: str) -> None:
+        """Insert `new_nodes` right after the producer of `tensor` and feed `output` to its consumers."""
+        for node in copy.graph.node:
+            if node.output[0] != output:
+                node.input[:] = [output if i == tensor else i for i in node.input]
+        position = next(i for i, n in enumerate(copy.graph.node) if tensor in n.output)
+        for offset, node in enumerate(new_nodes, 1):
+            copy.graph.node.insert(position + offset, node)
+
+    embedding = head.embedding or len(head.weights)
+    replace(nodes.weights, head.weights[:embedding])
+    logits = nodes.logits
     if nodes.bias is not None:
         replace(nodes.bias, head.bias)
     else:  # the converter dropped an all-zero bias: add the Add node it would have had
-        bias_name, biased = "personal_bias", nodes.matmul_output + "_personal_biased"
-        copy.graph.initializer.append(numpy_helper.from_array(head.bias.astype(np.float32), bias_name))
-        for node in copy.graph.node:
-            node.input[:] = [biased if i == nodes.matmul_output else i for i in node.input]
-        position = next(i for i, n in enumerate(copy.graph.node) if nodes.matmul_output in n.output)
-        copy.graph.node.insert(position + 1, onnx.helper.make_node("Add", [nodes.matmul_output, bias_name], [biased]))
+        logits = nodes.matmul_output + "_personal_biased"
+        copy.graph.initializer.append(numpy_helper.from_array(head.bias.astype(np.float32), "personal_bias"))
+        add_after(nodes.matmul_output, [onnx.helper.make_node("Add", [nodes.matmul_output, "personal_bias"], [logits])],
+                  logits)
+    residual = head.weights[embedding:]
+    if residual.size and np.any(residual):
+        if nodes.summary is None:
+            raise ValueError("the head has a residual but the graph has no summary tensor to feed it")
+        copy.graph.initializer.append(numpy_helper.from_array(residual.astype(np.float32), "personal_residual"))
+        added = logits + "_personal_residual"
+        add_after(logits, [onnx.helper.make_node("MatMul", [nodes.summary, "personal_residual"], ["personal_residual_out"]),
+                           onnx.helper.make_node("Add", [logits, "personal_residual_out"], [added])], added)
     onnx.checker.check_model(copy)
     return copy
 
@@ -149,8 +190,11 @@ def class_balanced_weights(y: np.ndarray) -> np.ndarray:
     return 1.0 / counts[y]
 
 
-def fit_head(h: np.ndarray, y: np.ndarray, generic: Head, *, l2: float, max_iter: int = 200) -> Head:
-    """The generic head refitted on (h, y); columns of classes absent from `y` stay the generic ones."""
+def fit_head(h: np.ndarray, y: np.ndarray, generic: Head, *, l2: float, residual_l2: float | None = None,
+             max_iter: int = 200) -> Head:
+    """The generic head refitted on features (h, y); columns of classes absent from `y` stay the generic ones.
+
+    Rows of the residual (beyond `generic.embedding`) are penalised by `residual_l2` (default `l2`)."""
     from scipy.optimize import minimize
 
     h = h.astype(np.float64)
@@ -158,6 +202,8 @@ def fit_head(h: np.ndarray, y: np.ndarray, generic: Head, *, l2: float, max_iter
     W0 = generic.weights.astype(np.float64)
     b0 = generic.bias.astype(np.float64)
     d = W0.shape[0]
+    embedding = generic.embedding or d
+    penalty = np.where(np.arange(d) < embedding, l2, l2 if residual_l2 is None else residual_l2)[:, None]
     sample_weight = class_balanced_weights(y)
     sample_weight = sample_weight / sample_weight.sum()
     onehot = np.zeros((len(y), W0.shape[1]))
@@ -175,16 +221,19 @@ def fit_head(h: np.ndarray, y: np.ndarray, generic: Head, *, l2: float, max_iter
         z -= z.max(axis=1, keepdims=True)
         log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
         dW, db = W[:, classes] - W0[:, classes], b[classes] - b0[classes]
-        loss = -(sample_weight * (onehot * log_p).sum(axis=1)).sum() + 0.5 * l2 * ((dW ** 2).sum() + (db ** 2).sum())
+        loss = -(sample_weight * (onehot * log_p).sum(axis=1)).sum() + 0.5 * ((penalty * dW ** 2).sum() + l2 * (db ** 2).sum())
         dz = generic.scale * (np.exp(log_p) - onehot) * sample_weight[:, None]
-        grad_W = h.T @ dz[:, classes] + l2 * dW
+        grad_W = h.T @ dz[:, classes] + penalty * dW
         grad_b = dz[:, classes].sum(axis=0) + l2 * db
         return loss, np.concatenate([grad_W.ravel(), grad_b])
 
     start = np.concatenate([W0[:, classes].ravel(), b0[classes]])
-    result = minimize(loss_and_gradient, start, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
+    # One BLAS thread: these matrices are small, and on a busy machine extra threads only wait on
+    # each other (measured: 0.06 s on one thread, 3 s on two busy cores).
+    with threadpool_limits(1):
+        result = minimize(loss_and_gradient, start, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
     W, b = unpack(result.x)
-    return Head(W.astype(np.float32), b.astype(np.float32), generic.scale)
+    return Head(W.astype(np.float32), b.astype(np.float32), generic.scale, generic.embedding)
 
 
 def prototype_probabilities(h_calib: np.ndarray, y_calib: np.ndarray, h: np.ndarray, generic_p: np.ndarray,
@@ -272,7 +321,7 @@ def head_version(generic_version: str, head: Head) -> str:
 # ---------------------------------------------------------------- the whole adaptation
 
 def embed(model: onnx.ModelProto, X: np.ndarray, *, threads: int = 1, batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """(generic probabilities, embeddings h) of windows X, with onnxruntime on `threads` threads."""
+    """(generic probabilities, features [h, u]) of windows X, with onnxruntime on `threads` threads."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -282,8 +331,9 @@ def embed(model: onnx.ModelProto, X: np.ndarray, *, threads: int = 1, batch: int
     name = session.get_inputs()[0].name
     outputs = [session.run(None, {name: X[i:i + batch]}) for i in range(0, len(X), batch)]
     if not outputs:
-        return np.empty((0, generic_head(model).weights.shape[1]), np.float32), np.empty((0, 0), np.float32)
-    return np.concatenate([o[0] for o in outputs]), np.concatenate([o[1] for o in outputs])
+        raise ValueError("no windows to embed")
+    return (np.concatenate([o[0] for o in outputs]),
+            np.concatenate([np.concatenate(o[1:], axis=1) for o in outputs]))
 
 
 def metadata_of(model: onnx.ModelProto) -> dict[str, str]:

@@ -33,7 +33,7 @@ from sklearn.metrics import f1_score
 
 from har.annotations import subject_recordings
 from har.config import load_params, write_json
-from har.personalize import (Head, calibration_hash, calibration_split, embed, fit_head, generic_head, metadata_of,
+from har.personalize import (Head, LabelledWindows, calibration_hash, calibration_split, embed, fit_head, generic_head, metadata_of,
                              personal_metadata, prototype_probabilities, recordings_to_windows, seconds_per_class,
                              write_head)
 from har.windows import window_step
@@ -52,29 +52,44 @@ def subject_macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(f1_score(y_true, y_pred, labels=np.unique(y_true), average="macro", zero_division=0))
 
 
-def adapt(generic: Head, h: np.ndarray, y: np.ndarray, settings: dict) -> Head:
+def uses_residual(settings: dict) -> bool:
+    return settings["method"] == "head" and settings.get("residual_l2") is not None
+
+
+def features_for(f: np.ndarray, generic: Head, settings: dict) -> np.ndarray:
+    """[h, u] when the method fits the residual, else h alone."""
+    return f if uses_residual(settings) else f[:, :generic.embedding]
+
+
+def adapt(generic: Head, f: np.ndarray, y: np.ndarray, settings: dict) -> Head:
+    """The person's head from features f = [h, u] (generic_head(model, f.shape[1]) as `generic`)."""
+    if settings["method"] not in ("head", "generic"):
+        raise ValueError(f"personalize.method must be 'head' or 'generic', got {settings['method']!r}")
     if settings["method"] == "generic" or len(y) == 0:
         return generic
-    if settings["method"] != "head":
-        raise ValueError(f"personalize.method must be 'head' or 'generic', got {settings['method']!r}")
-    return fit_head(h, y, generic, l2=float(settings["l2"]), max_iter=int(settings["max_iter"]))
+    start = generic if uses_residual(settings) else Head(generic.weights[:generic.embedding], generic.bias,
+                                                          generic.scale, generic.embedding)
+    return fit_head(features_for(f, generic, settings), y, start, l2=float(settings["l2"]),
+                    residual_l2=settings.get("residual_l2"), max_iter=int(settings["max_iter"]))
 
 
 # ---------------------------------------------------------------- one person
 
 def keras_parity(keras_path: Path, head: Head, X: np.ndarray, onnx_probs: np.ndarray, atol: float) -> dict:
-    """Keras's generic body (up to the last Dense layer's input) with the new head, against onnxruntime."""
+    """Keras's generic body (the inputs of the last two Dense layers: h, then u) with the new head,
+    against onnxruntime."""
     import keras
 
     model = keras.models.load_model(keras_path, compile=False)
-    last_dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)][-1]
-    body = keras.Model(model.inputs, last_dense.input)
-    h = np.asarray(body.predict(X, batch_size=256, verbose=0))
-    return parity(head.probabilities(h).astype(np.float32), onnx_probs, atol)
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    outputs = [dense[-1].input] + ([dense[-2].input] if head.embedding < len(head.weights) else [])
+    predicted = keras.Model(model.inputs, outputs).predict(X, batch_size=256, verbose=0)
+    f = np.concatenate([np.asarray(o) for o in (predicted if isinstance(predicted, list) else [predicted])], axis=1)
+    return parity(head.probabilities(f).astype(np.float32), onnx_probs, atol)
 
 
 def personalise(session: Path, subject: str, out: Path, params: dict, *, model_path: Path,
-                keras_path: Path | None) -> dict:
+                keras_path: Path | None, seconds: float | None = None) -> dict:
     """Adapt, stamp, check parity; write `out` only when parity holds. Returns the report."""
     settings = params["personalize"]
     started_wall, started_cpu = time.perf_counter(), time.process_time()
@@ -84,19 +99,22 @@ def personalise(session: Path, subject: str, out: Path, params: dict, *, model_p
     recordings, read_report = subject_recordings(session, subject, labels=card.labels, data=params["data"])
     preprocessing = recording_preprocessing(card)
     windows = recordings_to_windows(recordings, card.labels, preprocessing)
+    window_s = card.window_length / float(preprocessing["target_hz"])
+    if seconds:  # only the first `seconds` of each recording (the personalize stage's calibration data)
+        first, _ = calibration_split(windows.recording, windows.start_t, seconds=seconds, window_s=window_s)
+        windows = LabelledWindows(*(getattr(windows, k)[first] for k in ("X", "y", "recording", "start_t")))
     if len(windows.y) == 0:
         raise SystemExit(f"personalize: {session} holds no complete {card.window_length}-sample window for "
                          f"subject {subject!r}")
-    _, h = embed(model, windows.X, threads=int(settings["threads"]))
-    generic = generic_head(model)
-    head = adapt(generic, h, windows.y, settings)
-    window_s = card.window_length / float(preprocessing["target_hz"])
+    _, f = embed(model, windows.X, threads=int(settings["threads"]))
+    generic = generic_head(model, f.shape[1])
+    head = adapt(generic, f, windows.y, settings)
     step_s = window_step(card.window_length, float(preprocessing["overlap"])) / float(preprocessing["target_hz"])
     seconds = seconds_per_class(windows.y, card.labels, window_s, step_s)
     metadata = personal_metadata(
         {**metadata_of(model), "generic_sha256": card.sha256}, subject=subject, head=head,
         calibration=calibration_hash(windows.X, windows.y), seconds=seconds,
-        method={k: settings[k] for k in ("method", "l2", "max_iter")})
+        method={k: settings.get(k) for k in ("method", "l2", "residual_l2", "max_iter")})
     personal = stamp(write_head(model, head), metadata)
     adapt_cpu, adapt_wall = time.process_time() - started_cpu, time.perf_counter() - started_wall
 
@@ -110,14 +128,15 @@ def personalise(session: Path, subject: str, out: Path, params: dict, *, model_p
     finally:
         candidate.unlink()
     atol = float(params["serve"]["export"]["parity_atol"])
-    _, h_sample = embed(model, sample)
-    checks = {"numpy_head": parity(head.probabilities(h_sample).astype(np.float32), onnx_probs, atol)}
+    _, f_sample = embed(model, sample)
+    checks = {"numpy_head": parity(head.probabilities(features_for(f_sample, head, settings)).astype(np.float32),
+                                   onnx_probs, atol)}
     if keras_path is not None and keras_path.exists():
         checks["keras"] = keras_parity(keras_path, head, sample, onnx_probs, atol)
     passed = all(c["passed"] for c in checks.values())
     if passed:
         out.write_bytes(personal)
-    changed = np.flatnonzero(np.any(head.weights != generic.weights, axis=0) | (head.bias != generic.bias))
+    changed = np.flatnonzero(np.any(head.weights != generic.weights[:len(head.weights)], axis=0) | (head.bias != generic.bias))
     return {"subject": subject, "out": str(out), "written": passed, "model_name": runtime.card.name,
             "model_version": runtime.card.version, "sha256": runtime.card.sha256,
             "generic_model_version": card.version, "calibration_hash": metadata["calibration_hash"],
@@ -151,8 +170,8 @@ def subject_scores(h: np.ndarray, p: np.ndarray, windows, generic: Head, seconds
 
 
 def head_adapter(generic: Head, settings: dict):
-    def adapt_fn(h_calib, y_calib, h, p):
-        return adapt(generic, h_calib, y_calib, settings).probabilities(h)
+    def adapt_fn(f_calib, y_calib, f, p):
+        return adapt(generic, f_calib, y_calib, settings).probabilities(features_for(f, generic, settings))
     return adapt_fn
 
 
@@ -187,22 +206,23 @@ def evaluate(params: dict) -> dict:
     model = onnx.load("models/model.onnx")
     card = read_card(Path("models/model.onnx").read_bytes(), "models/model.onnx")
     window_s = card.window_length / float(card.input_contract["target_hz"])
-    generic = generic_head(model)
     embedded = {}
     for name in ("val", "test"):
         with load_split(name) as split:
             arrays = {k: split[k] for k in ("X", "y", "subject", "recording", "start_t")}
         p, h = embed(model, arrays.pop("X"), threads=int(settings["threads"]))
         embedded[name] = (arrays, h, p)
+    generic = generic_head(model, h.shape[1])
 
     candidates = {}
     arrays, h, p = embedded["val"]
-    for l2 in settings["candidates"]["l2"]:
-        adapter = head_adapter(generic, {**settings, "method": "head", "l2": l2})
-        candidates[f"head_l2_{l2:g}"] = compare(arrays, h, p, generic, settings["select_seconds"], window_s, adapter)
+    for l2, residual_l2 in settings["candidates"]["head"]:
+        adapter = head_adapter(generic, {**settings, "method": "head", "l2": l2, "residual_l2": residual_l2})
+        name = f"head_l2_{l2:g}" + (f"_residual_l2_{residual_l2:g}" if residual_l2 is not None else "")
+        candidates[name] = compare(arrays, h, p, generic, settings["select_seconds"], window_s, adapter)
     for blend in settings["candidates"]["prototype_blend"]:
-        candidates[f"prototypes_blend_{blend:g}"] = compare(arrays, h, p, generic, settings["select_seconds"], window_s,
-                                                            prototype_adapter(blend))
+        candidates[f"prototypes_blend_{blend:g}"] = compare(arrays, h[:, :generic.embedding], p, generic,
+                                                            settings["select_seconds"], window_s, prototype_adapter(blend))
     for result in candidates.values():
         result.pop("subjects")
 
@@ -219,7 +239,10 @@ def evaluate(params: dict) -> dict:
         started = time.process_time()
         adapt(generic, h[mine][calib], arrays["y"][mine][calib], settings)
         fit_cpu.append(time.process_time() - started)
-    return {"model_version": card.version, "method": {k: settings[k] for k in ("method", "l2", "max_iter")},
+    chosen = max(candidates, key=lambda name: candidates[name]["gain"])
+    return {"model_version": card.version,
+            "method": {k: settings.get(k) for k in ("method", "l2", "residual_l2", "max_iter")},
+            "validation_best": chosen,
             "window_s": window_s, "gap_s": window_s,
             "validation_candidates_at_seconds": settings["select_seconds"], "validation": candidates,
             "test": by_seconds,
@@ -234,6 +257,7 @@ def main(argv=None) -> int:
                         "<serve.personal.models_dir>/<subject>.onnx)")
     parser.add_argument("--model", type=Path, help="the generic ONNX model (default: serve.model_path)")
     parser.add_argument("--keras", type=Path, default=KERAS_MODEL, help="the generic Keras model, for the parity check")
+    parser.add_argument("--seconds", type=float, help="use only the first SECONDS of each recording (default: all)")
     parser.add_argument("--register", action="store_true", help="register as <registry.model_name>-<subject> in MLflow")
     parser.add_argument("--evaluate", action="store_true", help="the DVC stage: metrics/personalize.json")
     args = parser.parse_args(argv)
@@ -254,7 +278,8 @@ def main(argv=None) -> int:
         parser.error("give --session and --subject (or --evaluate)")
     out = args.out or Path(params["serve"]["personal"]["models_dir"]) / f"{args.subject}.onnx"
     report = personalise(args.session, str(args.subject), out, params,
-                         model_path=args.model or Path(params["serve"]["model_path"]), keras_path=args.keras)
+                         model_path=args.model or Path(params["serve"]["model_path"]), keras_path=args.keras,
+                         seconds=args.seconds)
     if report["written"] and args.register:
         report["registry"] = register(report, params)
     write_json(out.with_suffix(".json"), report)

@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 import pandas as pd
 import pytest
 import yaml
@@ -16,7 +17,7 @@ from har.config import load_params
 from har.evaluation import macro_f1
 from har.fusion import CHANNELS
 from har.annotations import subject_recordings
-from har.personalize import calibration_split, embed, fit_head, generic_head, recordings_to_windows
+from har.personalize import calibration_split, embed, fit_head, generic_head, locate_head, recordings_to_windows
 from serve.runtime import ModelRuntime
 from serve.timeline import recording_preprocessing
 from serve_helpers import ROOT
@@ -79,12 +80,12 @@ def generic(tmp_path_factory):
 def test_a_person_unlike_the_training_people_gains_from_a_minute_of_their_data(generic):
     model = onnx.load(generic / "models/model.onnx")
     person = windows_of(PERSON_RHYTHM, 120, seed=99)
-    p, h = embed(model, person["X"])
+    p, f = embed(model, person["X"])  # f: the last layer's input h, then the summary u
     calib, scored = calibration_split(person["recording"], person["start_t"], seconds=60, window_s=LENGTH / HZ)
-    head = fit_head(h[calib], person["y"][calib], generic_head(model), l2=0.01)
+    head = fit_head(f[calib], person["y"][calib], generic_head(model, f.shape[1]), l2=0.1, residual_l2=0.001)
     y = person["y"][scored]
     before = macro_f1(y, p[scored].argmax(1), 3)
-    after = macro_f1(y, head.probabilities(h[scored]).argmax(1), 3)
+    after = macro_f1(y, head.probabilities(f[scored]).argmax(1), 3)
     assert after >= before + 0.2, (before, after)
     assert after >= 0.9, after
 
@@ -151,10 +152,14 @@ def test_the_personal_model_file_carries_its_metadata_passes_parity_and_is_regis
     seconds = json.loads(props["seconds_per_class"])
     assert set(seconds) == {"sitting", "typing"} and 55 <= seconds["typing"] <= 60
 
-    old, new = generic_head(onnx.load(generic / "models/model.onnx")), generic_head(onnx.load(out))
-    clapping = LABELS.index("clapping")
-    assert np.array_equal(new.weights[:, clapping], old.weights[:, clapping]) and new.bias[clapping] == old.bias[clapping]
-    assert not np.array_equal(new.weights[:, 2], old.weights[:, 2])
+    nodes, _ = locate_head(onnx.load(generic / "models/model.onnx"))
+    old = generic_head(onnx.load(generic / "models/model.onnx"))
+    new = {i.name: numpy_helper.to_array(i) for i in onnx.load(out).graph.initializer}
+    new_bias = new[nodes.bias] if nodes.bias else new["personal_bias"]
+    clapping, typing = LABELS.index("clapping"), LABELS.index("typing")
+    assert np.array_equal(new[nodes.weights][:, clapping], old.weights[:, clapping])
+    assert new_bias[clapping] == old.bias[clapping] and not new["personal_residual"][:, clapping].any()
+    assert not np.array_equal(new[nodes.weights][:, typing], old.weights[:, typing])
     assert report["classes_adapted"] == ["sitting", "typing"]
 
     # The person's next minute, read and cut the same way, scored by both models.
