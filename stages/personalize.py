@@ -45,6 +45,7 @@ from stages.export import parity, parity_sample
 METRICS = Path("metrics/personalize.json")
 PLOT = Path("plots/personalize.csv")
 KERAS_MODEL = Path("models/model.keras")
+MIN_SECONDS_ADVISED = 30  # per class; below it the worst test subject lost up to 0.08 macro-F1
 
 
 def subject_macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -283,6 +284,10 @@ def main(argv=None) -> int:
     if report["written"] and args.register:
         report["registry"] = register(report, params)
     write_json(out.with_suffix(".json"), report)
+    short = {label: s for label, s in report["seconds_per_class"].items() if s < MIN_SECONDS_ADVISED}
+    if short:  # measured: at 15 s per activity the worst test subject lost 0.08 macro-F1 (metrics/personalize.json)
+        print(f"personalize: warning: under {MIN_SECONDS_ADVISED} s of {short}; at 15 s per activity some people "
+              f"lose accuracy (docs/personalisation.md)", file=sys.stderr)
     verdicts = ", ".join(f"{k} max |dp| {c['max_abs_diff']:.1e}" for k, c in report["parity"].items())
     print(f"personalize: {report['model_name']} v{report['model_version']} from {report['windows']} windows "
           f"({report['adaptation_cpu_s']} s CPU); parity {verdicts}; "
