@@ -104,3 +104,17 @@ def test_the_retraining_trigger_counts_annotated_intervals(tmp_path):
     (person / "s-annotations.csv").write_text("start,end,activity\n0,60,typing\n70,130,walking\n140,200,sitting\n")
     ids = labelled_recording_ids({"source": "sessions", "labels": LABELS}, tmp_path)
     assert ids == {"s_r2_typing", "s_r4_sitting"}
+
+
+def test_the_fuse_stage_reads_labelled_sessions_one_folder_per_subject(session, tmp_path_factory):
+    from stages.fuse import labelled_loaders
+
+    root = tmp_path_factory.mktemp("raw")
+    session.rename(root / "p1")
+    (root / "p1" / "s-annotations.csv").write_text("start,end,activity\n1,5,typing\n6,10,sitting\n")
+    loaders, skipped = labelled_loaders({"source": "sessions", "raw": str(root), "labels": LABELS,
+                                         "timezone": None, "on_error": "raise"})
+    recordings = [r for load in loaders for r in load()]
+    assert [(r.recording_id, r.subject, r.activity) for r in recordings] == [("s_r2_typing", "p1", "typing"),
+                                                                             ("s_r3_sitting", "p1", "sitting")]
+    assert skipped == []
