@@ -350,3 +350,27 @@ def registry_source(model_path) -> dict | None:
     """{"uri", "name", "version"} of a model downloaded by load_onnx_from_registry; None for a plain file."""
     path = Path(model_path).with_name(SOURCE_FILE)
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def register_personal_model(model_path, *, name: str, experiment: str, tags: dict, generic_name: str,
+                            uri: str | None = None) -> dict:
+    """Log and register one person's model as its own registered model `name` (<generic name>-<subject>).
+
+    No gate: a person's model has no test split of its own. The newest version takes `champion`
+    (what the service would load); its tags name the subject and the generic version it came from.
+    """
+    import mlflow
+    import onnx
+
+    uri = uri or tracking_uri()
+    client = connect(uri)
+    model = onnx.load(str(model_path))
+    tags = {**{k: str(v) for k, v in tags.items()}, "generic_model": generic_name}
+    with mlflow.start_run(experiment_id=experiment_id(client, experiment, uri), run_name=name) as run:
+        mlflow.set_tags({**tags, "kind": "personal"})
+        info = mlflow.onnx.log_model(model, name=MODEL_ARTIFACT, signature=onnx_signature(model),
+                                     save_as_external_data=False, pip_requirements=runtime_requirements())
+    version = mlflow.register_model(info.model_uri, name, tags=tags)
+    client.set_registered_model_alias(name, CHAMPION, version.version)
+    return {"model_name": name, "version": int(version.version), "run_id": run.info.run_id,
+            "model_uri": f"models:/{name}@{CHAMPION}", **tags}

@@ -21,7 +21,7 @@ from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, OpenAPIType, Schema, SecurityScheme
-from litestar.params import Body
+from litestar.params import Body, Parameter
 
 from har.drift import DriftCollector, RunningDriftMonitor, load_reference, recording_drift, reference_path_for
 from har.recording import InputError
@@ -31,6 +31,7 @@ from serve.batching import DynamicBatcher
 from serve.config import Settings
 from serve.monitoring import Observer, ServiceMetrics
 from serve.page import TEMPLATES, page_handlers
+from serve.personal import PersonalModels, answered_by, check_subject
 from serve.runtime import ModelRuntime, model_file
 from serve.security import bearer_guard, require_token
 from serve.timeline import STATES, garmin_windows, recording_answer, recording_preprocessing
@@ -74,10 +75,12 @@ class Predictor:
         self.score, self.batcher = score, batcher
         self.on_direct_call = on_direct_call  # (requests, windows), as the batcher reports its calls
 
-    async def predict(self, windows: np.ndarray) -> np.ndarray:
-        if self.batcher is not None and len(windows) < self.batcher.max_batch_size:
+    async def predict(self, windows: np.ndarray, score=None) -> np.ndarray:
+        """`score`: a person's model with the same observers (serve/personal.py), called directly; None: the
+        generic model, through the batcher for small requests."""
+        if score is None and self.batcher is not None and len(windows) < self.batcher.max_batch_size:
             return await self.batcher.predict(windows)
-        probabilities = await anyio.to_thread.run_sync(self.score, windows)
+        probabilities = await anyio.to_thread.run_sync(score or self.score, windows)
         if self.on_direct_call is not None:
             self.on_direct_call(1, len(windows))
         return probabilities
@@ -116,10 +119,18 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
     drift = RunningDriftMonitor(load_reference(reference_path), labels=card.labels) if reference_path.exists() else None
     if drift is not None:
         metrics.registry.register(DriftCollector(drift))
-    score = functools.partial(score_and_observe, runtime, [metrics, *([drift] if drift else []), *(observers or [])])
+    observers_all = [metrics, *([drift] if drift else []), *(observers or [])]
+    score = functools.partial(score_and_observe, runtime, observers_all)
     batcher = DynamicBatcher(score, max_batch_size=settings.max_batch_size,
                              max_wait_s=settings.max_wait_ms / 1000.0, on_batch=metrics.on_batch) if settings.batching else None
     predictor = Predictor(score, batcher, on_direct_call=metrics.on_batch)
+    personal = PersonalModels(settings.personal_dir, card, cache_size=settings.personal_cache_size,
+                              threads=settings.threads)
+
+    async def person_for(subject: str | None) -> tuple[ModelRuntime | None, object]:
+        """A person's model and its scorer (with the service's observers), or (None, None): the generic model."""
+        person = await anyio.to_thread.run_sync(personal.runtime_for, subject)
+        return person, (functools.partial(score_and_observe, person, observers_all) if person else None)
     guard = bearer_guard(token)
     length, channels, limit = card.window_length, card.channels, settings.max_windows_per_request
     input_name = card.input_contract.get("input", "windows")
@@ -163,19 +174,26 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
           operation_class=contract.documented(
               body=contract.predict_body(length, channels, limit, card.input_contract.get("units")),
               responses=contract.errors(400, 401, 413, 415, 422)))
-    async def predict(request: Request) -> dict:
+    async def predict(request: Request,
+                      subject: Annotated[str | None, Parameter(pattern=contract.SUBJECT_PATTERN, description=(
+                          "whose windows (binary bodies; JSON bodies may carry a subject field)"))] = None) -> dict:
         media_type = request.headers.get("content-type", JSON).split(";")[0].strip().lower()
         body, limits = await request.body(), dict(length=length, channels=channels, max_windows=limit)
         if media_type == JSON:
-            windows = parse_predict(body, **limits)
+            windows, in_body = parse_predict(body, **limits)
+            if in_body is not None and subject is not None and in_body != subject:
+                raise RequestError(422, f"subject {in_body!r} in the body and {subject!r} in the query: name one")
+            subject = check_subject(in_body) if in_body is not None else subject
         elif media_type == OCTET_STREAM:
             windows = parse_predict_octets(body, request.headers.get(SHAPE_HEADER), **limits)
         elif media_type == NPY:
             windows = parse_predict_npy(body, **limits)
         else:
             raise RequestError(415, f"Content-Type {media_type!r} is not one of {[JSON, OCTET_STREAM, NPY]}")
-        probabilities = await predictor.predict(windows)
-        return {"model": card.name, "version": card.version, "predictions": predictions(probabilities)}
+        person, score = await person_for(subject)
+        probabilities = await predictor.predict(windows, score)
+        return {**answered_by((person or runtime).card, subject, person is not None),
+                "predictions": predictions(probabilities)}
 
     @get("/v2", tags=["open inference protocol"], summary="Server metadata")
     async def v2_server() -> dict:
@@ -254,7 +272,10 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
           request_max_body_size=settings.max_upload_bytes,
           summary="Activity timeline of an uploaded Garmin accelerometer + gyroscope workbook pair",
           operation_class=contract.documented(responses=contract.errors(400, 401, 413, 415, 422)))
-    async def recordings(data: Annotated[GarminUpload, Body(media_type=RequestEncodingType.MULTI_PART)]) -> dict:
+    async def recordings(data: Annotated[GarminUpload, Body(media_type=RequestEncodingType.MULTI_PART)],
+                         subject: Annotated[str | None, Parameter(pattern=contract.SUBJECT_PATTERN, description=(
+                             "whose recording: scored by that person's model if there is one"))] = None) -> dict:
+        person, score = await person_for(subject)
         uploads = {"accelerometer": data.accelerometer, "gyroscope": data.gyroscope}
         names = {field: _safe_filename(upload.filename, f"{field}.xlsx") for field, upload in uploads.items()}
         with tempfile.TemporaryDirectory(prefix="har-upload-") as folder:
@@ -277,11 +298,14 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
                                     f"({scored.quality['fused_seconds']} s fused)")
         # Windows in non-wear episodes are never scored: they get no activity, and no drift statistic sees them.
         worn = scored.windows[scored.worn]
-        probabilities = await predictor.predict(worn) if len(worn) else np.empty((0, len(card.labels)), np.float32)
+        scored_by = (person or runtime).card
+        probabilities = (await predictor.predict(worn, score) if len(worn)
+                         else np.empty((0, len(card.labels)), np.float32))
         not_worn = int(len(scored.windows) - len(worn))
         if drift is not None:
             drift.observe_not_worn(not_worn)
-        answer = recording_answer(card, scored, probabilities, settings.wear)
+        answer = recording_answer(scored_by, scored, probabilities, settings.wear)
+        answer["model"].update(subject=subject, personal=person is not None)
         if drift is not None:  # this recording alone against the training reference (the page shows it)
             answer["drift"] = await anyio.to_thread.run_sync(lambda: recording_drift(
                 drift.reference, worn, probabilities, card.labels, not_worn=not_worn))

@@ -1,6 +1,7 @@
 """Batch scoring: a folder of recordings in, an activity timeline per recording out.
 
     python -m serve.batch INPUT_FOLDER OUTPUT_FOLDER [--model models/model.onnx | models:/<name>@champion]
+                          [--subject ID]   # that person's model (serve.personal.models_dir/ID.onnx) if there is one
 
 INPUT_FOLDER holds Garmin workbook pairs (`<session>-accelerometer_data.xlsx` +
 `<session>-gyroscope_data.xlsx`) and/or fused tables (`<recording>.parquet` with columns t, ax..gz,
@@ -36,9 +37,11 @@ from har.garmin import find_garmin_pairs
 from har.wear import WearRule
 from serve.config import Settings
 from serve.modelfile import ModelFileError
+from serve.personal import PersonalModels
 from serve.runtime import ModelRuntime, model_file
 from serve.timeline import (RecordingWindows, cut_recording, garmin_windows, recording_answer, recording_preprocessing,
                             worn_probabilities)
+from serve.validation import RequestError
 
 # Files that belong to a fused folder (stages.fuse writes them) but are not recordings themselves.
 FUSED_FOLDER_FILES = {"index.csv", "quality.json"}
@@ -133,10 +136,12 @@ def write_outputs(folder: Path, result: dict) -> None:
 
 
 def run(input_folder: Path, output_folder: Path, runtime: ModelRuntime, *, timezone: str | None = None,
-        wear_rule: WearRule = WearRule(), progress=sys.stderr, drift_reference: dict | None = None) -> dict:
+        wear_rule: WearRule = WearRule(), progress=sys.stderr, drift_reference: dict | None = None,
+        subject: str | None = None, personal: bool = False) -> dict:
     """Score every recording in `input_folder` into `output_folder`; returns the summary (also summary.json).
 
-    With the model's `drift_reference`, each answer carries the recording's drift, as the service's does."""
+    With the model's `drift_reference`, each answer carries the recording's drift, as the service's does;
+    `subject` and `personal` say whose model `runtime` is, in every answer."""
     preprocessing = recording_preprocessing(runtime.card)
     jobs, skipped = find_jobs(input_folder)
     scored = []
@@ -163,6 +168,7 @@ def run(input_folder: Path, output_folder: Path, runtime: ModelRuntime, *, timez
         if drift_reference is not None:
             result["drift"] = recording_drift(drift_reference, scored_windows.windows[scored_windows.worn], probabilities,
                                               runtime.card.labels, not_worn=int((~scored_windows.worn).sum()))
+        result["model"].update(subject=subject, personal=personal)
         write_outputs(output_folder / job.name, result)
         # What the recording mostly was, states included: a watch left on a desk is mostly not_worn.
         top = max([*result["minutes_per_activity"].items(), ("uncertain", result["uncertain_minutes"]),
@@ -174,7 +180,8 @@ def run(input_folder: Path, output_folder: Path, runtime: ModelRuntime, *, timez
         print(f"{result['windows']} windows, {result['covered_minutes']} min, mostly {top[0]} "
               f"({time.perf_counter() - started:.1f} s)", file=progress, flush=True)
     summary = {"input": str(input_folder), "model": {"name": runtime.card.name, "version": runtime.card.version,
-                                                     "sha256": runtime.card.sha256},
+                                                     "sha256": runtime.card.sha256, "subject": subject,
+                                                     "personal": personal},
                "scored": scored, "skipped": skipped}
     write_json(output_folder / "summary.json", summary)
     print(f"scored {len(scored)} recording(s), skipped {len(skipped)}; summary in {output_folder / 'summary.json'}",
@@ -200,6 +207,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model", help="ONNX file or models:/<name>@<alias> (default: serve.model_path)")
     parser.add_argument("--threads", type=int, help="onnxruntime threads (default: serve.threads)")
     parser.add_argument("--timezone", help="wall-clock zone of the Garmin exports (default: data.timezone)")
+    parser.add_argument("--subject", help="whose recordings: scored by that person's model if there is one "
+                                          "(serve.personal.models_dir/<subject>.onnx), else by the generic model")
     return parser.parse_args(argv)
 
 
@@ -215,8 +224,14 @@ def main(argv=None) -> int:
     except (ModelFileError, FileNotFoundError, OSError, ValueError) as error:
         print(f"serve.batch: cannot load the model: {error}", file=sys.stderr)
         return 2
-    summary = run(args.input, args.output, runtime, timezone=settings.timezone, wear_rule=settings.wear,
-                  drift_reference=reference)
+    try:
+        person = PersonalModels(settings.personal_dir, runtime.card, cache_size=1,
+                                threads=settings.threads).runtime_for(args.subject)
+    except RequestError as error:
+        print(f"serve.batch: {error.message}", file=sys.stderr)
+        return 2
+    summary = run(args.input, args.output, person or runtime, timezone=settings.timezone, wear_rule=settings.wear,
+                  drift_reference=reference, subject=args.subject, personal=person is not None)
     return 0 if summary["scored"] and not summary["skipped"] else 1
 
 

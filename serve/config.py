@@ -28,11 +28,14 @@ class Settings:
     tracking_uri: str | None = None  # MLflow, for a models:/ model_path (registry.tracking_uri)
     wear: WearRule = WearRule()  # non-wear detection of uploaded recordings (params `wear`)
     drift_report: Path | None = Path("reports/drift.html")  # the drift stage's HTML report (monitor.report)
+    personal_dir: Path | None = Path("models/personal")  # <subject>.onnx per person (serve/personal.py)
+    personal_cache_size: int = 8  # per-person onnxruntime sessions kept loaded
 
     @classmethod
     def from_params(cls, params: dict, **overrides) -> "Settings":
         serve = params.get("serve", {})
         batching = serve.get("batching", {})
+        personal = serve.get("personal", {})
         values = dict(
             model_path=Path(serve.get("model_path", cls.model_path)),
             host=serve.get("host", cls.host),
@@ -50,6 +53,8 @@ class Settings:
             tracking_uri=params.get("registry", {}).get("tracking_uri"),
             wear=WearRule.from_params(params.get("wear")),
             drift_report=Path(params.get("monitor", {}).get("report", cls.drift_report)),
+            personal_dir=Path(personal["models_dir"]) if personal.get("models_dir") else None,
+            personal_cache_size=int(personal.get("cache_size", cls.personal_cache_size)),
         )
         return replace(cls(**values), **{k: v for k, v in overrides.items() if v is not None})
 

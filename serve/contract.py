@@ -20,6 +20,9 @@ ERROR = Schema(type=OpenAPIType.OBJECT, required=["status_code", "detail"], prop
 V2_ERROR = Schema(type=OpenAPIType.OBJECT, required=["error"], properties={"error": Schema(type=OpenAPIType.STRING)},
                   description="The Open Inference Protocol's error body")
 BINARY = Schema(type=OpenAPIType.STRING, format="binary")
+SUBJECT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+SUBJECT_ID = Schema(type=OpenAPIType.STRING, pattern=SUBJECT_PATTERN, description=(
+    "whose windows: scored by that person's model (serve/personal.py) if there is one, else by the generic model"))
 
 REASONS = {400: "Body is not valid JSON, or not a well-formed multipart form",
            401: "Missing or wrong bearer token", 404: "No such model or resource",
@@ -73,7 +76,8 @@ def documented(*, body: RequestBody | None = None, responses: dict[str, OpenAPIR
 def predict_body(length: int, channels: list[str], limit: int, units) -> RequestBody:
     shape = f"[n <= {limit}][{length} samples][{', '.join(channels)}]"
     json_schema = Schema(type=OpenAPIType.OBJECT, required=["windows"], additional_properties=False, properties={
-        "windows": windows_schema(length, channels, limit, f"windows {shape}, SI units {units}")})
+        "windows": windows_schema(length, channels, limit, f"windows {shape}, SI units {units}"),
+        "subject": SUBJECT_ID})
     return RequestBody(required=True, description=(
         f"Windows {shape} as JSON; as raw little-endian float32 in C order ({OCTET_STREAM}, shape in the "
         f"{SHAPE_HEADER} header, e.g. '64,{length},{len(channels)}'); or as a .npy file of float32 ({NPY})."),

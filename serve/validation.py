@@ -31,6 +31,7 @@ class RequestError(ValueError):
 
 class PredictRequest(msgspec.Struct, forbid_unknown_fields=True):
     windows: list[list[list[float]]]
+    subject: str | msgspec.UnsetType = msgspec.UNSET  # whose windows (serve/personal.py); null is refused
 
 
 class V2Tensor(msgspec.Struct):
@@ -153,13 +154,15 @@ def _collector_paused():
 
 
 @_collector_paused()
-def parse_predict(body: bytes, *, length: int, channels: list[str], max_windows: int) -> np.ndarray:
-    """`{"windows": [[[ax, ay, az, gx, gy, gz] x length] x n]}` -> float32 [n, length, channels]."""
+def parse_predict(body: bytes, *, length: int, channels: list[str],
+                  max_windows: int) -> tuple[np.ndarray, str | None]:
+    """`{"windows": [[[ax, ay, az, gx, gy, gz] x length] x n], "subject": ...}` -> float32 [n, length, channels]
+    and the subject (None when absent)."""
     request = _decode(body, PredictRequest)
     _check_count(len(request.windows), max_windows, "windows")
     windows = _as_windows(request.windows, length, channels, "windows")
     _check_finite(windows, lambda ix: "windows" + "".join(f"[{i}]" for i in ix))
-    return windows
+    return windows, (None if request.subject is msgspec.UNSET else request.subject)
 
 
 @_collector_paused()

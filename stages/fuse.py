@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from har.annotations import find_labelled_sessions, read_labelled_session, session_folders
 from har.config import load_params, resolve_raw, write_json
 from har.fusion import fuse_recording
 from har.garmin import find_garmin_pairs, read_garmin_pair
@@ -33,7 +34,16 @@ def labelled_loaders(data: dict):
         return [lambda p=p: [read_wisdm_pair(p)] for p in pairs], skipped
     if data["source"] == "long_table":
         return [lambda: read_long_table(root, data["long_table"])], []
-    raise ValueError(f"data.source must be 'wisdm' or 'long_table', got {data['source']!r}")
+    if data["source"] == "sessions":  # <subject>/<session> Garmin pairs + annotations (har/annotations.py)
+        loaders, skipped = [], []
+        for subject, folder in session_folders(root):
+            sessions, unpaired = find_labelled_sessions(folder)
+            skipped += [{**item, "file": f"{subject}/{item['file']}"} for item in unpaired]
+            loaders += [lambda s=s, subject=subject: read_labelled_session(
+                s["acc"], s["gyr"], s["annotations"], labels=list(data["labels"]), subject=subject,
+                timezone=data["timezone"], on_error=data["on_error"])[0] for s in sessions]
+        return loaders, skipped
+    raise ValueError(f"data.source must be 'wisdm', 'long_table' or 'sessions', got {data['source']!r}")
 
 
 def garmin_loaders(data: dict, folder, session: str):

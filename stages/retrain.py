@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from har.annotations import annotation_activities, find_labelled_sessions, session_folders, session_recording_id
 from har.config import load_params, resolve_raw
 from har.drift import SEVERITIES, worst
 from har.labelled import find_wisdm_pairs, read_long_table, wisdm_recording_id
@@ -74,7 +75,11 @@ def labelled_recording_ids(data: dict, raw) -> set[str]:
         return {wisdm_recording_id(p) for p in pairs}
     if data["source"] == "long_table":
         return {r.recording_id for r in read_long_table(root, data["long_table"]) if r.activity in data["labels"]}
-    raise ValueError(f"data.source must be 'wisdm' or 'long_table', got {data['source']!r}")
+    if data["source"] == "sessions":  # one recording per annotated interval, counted from the CSVs alone
+        return {session_recording_id(s["session"], row, activity)
+                for _, folder in session_folders(root) for s in find_labelled_sessions(folder)[0]
+                for row, activity in annotation_activities(s["annotations"]) if activity in data["labels"]}
+    raise ValueError(f"data.source must be 'wisdm', 'long_table' or 'sessions', got {data['source']!r}")
 
 
 def known_recording_ids(index_path: Path) -> set[str]:

@@ -75,7 +75,7 @@ def _predict_body(windows) -> bytes:
 
 
 def parse(body, max_windows=8):
-    return parse_predict(body, length=200, channels=CHANNELS, max_windows=max_windows)
+    return parse_predict(body, length=200, channels=CHANNELS, max_windows=max_windows)[0]
 
 
 def test_valid_windows_parse_to_float32():
