@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, WISDM_DIR, pipeline_windows
+from conftest import ROOT, WISDM_DIR, params_preprocessing, pipeline_windows
 from tiny_onnx import tiny_onnx_model
 
 from har import drift
@@ -22,6 +22,8 @@ from har.windows import split_subjects
 
 PARAMS = load_params(ROOT / "params.yaml")
 MONITOR = PARAMS["monitor"]
+# The calibration holds for the configured pipeline, so these windows follow the working tree's params.
+PREPROCESSING = params_preprocessing(PARAMS)
 MILLI_G_AS_SI = 1000 / G  # what the numbers become when milli-g values are taken for m/s^2
 ACC = ["ax", "ay", "az", "acc_norm"]
 GYR = ["gx", "gy", "gz", "gyr_norm"]
@@ -38,14 +40,19 @@ def wisdm_windows():
     """Train and test windows of the configured class set and subject split, from the raw WISDM files."""
     pairs, _ = find_wisdm_pairs(WISDM_DIR, activities=PARAMS["data"]["labels"])
     splits = split_subjects([p["subject"] for p in pairs], PARAMS["split"])
-    by_split = {split: np.concatenate([pipeline_windows(read_wisdm_pair(p))[0] for p in pairs if p["subject"] in subjects])
+    by_split = {split: np.concatenate([pipeline_windows(read_wisdm_pair(p), PREPROCESSING)[0] for p in pairs if p["subject"] in subjects])
                 for split, subjects in splits.items() if split != "val"}
     return by_split["train"], by_split["test"], reference_for(by_split["train"])
 
 
 @pytest.fixture(scope="module")
-def garmin_windows(garmin_pipeline_windows):
-    return garmin_pipeline_windows[0]
+def garmin_windows(request, garmin_recording):
+    """The real Garmin hour cut with the working tree's params (the session's cut when they agree)."""
+    from serve_helpers import PREPROCESSING as TINY_MODEL
+
+    if PREPROCESSING == TINY_MODEL:
+        return request.getfixturevalue("garmin_pipeline_windows")[0]
+    return pipeline_windows(garmin_recording, PREPROCESSING)[0]
 
 
 # ---------------------------------------------------------------- calibration on the real data

@@ -1,6 +1,7 @@
 """The service's parts on their own: model file checks, request parsing, batching, timelines, tokens, settings."""
 import asyncio
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -294,8 +295,28 @@ def test_no_token_is_refused_unless_insecure_on_loopback():
     require_token(None, insecure=True, host="127.0.0.1", env_var="HAR_SERVE_TOKEN")
 
 
-def test_settings_follow_params_yaml():
-    settings = Settings.load(ROOT / "params.yaml", port=9000)
-    assert settings.port == 9000
-    assert str(settings.model_path) == "models/model.onnx"
-    assert settings.max_body_bytes > 0 and settings.max_batch_size >= 1
+def test_settings_follow_params_yaml(tmp_path):
+    import yaml
+
+    params = {"serve": {"host": "0.0.0.0", "port": 8123, "model_path": "elsewhere/m.onnx", "threads": 3,
+                        "max_body_mb": 0.5, "max_upload_mb": 2, "max_windows_per_request": 77,
+                        "batching": {"enabled": False, "max_batch_size": 9, "max_wait_ms": 4.5},
+                        "token_env": "MY_TOKEN", "token_file": "/run/secrets/token"},
+              "data": {"timezone": "Europe/Berlin"}, "registry": {"tracking_uri": "sqlite:///r.db"}}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    assert Settings.load(path, port=9000, threads=None) == Settings(
+        model_path=Path("elsewhere/m.onnx"), host="0.0.0.0", port=9000, threads=3, max_body_bytes=512 * 1024,
+        max_upload_bytes=2 * 1024 * 1024, max_windows_per_request=77, batching=False, max_batch_size=9,
+        max_wait_ms=4.5, token_env="MY_TOKEN", token_file="/run/secrets/token", timezone="Europe/Berlin",
+        tracking_uri="sqlite:///r.db")
+    # An empty params file leaves every default in place.
+    path.write_text("{}")
+    assert Settings.load(path) == Settings()
+    # The committed params.yaml's serve section, read independently.
+    serve = yaml.safe_load((ROOT / "params.yaml").read_text())["serve"]
+    settings = Settings.load(ROOT / "params.yaml")
+    assert settings.max_body_bytes == int(serve["max_body_mb"] * 1024 * 1024)
+    assert settings.max_upload_bytes == int(serve["max_upload_mb"] * 1024 * 1024)
+    assert (settings.max_windows_per_request, settings.max_batch_size, settings.batching) == (
+        serve["max_windows_per_request"], serve["batching"]["max_batch_size"], serve["batching"]["enabled"])
