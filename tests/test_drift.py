@@ -267,3 +267,67 @@ def test_drift_stage_writes_metrics_and_an_html_report(tmp_path, monkeypatch, ga
     page = (tmp_path / "reports" / "drift.html").read_text()
     assert page.count("data:image/png;base64,") == len(drift.MONITORED) + 1  # channels + predicted labels
     assert "What drifted" in page and "CRITICAL" in page
+
+
+# ---------------------------------------------------------------- the report's model-output and MMD rules
+
+def smooth_windows(n: int, seed: int) -> np.ndarray:
+    """[n, 200, 6] slow sines with random phase plus a little noise: a distribution with dynamics."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(200) / 50.0
+    phase = rng.uniform(0, 2 * np.pi, size=(n, 1, 6))
+    return (np.sin(2 * np.pi * 0.5 * t[None, :, None] + phase) + rng.normal(0, 0.05, (n, 200, 6))).astype(np.float32)
+
+
+SMALL_MMD = {**MONITOR, "mmd": {**MONITOR["mmd"], "windows": 150, "permutations": 199}}
+
+
+def test_outputs_alone_can_drift_label_shares_warn_and_rising_entropy_is_critical():
+    reference_windows, production_windows = smooth_windows(300, seed=0), smooth_windows(200, seed=1)
+    reference_outputs = {"windows": 300, "label_proportions": {"a": 0.34, "b": 0.33, "c": 0.33},
+                         "mean_confidence": 0.8, "mean_entropy": 0.30}
+    reference = drift.build_reference(reference_windows, bins=10, max_samples=50_000, seed=0,
+                                      thresholds=MONITOR["thresholds"], votes=2, outputs=reference_outputs)
+    # The same sensor distribution; the model now says "a" for 80 % of the windows.
+    shifted = {"windows": 200, "label_proportions": {"a": 0.8, "b": 0.1, "c": 0.1}, "mean_confidence": 0.8,
+               "mean_entropy": 0.30}
+    report = drift.drift_report(reference, reference_windows, production_windows, SMALL_MMD, production_outputs=shifted)
+    assert {ch["severity"] for ch in report["channels"].values()} == {"none"}
+    assert report["multivariate"]["severity"] == "none"
+    expected_psi = sum((p - r) * np.log(p / r) for p, r in zip([0.8, 0.1, 0.1], [0.34, 0.33, 0.33]))  # 0.94
+    assert report["outputs"]["label_psi"] == pytest.approx(expected_psi, rel=1e-6)
+    assert report["outputs"]["levels"] == {"label_psi": "warning", "entropy_increase": "none"}
+    assert report["severity"] == "warning"
+    assert report["drifted"] == ["model outputs [warning]: label PSI 0.94 (80% predicted a), entropy 0.30 vs 0.30"]
+
+    # Same label shares, but the model is much less sure: entropy up 0.3 (critical from 0.25).
+    unsure = {**reference_outputs, "mean_entropy": 0.60}
+    report = drift.drift_report(reference, reference_windows, production_windows, SMALL_MMD, production_outputs=unsure)
+    assert report["outputs"]["entropy_increase"] == pytest.approx(0.30)
+    assert report["outputs"]["levels"] == {"label_psi": "none", "entropy_increase": "critical"}
+    assert report["severity"] == "critical"
+    # Without production outputs (or a reference without outputs) the outputs are not judged.
+    assert drift.drift_report(reference, reference_windows, production_windows, SMALL_MMD)["outputs"] is None
+
+
+def test_a_large_mmd_counts_only_when_its_p_value_is_below_alpha():
+    """Shuffling each window in time keeps every per-sample distribution and destroys the dynamics:
+    only the multivariate test sees it."""
+    reference_windows = smooth_windows(300, seed=0)
+    rng = np.random.default_rng(2)
+    production_windows = np.stack([w[rng.permutation(200)] for w in smooth_windows(150, seed=1)])
+    reference = drift.build_reference(reference_windows, bins=10, max_samples=50_000, seed=0,
+                                      thresholds=MONITOR["thresholds"], votes=2)
+    strict = drift.drift_report(reference, reference_windows, production_windows, SMALL_MMD)
+    mmd = strict["multivariate"]
+    assert {ch["severity"] for ch in strict["channels"].values()} == {"none"}
+    assert mmd["mmd2"] > MONITOR["thresholds"]["mmd"][1]  # far past "critical"
+    assert mmd["pvalue"] == 1 / 200  # no permutation comes close: the smallest p 199 permutations can give
+    assert mmd["severity"] == strict["severity"] == "critical"
+    assert strict["drifted"][0].startswith("window features [critical]: MMD^2")
+
+    # The same effect with alpha at that smallest p: p < alpha fails, so the MMD does not count.
+    lenient = {**SMALL_MMD, "mmd": {**SMALL_MMD["mmd"], "alpha": 1 / 200}}
+    report = drift.drift_report(reference, reference_windows, production_windows, lenient)
+    assert report["multivariate"]["mmd2"] == mmd["mmd2"] and report["multivariate"]["pvalue"] == 1 / 200
+    assert report["multivariate"]["severity"] == report["severity"] == "none" and report["drifted"] == []
