@@ -111,3 +111,57 @@ def test_subject_split_puts_each_subject_in_exactly_one_split():
     assert explicit["test"] == ["1600", "1601"] and explicit["val"] == ["1602"] and len(explicit["train"]) == 38
     with pytest.raises(ValueError, match="more than one split"):
         split_subjects(subjects, {"test_subjects": ["1600"], "val_subjects": ["1600"]})
+
+
+def test_the_quality_report_accounts_for_a_recording_whose_sensors_start_and_stop_apart():
+    """Every figure of the report, worked out by hand for two clean 100 Hz streams.
+
+    acc: 1000 samples at 0.003 + k/100 s (0.003 to 9.993 s); gyr: 851 samples at 0.505 + k/100 s
+    (to 9.005 s). Both cover 0.505..9.005 s: grid points 0.52, 0.54, ..., 9.00 (26/50 to 450/50).
+    A sample is used within half a grid step (0.01 s) of the fused span [0.52, 9.00].
+    """
+    acc_t, gyr_t = 0.003 + np.arange(1000) / 100, 0.505 + np.arange(851) / 100
+    recording = Recording("apart", sine_stream(acc_t, 1.0), sine_stream(gyr_t, 0.5),
+                          report={"acc": {"file": "a.xlsx"}, "gyr": {"file": "g.xlsx"}})
+    fused, quality = fuse_recording(recording, target_hz=50, max_gap_s=0.5, lowpass_hz=10)
+    np.testing.assert_allclose(fused["t"].to_numpy(), np.arange(26, 451) / 50)
+    assert quality == {
+        "recording": "apart", "reader": {"acc": {"file": "a.xlsx"}, "gyr": {"file": "g.xlsx"}},
+        "acc": {"samples_read": 1000, "out_of_order": 0, "duplicates": 0, "native_hz": 100.0, "gaps": 0,
+                "gap_seconds": 0.0, "samples_used": 850, "samples_outside_fused": 150, "span_s": 9.99},
+        "gyr": {"samples_read": 851, "out_of_order": 0, "duplicates": 0, "native_hz": 100.0, "gaps": 0,
+                "gap_seconds": 0.0, "samples_used": 850, "samples_outside_fused": 1, "span_s": 8.5},
+        "overlap_s": 8.5, "target_hz": 50, "lowpass_hz": 10, "samples_written": 425,
+        "grid_points_without_both_sensors": 0, "segments": 1, "fused_seconds": 8.5}
+
+
+def test_a_gap_in_one_sensor_leaves_grid_points_without_both_and_splits_the_segments():
+    t = np.arange(0, 2000) / 100  # 0..19.99 s
+    gyr_t = t[(t < 8.0) | (t >= 9.0)]  # the gyroscope misses one second (a 1.01 s step)
+    _, quality = fuse_recording(Recording("gap", sine_stream(t, 1.0), sine_stream(gyr_t, 1.0)), target_hz=50,
+                                max_gap_s=0.5)
+    # Grid points strictly inside (7.99, 9.00) have no gyroscope value: 8.00 .. 8.98 (50 points).
+    assert (quality["grid_points_without_both_sensors"], quality["segments"]) == (50, 2)
+    assert (quality["gyr"]["gaps"], quality["gyr"]["gap_seconds"]) == (1, 1.01)
+    assert quality["samples_written"] == 1000 - 50 and quality["fused_seconds"] == 19.0
+
+
+def test_fusion_helpers_at_their_boundaries():
+    from har.fusion import clean_stream, gap_summary, lowpass_cutoff, native_rate, segments
+
+    # The cutoff: lowpass_hz, never above 0.4 x target; none when the signal has nothing above it.
+    assert lowpass_cutoff(100.0, 50.0, None) == 20.0
+    assert lowpass_cutoff(100.0, 50.0, 10.0) == 10.0 and lowpass_cutoff(100.0, 50.0, 30.0) == 20.0
+    assert lowpass_cutoff(20.0, 50.0, 10.0) is None  # 20 Hz data: Nyquist 10 Hz, nothing above 10 Hz
+    assert lowpass_cutoff(20.2, 50.0, 10.0) == 10.0
+    # The native rate ignores repeated timestamps; one sample has none.
+    assert native_rate(np.array([0.0, 0.0, 0.0, 0.01])) == pytest.approx(100.0)
+    assert np.isnan(native_rate(np.array([1.0])))
+    # A step of exactly max_gap_s is not a gap; a longer one is, to the millisecond.
+    assert segments(np.array([0.0, 0.5, 1.0, 2.0]), 0.5) == [(0, 3), (3, 4)]
+    assert gap_summary(np.array([0.0, 0.5, 1.0, 1.61234]), 0.5) == {"gaps": 1, "gap_seconds": 0.612}
+    # Repeated timestamps in order are duplicates, not out of order; the first sample of each time is kept.
+    t, xyz, counts = clean_stream(SensorStream(np.array([0.0, 1.0, 1.0, 2.0]), np.arange(12.0).reshape(4, 3)))
+    assert counts == {"samples_read": 4, "out_of_order": 0, "duplicates": 1}
+    np.testing.assert_array_equal(t, [0.0, 1.0, 2.0])
+    np.testing.assert_array_equal(xyz[:, 0], [0.0, 3.0, 9.0])
