@@ -153,3 +153,7 @@ def test_only_good_input_exits_0_and_other_fusion_settings_are_skipped_with_the_
     assert summary["skipped"] == [{"source": "smoothed/smoothed.parquet", "reason": "smoothed.parquet: fused with "
                                    "lowpass_hz 5.0 (quality.json), the model expects 10.0"}]
     assert not (tmp_path / "out2" / "smoothed").exists()
+
+    (tmp_path / "empty").mkdir()  # nothing found is not success either: a cron job pointed at the wrong folder
+    assert batch.main([str(tmp_path / "empty"), str(tmp_path / "out3"), "--model", str(model_path)]) == 1
+    assert json.loads((tmp_path / "out3" / "summary.json").read_text())["scored"] == []
