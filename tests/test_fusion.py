@@ -1,5 +1,6 @@
 """Fusion and windowing on signals with known answers, and on the real Garmin hour."""
 import numpy as np
+import pandas as pd
 import pytest
 
 from har.fusion import CHANNELS, fuse_recording
@@ -165,3 +166,42 @@ def test_fusion_helpers_at_their_boundaries():
     assert counts == {"samples_read": 4, "out_of_order": 0, "duplicates": 1}
     np.testing.assert_array_equal(t, [0.0, 1.0, 2.0])
     np.testing.assert_array_equal(xyz[:, 0], [0.0, 3.0, 9.0])
+
+
+def fused_table(n: int, hz: float = 50.0, drop: tuple[int, ...] = ()) -> pd.DataFrame:
+    """n grid points (float64 values = row number on every channel), minus the rows in `drop`."""
+    rows = np.setdiff1d(np.arange(n), drop)
+    return pd.DataFrame({"t": rows / hz, **{c: rows.astype(np.float64) for c in CHANNELS}})
+
+
+def test_windows_edges_one_missing_grid_point_splits_exactly_one_window_and_none():
+    # One missing grid point (a 0.04 s step at 50 Hz) is already a gap: no window may straddle it.
+    X, start = make_windows(fused_table(300, drop=(150,)), length=100, overlap=0.5, target_hz=50)
+    np.testing.assert_allclose(start, [0.0, 1.0, 3.02])  # rows 0, 50 | 151
+    assert X.dtype == np.float32 and X.shape == (3, 100, 6)
+    np.testing.assert_array_equal(X[2, :, 0], np.arange(151, 251))
+    # Exactly one window's worth of samples gives one window; one sample less gives none, shaped.
+    X, start = make_windows(fused_table(100), length=100, overlap=0.0, target_hz=50)
+    assert X.shape == (1, 100, 6) and start.tolist() == [0.0]
+    X, start = make_windows(fused_table(99), length=100, overlap=0.0, target_hz=50)
+    assert X.shape == (0, 100, 6) and X.dtype == np.float32 and start.shape == (0,)
+
+
+def test_window_step_magnitudes_and_fold_bounds():
+    from har.windows import subject_folds, window_step, with_magnitudes
+
+    assert window_step(100, 0.0) == 100 and window_step(100, 0.75) == 25 and window_step(1, 0.5) == 1
+    with pytest.raises(ValueError, match=r"window.overlap must be in \[0, 1\), got 1"):
+        window_step(100, 1)
+    with pytest.raises(ValueError, match=r"got -0.1"):
+        window_step(100, -0.1)
+    magnitudes = with_magnitudes(np.array([[3.0, 4.0, 0.0, 2.0, 3.0, 6.0]], np.float32))
+    np.testing.assert_allclose(magnitudes, [[3, 4, 0, 2, 3, 6, 5, 7]])
+    assert magnitudes.dtype == np.float32
+    # Three folds need three subjects, and there can be as many folds as subjects.
+    assert sorted(subject_folds(["a", "b", "c"], 3, seed=0)) == [["a"], ["b"], ["c"]]
+    with pytest.raises(ValueError, match="between 3 .* and the 3 subjects, got 4"):
+        subject_folds(["a", "b", "c"], 4, seed=0)
+    # Small fractions of few subjects still leave one test and one validation subject.
+    splits = split_subjects(["a", "b", "c"], {"seed": 0, "test_fraction": 0.1, "val_fraction": 0.1})
+    assert [len(splits[name]) for name in ("train", "val", "test")] == [1, 1, 1]
