@@ -101,21 +101,21 @@ def test_valid_windows_parse_to_float32():
 def test_bad_window_is_located(edit, status, message):
     windows = _windows().tolist()
     edit(windows)
-    with pytest.raises(RequestError, match=message) as raised:
+    with pytest.raises(RequestError, match="^" + message) as raised:  # the location starts the message
         # 12345.678 stands for a literal 1e999 (valid JSON, beyond float64), which json.dumps cannot write
         parse(json.dumps({"windows": windows}).replace("12345.678", "1e999").encode())
-    assert raised.value.status_code == status
+    assert raised.value.status_code == status and raised.value.message == str(raised.value)
 
 
 @pytest.mark.parametrize("body, status, message", [
-    (b'{"windows": [[[1, 2', 400, "not valid JSON"),
+    (b'{"windows": [[[1, 2', 400, r"body is not valid JSON \("),
     (b'{"window": []}', 422, "body: object contains unknown field window"),
     (b'{}', 422, "body: object missing required field windows"),
-    (b'{"windows": []}', 422, "windows is empty"),
-    (b'[1, 2]', 422, "expected object, got array"),
+    (b'{"windows": []}', 422, "windows is empty: send at least one window$"),
+    (b'[1, 2]', 422, "body: expected object, got array"),
 ])
 def test_malformed_bodies_are_refused(body, status, message):
-    with pytest.raises(RequestError, match=message) as raised:
+    with pytest.raises(RequestError, match="^" + message) as raised:
         parse(body)
     assert raised.value.status_code == status
 
@@ -131,6 +131,7 @@ def test_parsing_restores_the_garbage_collector_even_on_errors():
 
 
 def test_too_many_windows_is_refused_before_conversion():
+    assert parse(_predict_body(_windows(2).tolist()), max_windows=2).shape == (2, 200, 6)  # the limit itself is fine
     with pytest.raises(RequestError, match="holds 3 windows; at most 2") as raised:
         parse(_predict_body(_windows(3).tolist()), max_windows=2)
     assert raised.value.status_code == 413
