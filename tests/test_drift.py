@@ -331,3 +331,90 @@ def test_a_large_mmd_counts_only_when_its_p_value_is_below_alpha():
     report = drift.drift_report(reference, reference_windows, production_windows, lenient)
     assert report["multivariate"]["mmd2"] == mmd["mmd2"] and report["multivariate"]["pvalue"] == 1 / 200
     assert report["multivariate"]["severity"] == report["severity"] == "none" and report["drifted"] == []
+
+
+# ---------------------------------------------------------------- the live monitor, figure by figure
+
+def two_bin_reference(min_windows: int) -> dict:
+    """Every channel split at 0 into two equally likely bins; the model said "a" or "b" equally often."""
+    channel = {"unit": "x", "edges": [0.0], "proportions": [0.5, 0.5]}
+    return {"format": 1, "windows": 10, "window_length": 2, "channels": dict.fromkeys(drift.MONITORED, channel),
+            "outputs": {"windows": 10, "label_proportions": {"a": 0.5, "b": 0.5}, "mean_confidence": 0.7,
+                        "mean_entropy": 0.5},
+            "thresholds": MONITOR["thresholds"], "votes": 2, "min_windows": min_windows}
+
+
+def entropy_bits(p) -> float:
+    return -sum(x * np.log2(x) for x in p)
+
+
+def test_live_summary_bins_outputs_and_gauges_worked_out_by_hand():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    monitor = drift.RunningDriftMonitor(two_bin_reference(min_windows=2))
+    # Each axis: one sample above 0, one below (the reference's shares); the magnitudes are all above 0.
+    window = np.array([[1.0] * 6, [-1.0] * 6], np.float32)
+    monitor.observe(window[None], np.array([[0.9, 0.1]]))
+    monitor.observe(window[None])  # no probabilities: counts the window, not an answer
+    monitor.observe(window[None], np.array([[0.6, 0.4]]))
+    summary = monitor.summary()
+    assert (summary["windows"], summary["enough_data"], summary["min_windows"]) == (3, True, 2)
+    for axis in CHANNELS:
+        assert summary["channels"][axis] == {"psi": 0.0, "ks_binned": 0.0, "severity": "none"}
+    norm_psi = drift.psi([0.5, 0.5], [0.0, 1.0])
+    for norm in ("acc_norm", "gyr_norm"):  # all in the upper bin: PSI far past 1, binned KS 0.5: critical
+        assert summary["channels"][norm] == {"psi": norm_psi, "ks_binned": 0.5, "severity": "critical"}
+    production = summary["outputs"]["production"]
+    assert production["windows"] == 2 and production["label_proportions"] == {"a": 1.0, "b": 0.0}
+    assert production["mean_confidence"] == pytest.approx(0.75)
+    assert production["mean_entropy"] == pytest.approx((entropy_bits([0.9, 0.1]) + entropy_bits([0.6, 0.4])) / 2)
+    assert summary["severity"] == "critical"
+    assert summary["drifted"] == [f"{norm} [critical]: PSI {norm_psi:.2f}, binned KS 0.50" for norm in ("acc_norm", "gyr_norm")]
+
+    samples = drift.prometheus_samples(summary)
+    assert samples[:2] == [("har_drift_windows_observed", {}, 3.0), ("har_drift_severity", {}, 2.0)]
+    assert samples[2:4] == [("har_drift_psi", {"channel": "ax"}, 0.0), ("har_drift_ks_binned", {"channel": "ax"}, 0.0)]
+    assert samples[-3:] == [("har_drift_mean_entropy", {}, production["mean_entropy"]),
+                            ("har_drift_mean_confidence", {}, production["mean_confidence"]),
+                            ("har_drift_label_psi", {}, summary["outputs"]["label_psi"])]
+    assert len(samples) == 2 + 2 * len(drift.MONITORED) + 3
+    registry = CollectorRegistry()
+    registry.register(drift.DriftCollector(monitor))
+    exposition = generate_latest(registry).decode()
+    for name, help_text in drift.HELP.items():
+        assert f"# HELP {name} {help_text}\n# TYPE {name} gauge\n" in exposition
+    assert "har_drift_windows_observed 3.0" in exposition and 'har_drift_ks_binned{channel="gyr_norm"} 0.5' in exposition
+    assert "har_drift_mean_confidence 0.75" in exposition
+
+    # Below min_windows nothing is judged, outputs included; after reset nothing is counted.
+    early = drift.RunningDriftMonitor(two_bin_reference(min_windows=4))
+    early.observe(np.stack([window] * 3), np.array([[0.9, 0.1]] * 3))
+    summary = early.summary()
+    assert not summary["enough_data"] and summary["severity"] == "none" and summary["drifted"] == []
+    assert summary["outputs"]["severity"] == "none" and summary["channels"]["acc_norm"]["psi"] == norm_psi
+    early.reset()
+    summary = early.summary()
+    assert summary["windows"] == 0 and summary["outputs"] is None
+    assert [s for s in drift.prometheus_samples(summary) if s[0].startswith("har_drift_mean")] == []
+    assert all(c["psi"] == drift.psi([0.5, 0.5], [0.0, 0.0]) for c in summary["channels"].values())
+    # Labels default to the reference's; other labels than the reference's are refused.
+    assert drift.RunningDriftMonitor(two_bin_reference(2)).labels == ["a", "b"]
+    with pytest.raises(ValueError, match=r"built for labels \['a', 'b'\], the model has \['x', 'y'\]"):
+        drift.RunningDriftMonitor(two_bin_reference(2), labels=["x", "y"])
+
+
+@pytest.mark.parametrize("production, hint", [
+    (9.80665 * 1000 / 9.80665, "median |a| is 102 x the reference's: looks like milli-g fed as m/s^2 (x 1000/9.80665)"),
+    (1.0, "median |a| is 0.102 x the reference's: looks like g fed as m/s^2 (x 1/9.80665)"),
+    (9.80665 * 9.80665 / 1000, "median |a| is 0.00981 x the reference's: looks like m/s^2 fed as milli-g (x 9.80665/1000)"),
+    (1.2 * 1000, "median |a| is 122 x the reference's: looks like milli-g fed as m/s^2 (x 1000/9.80665)"),  # within 25 %
+    (1.3 * 1000, None),  # 33 % off the factor: not a unit mistake
+    (9.80665, None),
+    (0.0, None),
+])
+def test_units_hint_names_a_known_unit_factor_within_25_percent(production, hint):
+    assert drift.units_hint(9.80665, production) == hint
+
+
+def test_units_hint_needs_a_reference_magnitude():
+    assert drift.units_hint(0.0, 1000.0) is None
