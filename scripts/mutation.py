@@ -102,10 +102,11 @@ def main(argv=None) -> int:
     parser.add_argument("--children", type=int, default=1, help="mutants tried in parallel (default: 1)")
     parser.add_argument("--output", type=Path, default=ROOT / "metrics" / "mutation.json")
     args = parser.parse_args(argv)
-    results = json.loads(args.output.read_text()) if args.output.exists() else {}
     for module in args.modules:
         print(f"{module}: mutating, at most {args.minutes:g} min ...", flush=True)
         result = measure(module, args.minutes, args.children)
+        # Read again before writing: the other modules' figures stay as they are, whoever wrote them.
+        results = json.loads(args.output.read_text()) if args.output.exists() else {}
         results[module] = result
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(results, indent=2) + "\n")  # after every module
