@@ -235,7 +235,7 @@ def units_hint(reference_acc_median: float, production_acc_median: float) -> str
     factors = {"milli-g fed as m/s^2 (x 1000/9.80665)": 1000 / G, "g fed as m/s^2 (x 1/9.80665)": 1 / G,
                "m/s^2 fed as milli-g (x 9.80665/1000)": G / 1000}
     for cause, factor in factors.items():
-        if np.isfinite(ratio) and abs(np.log(ratio / factor)) < np.log(1.25):
+        if np.isfinite(ratio) and ratio > 0 and abs(np.log(ratio / factor)) < np.log(1.25):
             return f"median |a| is {ratio:.3g} x the reference's: looks like {cause}"
     return None
 

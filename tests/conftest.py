@@ -25,20 +25,29 @@ def garmin_recording():
     return read_garmin_pair(GARMIN_ACC, GARMIN_GYR)
 
 
-def pipeline_windows(recording):
-    """(windows, start times) of a recording cut exactly as the pipeline cuts it, with the committed params."""
-    from har.config import load_params
+def params_preprocessing(params: dict) -> dict:
+    """The committed params as the preprocessing a model card carries (target_hz, ..., overlap)."""
+    data, window = params["data"], params["window"]
+    return {"target_hz": data["target_hz"], "max_gap_s": data["max_gap_s"], "lowpass_hz": data["lowpass_hz"],
+            "window_length": window["length"], "overlap": window["overlap"]}
+
+
+def pipeline_windows(recording, preprocessing: dict):
+    """(windows, start times) of a recording cut with the pipeline's fusion and windowing under `preprocessing`
+    (a model card's: target_hz, max_gap_s, lowpass_hz, window_length, overlap)."""
     from har.fusion import fuse_recording
     from har.windows import make_windows
 
-    params = load_params(ROOT / "params.yaml")
-    data, window = params["data"], params["window"]
-    fused, _ = fuse_recording(recording, target_hz=data["target_hz"], max_gap_s=data["max_gap_s"],
-                              lowpass_hz=data["lowpass_hz"])
-    return make_windows(fused, length=window["length"], overlap=window["overlap"], target_hz=data["target_hz"])
+    fused, _ = fuse_recording(recording, target_hz=preprocessing["target_hz"], max_gap_s=preprocessing["max_gap_s"],
+                              lowpass_hz=preprocessing["lowpass_hz"])
+    return make_windows(fused, length=preprocessing["window_length"], overlap=preprocessing["overlap"],
+                        target_hz=preprocessing["target_hz"])
 
 
 @pytest.fixture(scope="session")
 def garmin_pipeline_windows(garmin_recording):
-    """The real Garmin hour as the pipeline's windows, computed once per test session."""
-    return pipeline_windows(garmin_recording)
+    """The real Garmin hour cut as the tiny test model's card says (not as the working tree's params.yaml
+    says: `dvc exp apply` of a window change must not break the service tests), once per session."""
+    from serve_helpers import PREPROCESSING
+
+    return pipeline_windows(garmin_recording, PREPROCESSING)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -63,33 +64,50 @@ def random_windows(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(n, LENGTH, len(CHANNELS))).astype(np.float32)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+BOUND = re.compile(rb"Uvicorn running on http://[^:\s]+:(\d+)")
 
 
 def start_server(model: Path, log_path: Path, *args: str, token: str | None = TOKEN, port: int | None = None):
-    """`python -m serve` on 127.0.0.1 at a free port; returns (process, base URL) once /health answers."""
-    port = port or free_port()
+    """`python -m serve` on 127.0.0.1; returns (process, base URL) once /health answers.
+
+    Without `port` the server binds port 0 and the kernel picks a free one, read back from
+    uvicorn's start-up line: no window between choosing a port and binding it.
+    """
     env = {k: v for k, v in os.environ.items() if k != "HAR_SERVE_TOKEN"}
     if token is not None:
         env["HAR_SERVE_TOKEN"] = token
     log = open(log_path, "wb")
     process = subprocess.Popen([sys.executable, "-m", "serve", "--model", str(model), "--host", "127.0.0.1",
-                                "--port", str(port), *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+                                "--port", str(port or 0), *args], cwd=ROOT, env=env, stdout=log,
+                               stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}" if port else None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}: {log_path.read_text()[-2000:]}")
+        if url is None:
+            bound = BOUND.search(log_path.read_bytes())
+            if bound is None:
+                time.sleep(0.1)
+                continue
+            url = f"http://127.0.0.1:{int(bound.group(1))}"
         try:
             if httpx.get(url + "/health", timeout=1).status_code == 200:
                 return process, url
         except httpx.TransportError:
             time.sleep(0.1)
-    process.terminate()
+    stop_server(process)
     raise RuntimeError(f"server did not answer /health within 60 s: {log_path.read_text()[-2000:]}")
+
+
+def refusing_address() -> tuple[socket.socket, str]:
+    """(socket, "127.0.0.1:port") of a port that is bound but not listening: connections to it are refused.
+
+    Keep the socket open while it is used; nothing else can take the port meanwhile.
+    """
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock, f"127.0.0.1:{sock.getsockname()[1]}"
 
 
 def stop_server(process: subprocess.Popen) -> None:

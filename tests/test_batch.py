@@ -121,3 +121,42 @@ def test_an_unreadable_model_stops_before_any_work(garmin_folder, tmp_path, caps
     assert batch.main([str(garmin_folder), str(tmp_path / "out"), "--model", str(tmp_path / "model.onnx")]) == 2
     assert "cannot load the model" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def fused_session(folder, name: str, seconds: float, **fusion):
+    """A stages.fuse-style session folder holding one synthetic 50 Hz fused table."""
+    session = folder / name
+    session.mkdir(parents=True)
+    n = int(seconds * 50)
+    rng = np.random.default_rng(len(name))
+    table = pd.DataFrame({"t": np.arange(n) / 50.0, **{c: rng.normal(size=n).astype(np.float32) for c in CHANNELS}})
+    table.to_parquet(session / f"{name}.parquet")
+    pd.DataFrame([{"recording": name, "file": f"{name}.parquet", "start_time": "2025-03-24T07:00:00"}]).to_csv(
+        session / "index.csv", index=False)
+    (session / "quality.json").write_text(json.dumps([{"recording": name, **fusion}]))
+    return table
+
+
+def test_only_good_input_exits_0_and_other_fusion_settings_are_skipped_with_the_reason(model_path, tmp_path):
+    good = tmp_path / "good"
+    fused_session(good, "first", 30, target_hz=50.0, lowpass_hz=PREPROCESSING["lowpass_hz"])
+    fused_session(good, "second", 12, target_hz=50.0, lowpass_hz=PREPROCESSING["lowpass_hz"])
+    assert batch.main([str(good), str(tmp_path / "out"), "--model", str(model_path)]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [s["recording"] for s in summary["scored"]] == ["first", "second"] and summary["skipped"] == []
+    # 30 s at 50 Hz: windows of 200 samples every 100 start at 0, 2, ..., 26 s.
+    assert [s["windows"] for s in summary["scored"]] == [14, 5]
+
+    mixed = tmp_path / "mixed"
+    fused_session(mixed, "first", 30, target_hz=50.0, lowpass_hz=PREPROCESSING["lowpass_hz"])
+    fused_session(mixed, "smoothed", 30, target_hz=50.0, lowpass_hz=5.0)
+    assert batch.main([str(mixed), str(tmp_path / "out2"), "--model", str(model_path)]) == 1
+    summary = json.loads((tmp_path / "out2" / "summary.json").read_text())
+    assert [s["recording"] for s in summary["scored"]] == ["first"]
+    assert summary["skipped"] == [{"source": "smoothed/smoothed.parquet", "reason": "smoothed.parquet: fused with "
+                                   "lowpass_hz 5.0 (quality.json), the model expects 10.0"}]
+    assert not (tmp_path / "out2" / "smoothed").exists()
+
+    (tmp_path / "empty").mkdir()  # nothing found is not success either: a cron job pointed at the wrong folder
+    assert batch.main([str(tmp_path / "empty"), str(tmp_path / "out3"), "--model", str(model_path)]) == 1
+    assert json.loads((tmp_path / "out3" / "summary.json").read_text())["scored"] == []

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, WISDM_DIR, pipeline_windows
+from conftest import ROOT, WISDM_DIR, params_preprocessing, pipeline_windows
 from tiny_onnx import tiny_onnx_model
 
 from har import drift
@@ -22,6 +22,8 @@ from har.windows import split_subjects
 
 PARAMS = load_params(ROOT / "params.yaml")
 MONITOR = PARAMS["monitor"]
+# The calibration holds for the configured pipeline, so these windows follow the working tree's params.
+PREPROCESSING = params_preprocessing(PARAMS)
 MILLI_G_AS_SI = 1000 / G  # what the numbers become when milli-g values are taken for m/s^2
 ACC = ["ax", "ay", "az", "acc_norm"]
 GYR = ["gx", "gy", "gz", "gyr_norm"]
@@ -38,14 +40,19 @@ def wisdm_windows():
     """Train and test windows of the configured class set and subject split, from the raw WISDM files."""
     pairs, _ = find_wisdm_pairs(WISDM_DIR, activities=PARAMS["data"]["labels"])
     splits = split_subjects([p["subject"] for p in pairs], PARAMS["split"])
-    by_split = {split: np.concatenate([pipeline_windows(read_wisdm_pair(p))[0] for p in pairs if p["subject"] in subjects])
+    by_split = {split: np.concatenate([pipeline_windows(read_wisdm_pair(p), PREPROCESSING)[0] for p in pairs if p["subject"] in subjects])
                 for split, subjects in splits.items() if split != "val"}
     return by_split["train"], by_split["test"], reference_for(by_split["train"])
 
 
 @pytest.fixture(scope="module")
-def garmin_windows(garmin_pipeline_windows):
-    return garmin_pipeline_windows[0]
+def garmin_windows(request, garmin_recording):
+    """The real Garmin hour cut with the working tree's params (the session's cut when they agree)."""
+    from serve_helpers import PREPROCESSING as TINY_MODEL
+
+    if PREPROCESSING == TINY_MODEL:
+        return request.getfixturevalue("garmin_pipeline_windows")[0]
+    return pipeline_windows(garmin_recording, PREPROCESSING)[0]
 
 
 # ---------------------------------------------------------------- calibration on the real data
@@ -277,3 +284,154 @@ def test_one_recordings_drift_is_the_live_summary_of_its_windows_alone_with_the_
     assert psis == sorted(psis, reverse=True) and psis[-1] >= max(shifted["channels"][g]["psi"] for g in GYR)
     # A fresh monitor per recording: the earlier call left nothing behind.
     assert drift.recording_drift(reference, synthetic_windows(120, 1), probabilities, ["a", "b", "c"]) == same
+
+
+# ---------------------------------------------------------------- the report's model-output and MMD rules
+
+def smooth_windows(n: int, seed: int) -> np.ndarray:
+    """[n, 200, 6] slow sines with random phase plus a little noise: a distribution with dynamics."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(200) / 50.0
+    phase = rng.uniform(0, 2 * np.pi, size=(n, 1, 6))
+    return (np.sin(2 * np.pi * 0.5 * t[None, :, None] + phase) + rng.normal(0, 0.05, (n, 200, 6))).astype(np.float32)
+
+
+SMALL_MMD = {**MONITOR, "mmd": {**MONITOR["mmd"], "windows": 150, "permutations": 199}}
+
+
+def test_outputs_alone_can_drift_label_shares_warn_and_rising_entropy_is_critical():
+    reference_windows, production_windows = smooth_windows(300, seed=0), smooth_windows(200, seed=1)
+    reference_outputs = {"windows": 300, "label_proportions": {"a": 0.34, "b": 0.33, "c": 0.33},
+                         "mean_confidence": 0.8, "mean_entropy": 0.30}
+    reference = drift.build_reference(reference_windows, bins=10, max_samples=50_000, seed=0,
+                                      thresholds=MONITOR["thresholds"], votes=2, outputs=reference_outputs)
+    # The same sensor distribution; the model now says "a" for 80 % of the windows.
+    shifted = {"windows": 200, "label_proportions": {"a": 0.8, "b": 0.1, "c": 0.1}, "mean_confidence": 0.8,
+               "mean_entropy": 0.30}
+    report = drift.drift_report(reference, reference_windows, production_windows, SMALL_MMD, production_outputs=shifted)
+    assert {ch["severity"] for ch in report["channels"].values()} == {"none"}
+    assert report["multivariate"]["severity"] == "none"
+    expected_psi = sum((p - r) * np.log(p / r) for p, r in zip([0.8, 0.1, 0.1], [0.34, 0.33, 0.33]))  # 0.94
+    assert report["outputs"]["label_psi"] == pytest.approx(expected_psi, rel=1e-6)
+    assert report["outputs"]["levels"] == {"label_psi": "warning", "entropy_increase": "none"}
+    assert report["severity"] == "warning"
+    assert report["drifted"] == ["model outputs [warning]: label PSI 0.94 (80% predicted a), entropy 0.30 vs 0.30"]
+
+    # Same label shares, but the model is much less sure: entropy up 0.3 (critical from 0.25).
+    unsure = {**reference_outputs, "mean_entropy": 0.60}
+    report = drift.drift_report(reference, reference_windows, production_windows, SMALL_MMD, production_outputs=unsure)
+    assert report["outputs"]["entropy_increase"] == pytest.approx(0.30)
+    assert report["outputs"]["levels"] == {"label_psi": "none", "entropy_increase": "critical"}
+    assert report["severity"] == "critical"
+    # Without production outputs (or a reference without outputs) the outputs are not judged.
+    assert drift.drift_report(reference, reference_windows, production_windows, SMALL_MMD)["outputs"] is None
+
+
+def test_a_large_mmd_counts_only_when_its_p_value_is_below_alpha():
+    """Shuffling each window in time keeps every per-sample distribution and destroys the dynamics:
+    only the multivariate test sees it."""
+    reference_windows = smooth_windows(300, seed=0)
+    rng = np.random.default_rng(2)
+    production_windows = np.stack([w[rng.permutation(200)] for w in smooth_windows(150, seed=1)])
+    reference = drift.build_reference(reference_windows, bins=10, max_samples=50_000, seed=0,
+                                      thresholds=MONITOR["thresholds"], votes=2)
+    strict = drift.drift_report(reference, reference_windows, production_windows, SMALL_MMD)
+    mmd = strict["multivariate"]
+    assert {ch["severity"] for ch in strict["channels"].values()} == {"none"}
+    assert mmd["mmd2"] > MONITOR["thresholds"]["mmd"][1]  # far past "critical"
+    assert mmd["pvalue"] == 1 / 200  # no permutation comes close: the smallest p 199 permutations can give
+    assert mmd["severity"] == strict["severity"] == "critical"
+    assert strict["drifted"][0].startswith("window features [critical]: MMD^2")
+
+    # The same effect with alpha at that smallest p: p < alpha fails, so the MMD does not count.
+    lenient = {**SMALL_MMD, "mmd": {**SMALL_MMD["mmd"], "alpha": 1 / 200}}
+    report = drift.drift_report(reference, reference_windows, production_windows, lenient)
+    assert report["multivariate"]["mmd2"] == mmd["mmd2"] and report["multivariate"]["pvalue"] == 1 / 200
+    assert report["multivariate"]["severity"] == report["severity"] == "none" and report["drifted"] == []
+
+
+# ---------------------------------------------------------------- the live monitor, figure by figure
+
+def two_bin_reference(min_windows: int) -> dict:
+    """Every channel split at 0 into two equally likely bins; the model said "a" or "b" equally often."""
+    channel = {"unit": "x", "edges": [0.0], "proportions": [0.5, 0.5]}
+    return {"format": 1, "windows": 10, "window_length": 2, "channels": dict.fromkeys(drift.MONITORED, channel),
+            "outputs": {"windows": 10, "label_proportions": {"a": 0.5, "b": 0.5}, "mean_confidence": 0.7,
+                        "mean_entropy": 0.5},
+            "thresholds": MONITOR["thresholds"], "votes": 2, "min_windows": min_windows}
+
+
+def entropy_bits(p) -> float:
+    return -sum(x * np.log2(x) for x in p)
+
+
+def test_live_summary_bins_outputs_and_gauges_worked_out_by_hand():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    monitor = drift.RunningDriftMonitor(two_bin_reference(min_windows=2))
+    # Each axis: one sample above 0, one below (the reference's shares); the magnitudes are all above 0.
+    window = np.array([[1.0] * 6, [-1.0] * 6], np.float32)
+    monitor.observe(window[None], np.array([[0.9, 0.1]]))
+    monitor.observe(window[None])  # no probabilities: counts the window, not an answer
+    monitor.observe(window[None], np.array([[0.6, 0.4]]))
+    summary = monitor.summary()
+    assert (summary["windows"], summary["enough_data"], summary["min_windows"]) == (3, True, 2)
+    for axis in CHANNELS:
+        assert summary["channels"][axis] == {"psi": 0.0, "ks_binned": 0.0, "severity": "none"}
+    norm_psi = drift.psi([0.5, 0.5], [0.0, 1.0])
+    for norm in ("acc_norm", "gyr_norm"):  # all in the upper bin: PSI far past 1, binned KS 0.5: critical
+        assert summary["channels"][norm] == {"psi": norm_psi, "ks_binned": 0.5, "severity": "critical"}
+    production = summary["outputs"]["production"]
+    assert production["windows"] == 2 and production["label_proportions"] == {"a": 1.0, "b": 0.0}
+    assert production["mean_confidence"] == pytest.approx(0.75)
+    assert production["mean_entropy"] == pytest.approx((entropy_bits([0.9, 0.1]) + entropy_bits([0.6, 0.4])) / 2)
+    assert summary["severity"] == "critical"
+    assert summary["drifted"] == [f"{norm} [critical]: PSI {norm_psi:.2f}, binned KS 0.50" for norm in ("acc_norm", "gyr_norm")]
+
+    samples = drift.prometheus_samples(summary)
+    assert samples[:2] == [("har_drift_windows_observed", {}, 3.0), ("har_drift_severity", {}, 2.0)]
+    assert samples[2:4] == [("har_drift_psi", {"channel": "ax"}, 0.0), ("har_drift_ks_binned", {"channel": "ax"}, 0.0)]
+    assert samples[-3:] == [("har_drift_mean_entropy", {}, production["mean_entropy"]),
+                            ("har_drift_mean_confidence", {}, production["mean_confidence"]),
+                            ("har_drift_label_psi", {}, summary["outputs"]["label_psi"])]
+    assert len(samples) == 2 + 2 * len(drift.MONITORED) + 3
+    registry = CollectorRegistry()
+    registry.register(drift.DriftCollector(monitor))
+    exposition = generate_latest(registry).decode()
+    for name, help_text in drift.HELP.items():
+        assert f"# HELP {name} {help_text}\n# TYPE {name} gauge\n" in exposition
+    assert "har_drift_windows_observed 3.0" in exposition and 'har_drift_ks_binned{channel="gyr_norm"} 0.5' in exposition
+    assert "har_drift_mean_confidence 0.75" in exposition
+
+    # Below min_windows nothing is judged, outputs included; after reset nothing is counted.
+    early = drift.RunningDriftMonitor(two_bin_reference(min_windows=4))
+    early.observe(np.stack([window] * 3), np.array([[0.9, 0.1]] * 3))
+    summary = early.summary()
+    assert not summary["enough_data"] and summary["severity"] == "none" and summary["drifted"] == []
+    assert summary["outputs"]["severity"] == "none" and summary["channels"]["acc_norm"]["psi"] == norm_psi
+    early.reset()
+    summary = early.summary()
+    assert summary["windows"] == 0 and summary["outputs"] is None
+    assert [s for s in drift.prometheus_samples(summary) if s[0].startswith("har_drift_mean")] == []
+    assert all(c["psi"] == drift.psi([0.5, 0.5], [0.0, 0.0]) for c in summary["channels"].values())
+    # Labels default to the reference's; other labels than the reference's are refused.
+    assert drift.RunningDriftMonitor(two_bin_reference(2)).labels == ["a", "b"]
+    with pytest.raises(ValueError, match=r"built for labels \['a', 'b'\], the model has \['x', 'y'\]"):
+        drift.RunningDriftMonitor(two_bin_reference(2), labels=["x", "y"])
+
+
+@pytest.mark.parametrize("production, hint", [
+    (9.80665 * 1000 / 9.80665, "median |a| is 102 x the reference's: looks like milli-g fed as m/s^2 (x 1000/9.80665)"),
+    (1.0, "median |a| is 0.102 x the reference's: looks like g fed as m/s^2 (x 1/9.80665)"),
+    (9.80665 * 9.80665 / 1000, "median |a| is 0.00981 x the reference's: looks like m/s^2 fed as milli-g (x 9.80665/1000)"),
+    (1.2 * 1000, "median |a| is 122 x the reference's: looks like milli-g fed as m/s^2 (x 1000/9.80665)"),  # within 25 %
+    (1.3 * 1000, None),  # 33 % off the factor: not a unit mistake
+    (9.80665, None),
+    (0.0, None),
+])
+def test_units_hint_names_a_known_unit_factor_within_25_percent(production, hint):
+    assert drift.units_hint(9.80665, production) == hint
+
+
+def test_units_hint_needs_a_reference_magnitude():
+    assert drift.units_hint(0.0, 1000.0) is None

@@ -81,6 +81,8 @@ def test_pairs_in_a_folder_and_unpaired_files_are_reported(tmp_path, good_pair):
     pairs, unpaired = find_garmin_pairs(tmp_path)
     assert [p[0].name for p in pairs] == ["s-accelerometer_data.xlsx"]
     assert unpaired == [{"file": "lonely-accelerometer_data.xlsx", "reason": "no gyroscope partner"}]
+    write_workbook(tmp_path / "alone-gyroscope_data.xlsx", "gyr", good_rows())
+    assert find_garmin_pairs(tmp_path)[1][1] == {"file": "alone-gyroscope_data.xlsx", "reason": "no accelerometer partner"}
 
 
 def corrupt(rows, row_index, column_index, value):
@@ -89,52 +91,116 @@ def corrupt(rows, row_index, column_index, value):
     return rows
 
 
+LIST = '(expected a JSON list of numbers such as ["0","10","19"])'
+TIME = "(expected timestamp like '03/24/2025, 07:52:19 AM' and timestamp_ms 0-999)"
 BAD_CASES = {
-    # name: (rows, header, expected Excel row, expected column, words in the message)
-    "cell is not a JSON list": (corrupt(good_rows(), 2, 3, "oops"), None, 4, "calibrated_accel_x", "not a JSON list"),
-    "list lengths disagree": (corrupt(good_rows(), 5, 4, json.dumps(["1"] * 24)), None, 7, "calibrated_accel_y", "24 values but 25"),
-    "non-numeric value": (corrupt(good_rows(), 1, 5, json.dumps(["1"] * 24 + ["abc"])), None, 3, "calibrated_accel_z", "'abc'"),
-    "time goes backwards": (corrupt(good_rows(), 4, 0, "03/24/2025, 07:52:05 AM"), None, 6, "timestamp", "backwards"),
-    "unreadable time": (corrupt(good_rows(), 3, 0, "yesterday"), None, 5, "timestamp", "unreadable batch time"),
-    "offsets not a list": (corrupt(good_rows(), 0, 2, "[1, 2"), None, 2, "sample_time_offset", "not a JSON list"),
+    # name: (rows, expected Excel row, expected column, the message after the location)
+    "cell is not a JSON list": (corrupt(good_rows(), 2, 3, "oops"), 4, "calibrated_accel_x",
+                                f"cell is not a JSON list: 'oops' {LIST}"),
+    "list lengths disagree": (corrupt(good_rows(), 5, 4, json.dumps(["1"] * 24)), 7, "calibrated_accel_y",
+                              "24 values but 25 sample offsets (expected one value per offset in sample_time_offset)"),
+    "non-numeric value": (corrupt(good_rows(), 1, 5, json.dumps(["1"] * 24 + ["abc"])), 3, "calibrated_accel_z",
+                          "non-numeric value 'abc' (expected a number)"),
+    "NaN value": (corrupt(good_rows(), 2, 4, json.dumps(["1"] * 24 + ["NaN"])), 4, "calibrated_accel_y",
+                  "NaN or infinite value (expected a finite number)"),
+    "time goes backwards": (corrupt(good_rows(), 4, 0, "03/24/2025, 07:52:05 AM"), 6, "timestamp",
+                            "time goes backwards: batch starts 2025-03-24 07:52:05 after a batch at "
+                            "2025-03-24 07:52:10.750000 (expected batch start times that never decrease)"),
+    "unreadable time": (corrupt(good_rows(), 3, 0, "yesterday"), 5, "timestamp",
+                        f"unreadable batch time 'yesterday' + '750' ms {TIME}"),
+    "unreadable milliseconds": (corrupt(good_rows(), 3, 1, "soon"), 5, "timestamp_ms",
+                                f"unreadable batch time '03/24/2025, 07:52:10 AM' + 'soon' ms {TIME}"),
+    "offsets not a list": (corrupt(good_rows(), 0, 2, "[1, 2"), 2, "sample_time_offset",
+                           f"cell is not a JSON list: '[1, 2' {LIST}"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CASES))
 def test_bad_rows_are_located_or_counted(tmp_path, case):
-    rows, header, row, column, words = BAD_CASES[case]
-    path = write_workbook(tmp_path / "bad-accelerometer_data.xlsx", "acc", rows, header)
+    rows, row, column, message = BAD_CASES[case]
+    path = write_workbook(tmp_path / "bad-accelerometer_data.xlsx", "acc", rows)
     with pytest.raises(InputError) as raised:
         read_sensor_workbook(path, "acc")
     error = raised.value
-    assert (error.row, error.column) == (row, column)
-    assert words in str(error) and "bad-accelerometer_data.xlsx" in str(error)
+    assert (error.file, error.row, error.column) == (str(path), row, column)
+    assert str(error) == f"{path}, row {row}, column {column!r}: {message}"
 
     # With on_error="skip" the row is dropped, and the drop is counted with its reason.
-    *_, values, report = read_sensor_workbook(path, "acc", on_error="skip")
-    assert report["rows_skipped"] == 1 and report["skipped"][0]["row"] == row
-    assert report["samples_read"] == len(values) == 25 * 7
+    starts, batch, offsets, values, report = read_sensor_workbook(path, "acc", on_error="skip")
+    assert report["rows_skipped"] == 1
+    assert report["skipped"] == [{"row": row, "column": column, "reason": message.rsplit(" (expected", 1)[0]}]
+    assert report["samples_read"] == len(values) == len(offsets) == len(batch) == 25 * 7
+    assert len(starts) == 7 and batch.tolist() == np.repeat(np.arange(7), 25).tolist()
+
+
+def test_a_workbook_without_one_readable_row_is_refused_even_when_skipping(tmp_path):
+    rows = [corrupt(good_rows(1), 0, 3, "oops")[0], corrupt(good_rows(2), 1, 3, "oops")[1]]
+    path = write_workbook(tmp_path / "hopeless-accelerometer_data.xlsx", "acc", rows)
+    with pytest.raises(InputError) as raised:
+        read_sensor_workbook(path, "acc", on_error="skip")
+    assert str(raised.value) == f"{path}: no readable batch rows (expected at least one valid row)"
+
+
+def test_both_parsing_paths_agree_and_report_what_they_read(tmp_path, good_pair, monkeypatch):
+    """The vectorised parse and the row-by-row parse (used for bad files) give the same arrays."""
+    import har.garmin as garmin
+
+    acc, _ = good_pair
+    fast = read_sensor_workbook(acc, "acc")
+    monkeypatch.setattr(garmin, "_parse_all_rows", lambda *args: None)
+    slow = read_sensor_workbook(acc, "acc")
+    for a, b in zip(fast[:4], slow[:4]):
+        np.testing.assert_array_equal(a, b)
+        assert a.dtype == b.dtype
+    starts, batch, offsets, values, report = fast
+    assert starts.dtype == np.dtype("datetime64[ns]") and str(starts[1]) == "2025-03-24T07:52:10.250000000"
+    assert batch.tolist() == np.repeat(np.arange(8), 25).tolist()
+    np.testing.assert_allclose(offsets, np.tile(np.arange(0, 0.25, 0.01), 8))
+    np.testing.assert_allclose(values[:, 0], G)  # 1000 milli-g
+    assert report == {"file": "s-accelerometer_data.xlsx", "rows_read": 8, "rows_skipped": 0, "skipped": [],
+                      "unit_in_file": "milli-g", "samples_read": 200}
+
+
+def test_one_data_row_is_enough(tmp_path):
+    path = write_workbook(tmp_path / "one-accelerometer_data.xlsx", "acc", good_rows(1))
+    assert read_sensor_workbook(path, "acc")[4]["samples_read"] == 25
+
+
+def test_a_pair_shares_one_clock_from_the_earlier_sensor_and_names_the_session(tmp_path):
+    acc = write_workbook(tmp_path / "s-accelerometer_data.xlsx", "acc", good_rows(value=1000.0)[2:])  # from 10.5 s
+    gyr = write_workbook(tmp_path / "s-gyroscope_data.xlsx", "gyr", good_rows(value=180.0))  # from 10.0 s
+    recording = read_garmin_pair(acc, gyr)
+    assert recording.recording_id == "s" and recording.start_time == "2025-03-24T07:52:10"
+    np.testing.assert_allclose(recording.gyr.t[[0, 1, 25]], [0.0, 0.01, 0.25])
+    np.testing.assert_allclose(recording.acc.t[[0, 1, 25]], [0.5, 0.51, 0.75])
+    assert recording.report["acc"]["rows_read"] == 6 and recording.report["gyr"]["unit_in_file"] == "deg/s"
+    assert read_garmin_pair(acc, gyr, recording_id="walk-7").recording_id == "walk-7"
 
 
 def test_missing_column(tmp_path):
     header = HEADER["acc"][:-1] + ["accel_z"]
     path = write_workbook(tmp_path / "x-accelerometer_data.xlsx", "acc", good_rows(), header)
-    with pytest.raises(InputError, match=r"missing column\(s\) \['calibrated_accel_z'\]") as raised:
+    with pytest.raises(InputError) as raised:
         read_sensor_workbook(path, "acc")
     assert raised.value.column == "calibrated_accel_z"
+    assert str(raised.value) == (f"{path}, column 'calibrated_accel_z': missing column(s) ['calibrated_accel_z'] "
+                                 f"(expected columns {HEADER['acc']})")
 
 
 def test_empty_workbook(tmp_path):
     path = write_workbook(tmp_path / "empty-accelerometer_data.xlsx", "acc", [])
-    with pytest.raises(InputError, match="empty-accelerometer_data.xlsx: the workbook has no data rows"):
+    with pytest.raises(InputError) as raised:
         read_sensor_workbook(path, "acc")
+    assert str(raised.value) == f"{path}: the workbook has no data rows (expected a header row and at least one batch row)"
 
 
 def test_wrong_file_type(tmp_path):
     path = tmp_path / "notes-accelerometer_data.xlsx"
     path.write_text("timestamp,timestamp_ms\n1,2\n")
-    with pytest.raises(InputError, match="cannot be read as an Excel workbook"):
+    with pytest.raises(InputError) as raised:
         read_sensor_workbook(path, "acc")
+    assert str(raised.value).startswith(f"{path}: cannot be read as an Excel workbook (")
+    assert str(raised.value).endswith("(expected an .xlsx export of the Garmin sensor logger)")
 
 
 def test_real_export_parses_identically_on_the_row_by_row_path(monkeypatch):

@@ -21,7 +21,7 @@ from har.drift import build_reference, output_summary, reference_path_for
 from har.notify import notify_drift
 from ops_helpers import need_binary
 from serve.runtime import ModelRuntime
-from serve_helpers import LABELS, ROOT, TOKEN, start_server, stop_server, write_tiny_model
+from serve_helpers import LABELS, ROOT, TOKEN, refusing_address, start_server, stop_server, write_tiny_model
 
 OPS = ROOT / "ops"
 PARAMS = load_params(ROOT / "params.yaml")
@@ -345,8 +345,11 @@ def test_a_drift_alert_reaches_the_webhook_with_the_verdict(receiver, monkeypatc
 def test_the_webhook_url_from_the_environment_wins_and_stays_out_of_messages(receiver, monkeypatch):
     url, received, _ = receiver
     monkeypatch.setenv("HAR_DRIFT_WEBHOOK_URL", url + "?token=s3cret")
-    outcome = notify_drift(DRIFT, {**PARAMS["monitor"]["webhook"], "url": "http://127.0.0.1:9/unused"})
+    sock, refusing = refusing_address()  # the configured URL would fail: only the environment's can succeed
+    with sock:
+        outcome = notify_drift(DRIFT, {**PARAMS["monitor"]["webhook"], "url": f"http://{refusing}/unused"})
     assert len(received) == 1 and "s3cret" not in outcome
+    assert outcome == "drift webhook: critical alert sent to 127.0.0.1 (HTTP 200)"
 
 
 def test_below_the_threshold_or_unconfigured_nothing_is_sent(receiver, monkeypatch):
@@ -363,4 +366,6 @@ def test_a_failing_receiver_is_reported_not_raised(receiver, monkeypatch):
     monkeypatch.delenv("HAR_DRIFT_WEBHOOK_URL", raising=False)
     status["code"] = 500
     assert notify_drift(DRIFT, {"url": url}) == "drift webhook: FAILED, 127.0.0.1 answered HTTP 500"
-    assert "FAILED, 127.0.0.1 unreachable" in notify_drift(DRIFT, {"url": "http://127.0.0.1:9/", "timeout_s": 2})
+    sock, refusing = refusing_address()
+    with sock:
+        assert "FAILED, 127.0.0.1 unreachable" in notify_drift(DRIFT, {"url": f"http://{refusing}/", "timeout_s": 2})

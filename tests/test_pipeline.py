@@ -15,6 +15,8 @@ import pytest
 import yaml
 from conftest import ROOT, SHARED_DATA
 
+from har.recording import InputError
+
 BIN = Path(sys.executable).parent
 
 
@@ -84,3 +86,39 @@ def test_dvc_repro_status_clean_window_change_and_one_stage_per_session(tmp_path
     assert report["recordings"] == 1 and report["samples_written"] == report["recording"]["samples_written"]
     assert (repo / "data" / "fused" / "garmin" / session / f"{session}.parquet").exists()
     assert "Running stage" not in run(["dvc", "repro", "fuse_garmin"], repo, env)
+
+
+def test_fuse_stage_with_on_error_skip_writes_the_good_pair_and_names_the_broken_file(tmp_path, monkeypatch):
+    from conftest import WISDM_DIR
+
+    from stages import fuse
+
+    raw = tmp_path / "wisdm"
+    for sensor in ("acc", "gyr"):
+        (raw / f"{sensor}_w").mkdir(parents=True)
+        (raw / f"{sensor}_w" / f"003_{sensor}_w_1600_D.parquet").symlink_to(
+            WISDM_DIR / f"{sensor}_w" / f"003_{sensor}_w_1600_D.parquet")
+    shutil.copy(WISDM_DIR / "activities.json", raw)
+    broken = raw / "acc_w" / "021_acc_w_1601_D.parquet"
+    broken.write_bytes(b"PAR1 cut short")
+    (raw / "gyr_w" / "021_gyr_w_1601_D.parquet").symlink_to(WISDM_DIR / "gyr_w" / "021_gyr_w_1601_D.parquet")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"].update(raw=str(raw), on_error="skip")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+
+    fuse.main("labelled")
+
+    report = yaml.safe_load((tmp_path / "metrics" / "fuse_labelled.json").read_text())
+    assert report["recordings"] == 1 and report["files_skipped"] == 1
+    assert report["skipped"] == [{"file": str(broken), "reason": f"{broken}: cannot be read as parquet (ArrowInvalid) "
+                                  "(expected a parquet file with x, y, z)"}]
+    index = pd.read_csv(tmp_path / "data" / "fused" / "labelled" / "index.csv")
+    assert index["recording"].tolist() == ["1600_sitting"]
+    fused = pd.read_parquet(tmp_path / "data" / "fused" / "labelled" / "1600_sitting.parquet")
+    assert len(fused) == index["samples"][0] == report["samples_written"] > 0
+
+    params["data"]["on_error"] = "raise"  # the default: the broken file stops the stage, named
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(InputError, match="021_acc_w_1601_D.parquet: cannot be read as parquet"):
+        fuse.main("labelled")

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, WISDM_DIR
 from tiny_onnx import tiny_onnx_model
 
 from har import registry
@@ -190,14 +190,20 @@ def test_champion_is_rescored_only_when_its_windows_differ_or_are_unknown():
     assert "re-scoring failed (OSError: artifact store unreachable)" in notes[0]
 
 
-@pytest.mark.parametrize("seen, rescored, reason", [
-    (["s1", "s2"], 1.0, "re-scored on this test split: 1.0000"),
+SAME = ["sitting", "standing", "typing"]  # the champion's labels (tiny_onnx_model)
+
+
+@pytest.mark.parametrize("seen, labels, length, rescored, reason", [
+    (["s1", "s2"], SAME, 200, 1.0, "re-scored on this test split: 1.0000"),
     # A champion that learned from today's test subject would score itself on its own training data.
-    (["s1", "s9"], None, "it learned from subjects ['s9'], who are in this test split"),
-    (None, None, "the subjects it learned from are not recorded"),
+    (["s1", "s9"], SAME, 200, None, "it learned from subjects ['s9'], who are in this test split"),
+    (None, SAME, 200, None, "the subjects it learned from are not recorded"),
+    # A champion for other classes or another window length cannot be scored on these windows at all.
+    (["s1", "s2"], ["sitting", "standing", "walking"], 200, None, "its labels or window length differ from this split's"),
+    (["s1", "s2"], SAME, 100, None, "its labels or window length differ from this split's"),
 ])
 def test_a_champion_evaluated_on_other_windows_is_rescored_only_where_that_is_fair(
-        store, tmp_path, monkeypatch, seen, rescored, reason):
+        store, tmp_path, monkeypatch, seen, labels, length, rescored, reason):
     """v1 scored 0.2 on an older split; on today's test windows it is perfect, so a 0.6 challenger
     must not replace it, although 0.6 > 0.2. Where v1 cannot be scored fairly, it is kept too."""
     import numpy as np
@@ -206,8 +212,7 @@ def test_a_champion_evaluated_on_other_windows_is_rescored_only_where_that_is_fa
     from serve_helpers import random_windows
     from stages import register
 
-    name = f"har-rescore-{len(seen or [])}-{rescored}"
-    labels = ["sitting", "standing", "typing"]
+    name = f"har-rescore-{len(seen or [])}-{rescored}-{labels[-1]}-{length}"
     provenance = {"data_hash": "an-older-split.dir", **({"subjects_seen": json.dumps(seen)} if seen else {})}
     registry.register_model(store["model"], name=name, experiment="test", params={}, eval_metrics={"macro_f1": 0.2},
                             export_metrics={"parity": {"passed": True}}, tolerance=0.01, uri=store["uri"],
@@ -223,6 +228,7 @@ def test_a_champion_evaluated_on_other_windows_is_rescored_only_where_that_is_fa
     # Labels the champion gets right: its own answers, every class present.
     y = ModelRuntime(store["model"]).predict(X).argmax(axis=1)
     assert len(np.unique(y)) == 3
+    X = X[:, :length]
     np.savez(windows / "test.npz", X=X, y=y)
     (windows / "meta.json").write_text(json.dumps(
         {"labels": labels, "subjects": {"train": ["s3", "s4"], "val": ["s5"], "test": ["s9"]}}))
@@ -238,6 +244,38 @@ def test_a_champion_evaluated_on_other_windows_is_rescored_only_where_that_is_fa
     assert decision["promoted"] is False and decision["champion_version"] == 1
     assert decision["champion_before"]["macro_f1"] == rescored
     assert any(reason in r for r in decision["reasons"])
+    if rescored is None:  # kept, and the record says why it was not compared
+        assert any("no macro-F1 comparable with this one: kept" in r for r in decision["reasons"])
+    champion = client(store).get_model_version_by_alias(name, "champion")
+    assert int(champion.version) == 1 and champion.tags["gate"] == "passed"
+    assert client(store).get_model_version(name, str(decision["version"])).tags["gate"] == "failed"
     # The new version records whom it learned from, for the next comparison.
     version = client(store).get_model_version(name, str(decision["version"]))
     assert json.loads(version.tags["subjects_seen"]) == ["s3", "s4", "s5"]
+
+
+def test_the_retrain_trigger_reads_the_time_since_training_from_the_registry(store, history, tmp_path, monkeypatch,
+                                                                            capsys):
+    """No --last-trained: the newest registered version is minutes old, so the 24-hour interval holds it back,
+    although a model file beside it is days old."""
+    import os
+    import time
+
+    from stages import retrain
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["registry"].update(tracking_uri=store["uri"], model_name=NAME, model="model.onnx")
+    params["monitor"]["retrain"].update(min_severity="critical", min_interval_hours=24, min_new_recordings=0,
+                                        service_drift=None, labelled_raw=None)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "drift.json").write_text(json.dumps({"severity": "critical"}))
+    (tmp_path / "model.onnx").write_bytes(b"an old model file")
+    three_days_ago = time.time() - 72 * 3600
+    os.utime(tmp_path / "model.onnx", (three_days_ago, three_days_ago))
+    (tmp_path / "labelled" / "acc_w").mkdir(parents=True)
+    (tmp_path / "labelled" / "gyr_w").mkdir()
+    shutil.copy(WISDM_DIR / "activities.json", tmp_path / "labelled")
+    monkeypatch.chdir(tmp_path)
+    assert retrain.main(["--drift", "drift.json", "--labelled-raw", str(tmp_path / "labelled"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "not triggered" in out and "[no] 0.0 h since the last training, policy needs at least 24 h" in out

@@ -1,6 +1,8 @@
 """The retraining trigger: the policy as a function, and the command in dry-run (nothing is trained here)."""
 import json
+import os
 import shutil
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -112,3 +114,31 @@ def test_when_triggered_it_runs_the_experiment_and_reports_the_gate(workspace, c
 def test_a_missing_drift_report_is_named(workspace):
     with pytest.raises(SystemExit, match="nowhere.json not found"):
         retrain.main(["--drift", "nowhere.json", "--dry-run"])
+
+
+def test_a_failing_experiment_returns_its_exit_code(workspace, capsys):
+    def failing(command):
+        return type("Completed", (), {"returncode": 3})()
+
+    code, _ = run_trigger(workspace, "critical", runner=failing)
+    assert code == 3
+    err = capsys.readouterr().err
+    assert f"`dvc exp run -S data.raw={workspace / 'labelled'}` failed with exit code 3" in err
+
+
+def test_without_last_trained_the_model_files_age_counts_when_no_registry_exists(workspace, capsys):
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params["registry"].update(tracking_uri=f"sqlite:///{workspace / 'no-registry.db'}", model="model.onnx")
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params))
+    (workspace / "drift.json").write_text(json.dumps({"severity": "critical"}))
+    args = ["--drift", "drift.json", "--labelled-raw", str(workspace / "labelled"), "--known-index", "known.csv",
+            "--dry-run"]
+    assert retrain.main(args) == 0
+    assert "[yes] never trained" in capsys.readouterr().out
+    (workspace / "model.onnx").write_bytes(b"a model")
+    ten_hours_ago = time.time() - 10 * 3600
+    os.utime(workspace / "model.onnx", (ten_hours_ago, ten_hours_ago))
+    assert retrain.main(args) == 0
+    out = capsys.readouterr().out
+    assert "not triggered" in out and "[no] 10.0 h since the last training, policy needs at least 24 h" in out
+    assert not (workspace / "no-registry.db").exists()  # looking never creates an empty registry

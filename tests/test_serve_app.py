@@ -130,9 +130,42 @@ def test_bad_input_gets_a_located_4xx_without_internals(client):
 
 def test_limits_on_windows_and_body_size(client):
     too_many = client.post("/predict", json={"windows": random_windows(17).tolist()}, headers=AUTH)
-    assert too_many.status_code == 413 and "at most 16" in too_many.json()["detail"]
+    assert too_many.status_code == 413 and too_many.json()["detail"] == "windows holds 17 windows; at most 16 per request"
+    v2_too_many = client.post("/v2/models/har/infer", headers=AUTH, json={"inputs": [
+        {"name": "windows", "shape": [17, 200, 6], "datatype": "FP32", "data": random_windows(17).ravel().tolist()}]})
+    assert v2_too_many.status_code == 413
+    assert v2_too_many.json() == {"error": "inputs[0].shape[0] holds 17 windows; at most 16 per request"}
     oversized = client.post("/predict", content=b"[" + b"0," * 600_000 + b"0]", headers=AUTH)
     assert oversized.status_code == 413 and "exceeds 1048576 bytes" in oversized.json()["detail"]
+
+
+def test_uploads_over_the_upload_limit_are_refused_with_the_limit(settings):
+    from dataclasses import replace
+
+    # The JSON limit (1 MiB here) does not apply to /recordings: it has its own, serve.max_upload_mb.
+    app = create_app(replace(settings, max_upload_bytes=2 * 1024 * 1024), token=TOKEN)
+    with TestClient(app, timeout=60) as client:
+        response = client.post("/recordings", headers=AUTH, files={
+            "accelerometer": ("a.xlsx", b"x" * (1024 * 1024)), "gyroscope": ("g.xlsx", b"x" * (1024 * 1024 + 1))})
+        assert response.status_code == 413
+        assert response.json()["detail"] == "request body exceeds 2097152 bytes (serve.max_body_mb / serve.max_upload_mb)"
+        # Under the upload limit but over the JSON limit: read, and refused for what it holds, not its size.
+        small = client.post("/recordings", headers=AUTH, files={
+            "accelerometer": ("a.xlsx", b"x" * (1024 * 1024 + 1)), "gyroscope": ("g.xlsx", b"x")})
+        assert small.status_code == 422 and "cannot be read as an Excel workbook" in small.json()["detail"]
+
+
+def test_not_ready_before_start_up_and_after_shutdown(settings):
+    """Kubernetes sends traffic only while the readiness probes answer 200."""
+    client = TestClient(create_app(settings, token=TOKEN))  # no lifespan yet: start-up has not run
+    probes = ["/ready", "/v2/health/ready", "/v2/models/har/ready"]
+    assert [client.get(path).status_code for path in probes] == [503, 503, 503]
+    assert client.get("/v2/health/ready").json() == {"ready": False}
+    assert client.get("/health").status_code == 200  # alive all along: no restart wanted
+    with client:
+        assert [client.get(path).status_code for path in probes] == [200, 200, 200]
+    assert [client.get(path).status_code for path in probes] == [503, 503, 503]  # shutdown ran
+    assert client.get("/ready").json() == {"status": "not ready"}
 
 
 def test_unexpected_errors_answer_500_without_details(settings, model_path):
@@ -147,14 +180,24 @@ def test_unexpected_errors_answer_500_without_details(settings, model_path):
     assert response.json() == {"status_code": 500, "detail": "internal server error"}
 
 
-def test_a_failing_observer_does_not_cost_the_answer(settings):
+def test_a_failing_observer_does_not_cost_the_answer(settings, model_path, caplog):
     class Broken:
+        calls = 0
+
         def observe(self, windows, probabilities):
+            Broken.calls += 1
             raise RuntimeError("monitoring bug")
 
-    with TestClient(create_app(settings, token=TOKEN, observers=[Broken()])) as client:
-        response = client.post("/predict", json={"windows": random_windows(1).tolist()}, headers=AUTH)
+    after = Recorder()  # an observer after the broken one still sees the batch
+    batch = random_windows(2, seed=4)
+    with TestClient(create_app(settings, token=TOKEN, observers=[Broken(), after])) as client:
+        response = client.post("/predict", json={"windows": batch.tolist()}, headers=AUTH)
     assert response.status_code == 200
+    assert Broken.calls == 1 and len(after.windows) == 1
+    got = np.array([[p["probabilities"][label] for label in LABELS] for p in response.json()["predictions"]])
+    np.testing.assert_allclose(got, ModelRuntime(model_path).predict(batch), rtol=1e-6)
+    (failure,) = [r for r in caplog.records if r.getMessage() == "observer Broken failed"]
+    assert failure.levelname == "ERROR" and "monitoring bug" in str(failure.exc_info[1])
 
 
 def test_metrics_count_requests_windows_and_model(client):

@@ -1,6 +1,7 @@
 """The service's parts on their own: model file checks, request parsing, batching, timelines, tokens, settings."""
 import asyncio
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -100,21 +101,21 @@ def test_valid_windows_parse_to_float32():
 def test_bad_window_is_located(edit, status, message):
     windows = _windows().tolist()
     edit(windows)
-    with pytest.raises(RequestError, match=message) as raised:
+    with pytest.raises(RequestError, match="^" + message) as raised:  # the location starts the message
         # 12345.678 stands for a literal 1e999 (valid JSON, beyond float64), which json.dumps cannot write
         parse(json.dumps({"windows": windows}).replace("12345.678", "1e999").encode())
-    assert raised.value.status_code == status
+    assert raised.value.status_code == status and raised.value.message == str(raised.value)
 
 
 @pytest.mark.parametrize("body, status, message", [
-    (b'{"windows": [[[1, 2', 400, "not valid JSON"),
+    (b'{"windows": [[[1, 2', 400, r"body is not valid JSON \("),
     (b'{"window": []}', 422, "body: object contains unknown field window"),
     (b'{}', 422, "body: object missing required field windows"),
-    (b'{"windows": []}', 422, "windows is empty"),
-    (b'[1, 2]', 422, "expected object, got array"),
+    (b'{"windows": []}', 422, "windows is empty: send at least one window$"),
+    (b'[1, 2]', 422, "body: expected object, got array"),
 ])
 def test_malformed_bodies_are_refused(body, status, message):
-    with pytest.raises(RequestError, match=message) as raised:
+    with pytest.raises(RequestError, match="^" + message) as raised:
         parse(body)
     assert raised.value.status_code == status
 
@@ -130,6 +131,7 @@ def test_parsing_restores_the_garbage_collector_even_on_errors():
 
 
 def test_too_many_windows_is_refused_before_conversion():
+    assert parse(_predict_body(_windows(2).tolist()), max_windows=2).shape == (2, 200, 6)  # the limit itself is fine
     with pytest.raises(RequestError, match="holds 3 windows; at most 2") as raised:
         parse(_predict_body(_windows(3).tolist()), max_windows=2)
     assert raised.value.status_code == 413
@@ -327,8 +329,28 @@ def test_no_token_is_refused_unless_insecure_on_loopback():
     require_token(None, insecure=True, host="127.0.0.1", env_var="HAR_SERVE_TOKEN")
 
 
-def test_settings_follow_params_yaml():
-    settings = Settings.load(ROOT / "params.yaml", port=9000)
-    assert settings.port == 9000
-    assert str(settings.model_path) == "models/model.onnx"
-    assert settings.max_body_bytes > 0 and settings.max_batch_size >= 1
+def test_settings_follow_params_yaml(tmp_path):
+    import yaml
+
+    params = {"serve": {"host": "0.0.0.0", "port": 8123, "model_path": "elsewhere/m.onnx", "threads": 3,
+                        "max_body_mb": 0.5, "max_upload_mb": 2, "max_windows_per_request": 77,
+                        "batching": {"enabled": False, "max_batch_size": 9, "max_wait_ms": 4.5},
+                        "token_env": "MY_TOKEN", "token_file": "/run/secrets/token"},
+              "data": {"timezone": "Europe/Berlin"}, "registry": {"tracking_uri": "sqlite:///r.db"}}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    assert Settings.load(path, port=9000, threads=None) == Settings(
+        model_path=Path("elsewhere/m.onnx"), host="0.0.0.0", port=9000, threads=3, max_body_bytes=512 * 1024,
+        max_upload_bytes=2 * 1024 * 1024, max_windows_per_request=77, batching=False, max_batch_size=9,
+        max_wait_ms=4.5, token_env="MY_TOKEN", token_file="/run/secrets/token", timezone="Europe/Berlin",
+        tracking_uri="sqlite:///r.db")
+    # An empty params file leaves every default in place.
+    path.write_text("{}")
+    assert Settings.load(path) == Settings()
+    # The committed params.yaml's serve section, read independently.
+    serve = yaml.safe_load((ROOT / "params.yaml").read_text())["serve"]
+    settings = Settings.load(ROOT / "params.yaml")
+    assert settings.max_body_bytes == int(serve["max_body_mb"] * 1024 * 1024)
+    assert settings.max_upload_bytes == int(serve["max_upload_mb"] * 1024 * 1024)
+    assert (settings.max_windows_per_request, settings.max_batch_size, settings.batching) == (
+        serve["max_windows_per_request"], serve["batching"]["max_batch_size"], serve["batching"]["enabled"])

@@ -15,6 +15,21 @@ from stages.compose_params import compose
 
 LABELS = ["sitting", "clapping", "typing"]
 LENGTH = 64
+# Windows per class and subject: validation (36 windows) and test (2 x 24) differ in size, so scoring the
+# wrong split cannot give the right number of windows.
+PER_CLASS = {"train": 12, "val": 12, "test": 8}
+WINDOWS = {"s1": 36, "s2": 36, "s3": 36, "s4": 24, "s5": 24}
+
+
+def sklearn_macro_f1(y_true, y_pred) -> float:
+    """The expected figure, computed here rather than by the code under test."""
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(y_true, y_pred, labels=[0, 1, 2], average="macro", zero_division=0))
+
+
+def split(project, name: str) -> dict:
+    return dict(np.load(project / "data" / "windows" / f"{name}.npz"))
 
 
 def tiny_windows(subjects: list[str], per_class: int, seed: int) -> dict:
@@ -56,9 +71,9 @@ def tiny_project(tmp_path, monkeypatch, tiny_params):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
     windows = tmp_path / "data" / "windows"
     windows.mkdir(parents=True)
-    splits = {"train": ["s1", "s2"], "val": ["s3"], "test": ["s4"]}
+    splits = {"train": ["s1", "s2"], "val": ["s3"], "test": ["s4", "s5"]}
     for i, (split, subjects) in enumerate(splits.items()):
-        np.savez(windows / f"{split}.npz", **tiny_windows(subjects, per_class=12, seed=i))
+        np.savez(windows / f"{split}.npz", **tiny_windows(subjects, per_class=PER_CLASS[split], seed=i))
     (windows / "meta.json").write_text(json.dumps({"labels": LABELS, "subjects": splits,
                                                    "window": {"length": LENGTH, "overlap": 0.5},
                                                    "target_hz": 50.0}))
@@ -66,11 +81,21 @@ def tiny_project(tmp_path, monkeypatch, tiny_params):
     return tmp_path
 
 
-def test_train_evaluate_baseline_stages_end_to_end(tiny_project):
+def test_train_evaluate_baseline_stages_end_to_end(tiny_project, monkeypatch):
     import keras
 
+    from har.features import window_features
     from stages import baseline, evaluate, train
 
+    fitted = []  # (features, labels, forest) the baseline was fitted with
+
+    def recording_fit_baseline(features, y, *args):
+        forest = fit_baseline(features, y, *args)
+        fitted.append((features, y, forest))
+        return forest
+
+    fit_baseline = baseline.fit_baseline
+    monkeypatch.setattr(baseline, "fit_baseline", recording_fit_baseline)
     train.main()
     evaluate.main()
     baseline.main()
@@ -86,15 +111,40 @@ def test_train_evaluate_baseline_stages_end_to_end(tiny_project):
         metrics = json.loads((tiny_project / name).read_text())
         assert list(metrics)[:5] == ["macro_f1", "accuracy", "balanced_accuracy", "cohen_kappa", "mcc"]
         assert set(metrics["per_class"]) == set(LABELS)
+        assert metrics["windows"] == 48  # the test split (validation has 36)
+
+    # The evaluation's figures, recomputed from the saved model's answers on the test windows.
+    test, val = split(tiny_project, "test"), split(tiny_project, "val")
+    evaluation = json.loads((tiny_project / "metrics/eval.json").read_text())
+    predicted = model.predict(test["X"], verbose=0).argmax(axis=1)
+    assert evaluation["macro_f1"] == pytest.approx(sklearn_macro_f1(test["y"], predicted), abs=1e-12)
+    assert evaluation["accuracy"] == pytest.approx(np.mean(predicted == test["y"]), abs=1e-12)
+    assert set(evaluation["per_subject_macro_f1"]) == {"s4", "s5"}  # the test subjects, and only them
+    for subject, figure in evaluation["per_subject_macro_f1"].items():
+        rows = test["subject"] == subject
+        assert figure == pytest.approx(sklearn_macro_f1(test["y"][rows], predicted[rows]), abs=1e-12)
+    assert sum(m["support"] for m in evaluation["per_class"].values()) == 48
+
+    # The baseline learns from the training subjects only and is scored on the test subjects.
+    (features, y, forest), = fitted
+    train_split = split(tiny_project, "train")
+    np.testing.assert_array_equal(features, window_features(train_split["X"], 50.0))
+    np.testing.assert_array_equal(y, train_split["y"])
+    scores = json.loads((tiny_project / "metrics/baseline.json").read_text())
+    assert scores["macro_f1"] == pytest.approx(
+        sklearn_macro_f1(test["y"], forest.predict(window_features(test["X"], 50.0))), abs=1e-12)
+    assert scores["val_macro_f1"] == pytest.approx(
+        sklearn_macro_f1(val["y"], forest.predict(window_features(val["X"], 50.0))), abs=1e-12)
     # The tiny classes differ in frequency: the feature baseline must separate them all.
-    assert json.loads((tiny_project / "metrics/baseline.json").read_text())["macro_f1"] > 0.9
+    assert scores["macro_f1"] > 0.9
     train_metrics = json.loads((tiny_project / "metrics/train.json").read_text())
     assert set(train_metrics) == {"epochs_run", "best_epoch", "best_val_macro_f1", "train_seconds"}
     # dvclive logged every epoch, validation macro-F1 included (dvclive files val_* under eval/).
     logged = (tiny_project / "dvclive/plots/metrics/eval/macro_f1.tsv").read_text().strip().splitlines()
     assert len(logged) == 1 + card["train"]["epochs_run"]
     confusion_rows = (tiny_project / "plots/confusion.csv").read_text().strip().splitlines()
-    assert confusion_rows[0] == "actual,predicted" and len(confusion_rows) == 1 + 3 * 12
+    assert confusion_rows[0] == "actual,predicted" and len(confusion_rows) == 1 + 48
+    assert confusion_rows[1:] == [f"{LABELS[a]},{LABELS[b]}" for a, b in zip(test["y"], predicted)]
     assert (tiny_project / "plots/confusion.png").stat().st_size > 0
     assert (tiny_project / "plots/per_class_f1.png").stat().st_size > 0
 
@@ -130,23 +180,30 @@ def test_crossval_tests_every_subject_once_against_the_baseline(tiny_project, mo
     from har.training import train_model
     from stages import crossval
 
-    seen = []  # (training windows, validation windows) the model got in each fold
+    seen = []  # (training windows, validation windows, model) of each fold
 
     def recording_train_model(X_train, y_train, X_val, y_val, **kwargs):
-        seen.append((len(X_train), len(X_val)))
-        return train_model(X_train, y_train, X_val, y_val, **kwargs)
+        model, summary = train_model(X_train, y_train, X_val, y_val, **kwargs)
+        seen.append((len(X_train), len(X_val), model))
+        return model, summary
 
     monkeypatch.setattr(crossval, "train_model", recording_train_model)
     summary = crossval.main(n_folds=3)
     folds = summary["per_fold"]
     tested = [s for f in folds for s in f["test_subjects"]]
-    assert sorted(tested) == ["s1", "s2", "s3", "s4"]  # every subject tested exactly once
-    per_subject = 3 * 12  # tiny_windows: 3 classes x 12 windows
-    for fold, (n_train, n_val) in zip(folds, seen):
+    assert sorted(tested) == sorted(WINDOWS)  # every subject tested exactly once
+    every = {name: split(tiny_project, name) for name in ("train", "val", "test")}
+    X, y, subject = (np.concatenate([s[key] for s in every.values()]) for key in ("X", "y", "subject"))
+    for fold, (n_train, n_val, model) in zip(folds, seen):
         assert not set(fold["test_subjects"]) & set(fold["val_subjects"])
         # The model trains on exactly the subjects that are neither tested nor validating.
-        assert n_val == per_subject * len(fold["val_subjects"])
-        assert n_train == per_subject * (4 - len(fold["test_subjects"]) - len(fold["val_subjects"]))
+        assert n_val == sum(WINDOWS[s] for s in fold["val_subjects"])
+        assert n_train == sum(n for s, n in WINDOWS.items() if s not in fold["test_subjects"] + fold["val_subjects"])
+        # Its figure is its macro-F1 on the fold's test subjects.
+        rows = np.isin(subject, fold["test_subjects"])
+        expected = sklearn_macro_f1(y[rows], model.predict(X[rows], verbose=0).argmax(axis=1))
+        assert fold["model_macro_f1"] == pytest.approx(expected, abs=1e-12)
+    assert summary["model_macro_f1"] == pytest.approx(sum(f["model_macro_f1"] for f in folds) / 3, abs=1e-12)
     assert summary["baseline_macro_f1"] > 0.9  # the tiny classes are separable by frequency
     assert json.loads((tiny_project / "metrics/crossval.json").read_text())["per_fold"] == json.loads(
         json.dumps(folds))
@@ -165,11 +222,13 @@ def test_learning_curve_trains_both_on_nested_subsets_of_the_training_subjects(t
     from har.training import train_model
     from stages import crossval, learning_curve
 
-    trained_on = []  # how many training windows each model got
+    trained_on, models = [], []  # how many training windows each model got, and the model
 
     def recording_train_model(X_train, y_train, X_val, y_val, **kwargs):
         trained_on.append(len(X_train))
-        return train_model(X_train, y_train, X_val, y_val, **kwargs)
+        model, summary = train_model(X_train, y_train, X_val, y_val, **kwargs)
+        models.append(model)
+        return model, summary
 
     monkeypatch.setattr(crossval, "train_model", recording_train_model)
     points = learning_curve.main([2, 1])["points"]
@@ -177,7 +236,11 @@ def test_learning_curve_trains_both_on_nested_subsets_of_the_training_subjects(t
     assert set(points[0]["subjects"]) < set(points[1]["subjects"]) == {"s1", "s2"}  # nested
     assert trained_on == [36, 72] == [p["training_windows"] for p in points]  # 3 classes x 12 windows each
     assert all(p["test_baseline_macro_f1"] > 0.9 for p in points)  # the tiny classes are separable by frequency
-    assert all(p["test_margin"] == p["test_model_macro_f1"] - p["test_baseline_macro_f1"] for p in points)
+    test = split(tiny_project, "test")
+    for point, model in zip(points, models):  # each point's figure is its model's macro-F1 on the test subjects
+        expected = sklearn_macro_f1(test["y"], model.predict(test["X"], verbose=0).argmax(axis=1))
+        assert point["test_model_macro_f1"] == pytest.approx(expected, abs=1e-12)
+        assert point["test_margin"] == pytest.approx(expected - point["test_baseline_macro_f1"], abs=1e-12)
     assert json.loads((tiny_project / "metrics/learning_curve.json").read_text()) == json.loads(
         json.dumps({"points": points}))
 
@@ -227,6 +290,13 @@ def test_seed_sweep_composes_each_settings_overrides_and_averages_the_runs(tiny_
     assert (result["setting"], result["seed"], result["epochs_run"]) == ("tiny", 7, 2)
     assert result["probabilities"]["val"].shape == (36, 3)
 
-    truth = {name: np.load(tiny_project / f"data/windows/{name}.npz")["y"] for name in ("val", "test")}
-    # One run averaged alone scores what it scored.
-    assert sweep["averaged"]([result], truth, 3) == {"val": result["val"], "test": result["test"]}
+    assert result["probabilities"]["test"].shape == (48, 3)
+
+    # Averaging two runs: the mean probabilities decide, not either run alone.
+    first = np.array([[.6, .4, 0], [.6, .4, 0], [0, 0, 1], [0, .6, .4], [.4, .6, 0]])
+    second = np.array([[.6, .4, 0], [0, 1, 0], [0, 0, 1], [0, .3, .7], [.45, .55, 0]])
+    runs = [{"probabilities": {"val": first, "test": first[:3]}}, {"probabilities": {"val": second, "test": second[:3]}}]
+    truth = {"val": np.array([0, 1, 2, 2, 0]), "test": np.array([0, 1, 2])}
+    # Mean argmax [0, 1, 2, 2, 1]: F1 2/3 for class 0 (1 of 2 found), 2/3 for class 1 (1 of 2 right), 1 for class 2.
+    assert sweep["averaged"](runs, truth, 3) == pytest.approx({"val": 7 / 9, "test": 1.0}, abs=1e-12)
+    assert sweep["averaged"](runs[:1], truth, 3)["test"] == pytest.approx(5 / 9, abs=1e-12)  # run 1 alone: [0, 0, 2]
