@@ -8,6 +8,9 @@ label smoothing, this model is under-confident, so T < 1 is expected.
 Abstention (selective prediction): a window whose calibrated top-1 probability is below a
 threshold is reported as `uncertain`. The threshold is the lowest one at which the validation
 subjects' accepted windows reach a target accuracy, so the test subjects never choose it.
+
+The timeline smoother's switch probability (har/smoothing.py) is chosen the same way, on the
+validation subjects' day-like sequences, with its own threshold on the smoothed posteriors.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from har.evaluation import macro_f1
+from har.smoothing import day_like_order, episode_count, hmm_posteriors
 
 EPS = 1e-12
 
@@ -137,3 +141,41 @@ def calibrate(val_probabilities: np.ndarray, val_y: np.ndarray, test_probabiliti
     }, {"reliability_before": reliability(test_probabilities, test_y, bins),
         "reliability_after": reliability(test_calibrated, test_y, bins),
         "risk_coverage": risk_coverage(test_calibrated, test_y)}
+
+
+def day_like_report(probabilities: dict, meta: dict, candidates: list[float], target_accuracy: float,
+                    n_classes: int, seed: int, threshold: float | None = None) -> dict:
+    """The switch probability and timeline threshold chosen on validation day-like sequences, judged on test.
+
+    `probabilities` and `meta` map "val" and "test" to calibrated probabilities and to the split's arrays
+    (y, subject, recording, start_t). The candidate with the best validation macro-F1 is kept (the
+    smallest on a tie, 0 = off); the threshold is then the lowest whose accepted smoothed windows reach
+    `target_accuracy` on validation, unless a fixed `threshold` is given.
+    """
+    def sequences(split: str, s: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        m = meta[split]
+        order = day_like_order(m["subject"], m["recording"], m["start_t"], seed)
+        return [hmm_posteriors(probabilities[split][i], s) for i in order], [m["y"][i] for i in order]
+
+    def score(split: str, s: float) -> dict:
+        posts, ys = sequences(split, s)
+        post, y = np.concatenate(posts), np.concatenate(ys)
+        return {"macro_f1": macro_f1(y, post.argmax(1), n_classes),
+                "episodes": sum(episode_count(p.argmax(1)) for p in posts),
+                "true_episodes": int(sum(len(np.unique(meta[split]["recording"][meta[split]["subject"] == person]))
+                                         for person in np.unique(meta[split]["subject"]))),
+                "posteriors": post, "y": y}
+
+    val_scores = {s: score("val", s) for s in sorted(set(candidates) | {0.0})}
+    chosen = max(val_scores, key=lambda s: (round(val_scores[s]["macro_f1"], 6), -s))
+    if threshold is None:
+        threshold = choose_threshold(val_scores[chosen]["posteriors"], val_scores[chosen]["y"], target_accuracy)
+    test_off, test_on = score("test", 0.0), score("test", chosen)
+
+    def public(result: dict) -> dict:
+        return {k: v for k, v in result.items() if k not in ("posteriors", "y")}
+
+    return {"switch_probability": chosen, "threshold": threshold, "seed": seed,
+            "validation": {str(s): public(r) for s, r in val_scores.items()},
+            "test_without": public(test_off), "test_with": public(test_on),
+            "test_with_selective": selective_metrics(test_on["posteriors"], test_on["y"], threshold, n_classes)}

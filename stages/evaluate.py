@@ -17,11 +17,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from har.calibration import apply_temperature, calibrate  # noqa: E402
+from har.calibration import apply_temperature, calibrate, day_like_report  # noqa: E402
 from har.config import load_params, write_json  # noqa: E402
 from har.wear import WearRule, recording_wear, worn_windows  # noqa: E402
 from stages.window import FUSED, load_meta, load_split  # noqa: E402
-from har.smoothing import day_like_report  # noqa: E402
 from har.evaluation import classification_metrics, confusion, confusion_records, macro_f1  # noqa: E402
 
 MODEL = "models/model.keras"

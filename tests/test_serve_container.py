@@ -10,9 +10,10 @@ from serve_helpers import ROOT
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 LOCAL = {"har", "serve"}
-# Reached only for a models:/ model URI; the image serves a mounted file, and Kubernetes fetches
-# the registry's champion with an init container (ops/k8s/deployment.yaml), so mlflow stays out.
-OPTIONAL = {"mlflow"}
+# Reached only for a models:/ model URI (the registry's client and its reachability check); the image
+# serves a mounted file, and Kubernetes fetches the registry's champion with an init container
+# (ops/k8s/deployment.yaml), so mlflow (and the requests it brings) stay out.
+OPTIONAL = {"mlflow", "requests"}
 
 
 def service_imports() -> set[str]:
