@@ -5,31 +5,28 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# The page's browser tests drive Debian's Chromium through Selenium (Playwright's own browser download
-# cannot be fetched here). Installed only when missing, and only as root.
-if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+# Debian packages the tests drive for real: Chromium for the page (Playwright's own browser download
+# cannot be fetched here), Prometheus, Alertmanager and kubectl for the operations tests. Installed when
+# missing and when this may (root with apt-get, as in CI); elsewhere those tests skip naming the
+# package, and in CI (env CI set) they fail.
+missing=()
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
+command -v kubectl >/dev/null || missing+=(kubernetes-client)
+if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
   else
-    echo "setup.sh: chromium/chromedriver missing; the page's browser tests need: apt-get install -y chromium chromium-driver" >&2
+    echo "setup.sh: missing ${missing[*]}; install with: apt-get install -y ${missing[*]}" >&2
   fi
 fi
 
 python3 -m venv .venv
 .venv/bin/pip install --quiet --upgrade pip
 .venv/bin/pip install --quiet -r requirements.lock
-
-# The operations tests (tests/test_ops_stack.py, tests/test_ops.py) run Debian's Prometheus, Alertmanager
-# and kubectl. Installed when missing and when this may (root with apt-get, as in CI); elsewhere those
-# tests skip, naming the package, and in CI (env CI set) they fail.
-missing=()
-command -v promtool >/dev/null || missing+=(prometheus)
-command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
-command -v kubectl >/dev/null || missing+=(kubernetes-client)
-if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
 
 # Queued experiments (`dvc queue start`) run in copies under .dvc/tmp/exps/<name>, where the
 # relative ../shared/data of params.yaml would point nowhere: give that folder the same neighbour.
