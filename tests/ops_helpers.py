@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -15,7 +16,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serve_helpers import free_port
 
 
 def in_ci() -> bool:
@@ -50,6 +50,24 @@ def wait_for(url: str, process: subprocess.Popen, log: Path, timeout_s: float = 
     raise RuntimeError(f"{url} did not answer within {timeout_s:.0f} s: {log.read_text()[-3000:]}")
 
 
+def unused_port() -> int:
+    """A loopback port the kernel reports free now. Prometheus, Alertmanager and mlflow cannot report a port
+    they chose themselves, so one is named for them; `on_a_free_port` covers the moment before they bind it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def on_a_free_port(start):
+    """`start(port)` on an unused port, again on another if it fails (another process took the port first)."""
+    for attempt in range(3):
+        try:
+            return start(unused_port())
+        except RuntimeError:
+            if attempt == 2:
+                raise
+
+
 def start_process(args: list[str], log: Path, ready_url: str, timeout_s: float = 60, env: dict | None = None):
     """Start `args` with output to `log`; returns the process once `ready_url` answers 200."""
     process = subprocess.Popen([str(a) for a in args], stdout=open(log, "ab"), stderr=subprocess.STDOUT,
@@ -81,11 +99,14 @@ def start_prometheus(folder: Path, config: dict, rules: dict | None = None):
         (folder / "rules.yml").write_text(yaml.safe_dump(rules, sort_keys=False))
         config = {**config, "rule_files": ["rules.yml"]}
     (folder / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = start_process([binary, f"--config.file={folder / 'prometheus.yml'}", f"--storage.tsdb.path={folder / 'data'}",
-                             f"--web.listen-address=127.0.0.1:{port}"], folder / "prometheus.log", url + "/-/ready")
-    return process, url
+
+    def start(port: int):
+        url = f"http://127.0.0.1:{port}"
+        return start_process([binary, f"--config.file={folder / 'prometheus.yml'}",
+                              f"--storage.tsdb.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+                             folder / "prometheus.log", url + "/-/ready"), url
+
+    return on_a_free_port(start)
 
 
 def start_alertmanager(folder: Path, config: dict):
@@ -95,26 +116,30 @@ def start_alertmanager(folder: Path, config: dict):
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "alertmanager.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = start_process([binary, f"--config.file={folder / 'alertmanager.yml'}", f"--storage.path={folder / 'data'}",
-                             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
-                            folder / "alertmanager.log", url + "/-/ready")
-    return process, url
+
+    def start(port: int):
+        url = f"http://127.0.0.1:{port}"
+        return start_process([binary, f"--config.file={folder / 'alertmanager.yml'}",
+                              f"--storage.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
+                              "--cluster.listen-address="], folder / "alertmanager.log", url + "/-/ready"), url
+
+    return on_a_free_port(start)
 
 
 def start_mlflow_server(folder: Path, port: int | None = None):
     """`mlflow server` on 127.0.0.1 with an SQLite store and a local artifact root in `folder`, one worker.
     Returns (process, tracking URI)."""
     folder.mkdir(parents=True, exist_ok=True)
-    port = port or free_port()
-    uri = f"http://127.0.0.1:{port}"
     mlflow = Path(sys.executable).with_name("mlflow")  # the venv's, beside its python
-    process = start_process([mlflow, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-                             "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-                             "--artifacts-destination", str(folder / "artifacts")],
-                            folder / "mlflow.log", uri + "/health", timeout_s=120)
-    return process, uri
+
+    def start(port: int):
+        uri = f"http://127.0.0.1:{port}"
+        return start_process([mlflow, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                              "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+                              "--artifacts-destination", str(folder / "artifacts")],
+                             folder / "mlflow.log", uri + "/health", timeout_s=120), uri
+
+    return start(port) if port else on_a_free_port(start)
 
 
 class Receiver:
