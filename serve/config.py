@@ -36,6 +36,7 @@ class Settings:
         serve = params.get("serve", {})
         batching = serve.get("batching", {})
         personal = serve.get("personal", {})
+        personal_dir = personal.get("models_dir", cls.personal_dir)  # null in params: no per-person models
         values = dict(
             model_path=Path(serve.get("model_path", cls.model_path)),
             host=serve.get("host", cls.host),
@@ -53,7 +54,7 @@ class Settings:
             tracking_uri=params.get("registry", {}).get("tracking_uri"),
             wear=WearRule.from_params(params.get("wear")),
             drift_report=Path(params.get("monitor", {}).get("report", cls.drift_report)),
-            personal_dir=Path(personal["models_dir"]) if personal.get("models_dir") else None,
+            personal_dir=Path(personal_dir) if personal_dir else None,
             personal_cache_size=int(personal.get("cache_size", cls.personal_cache_size)),
         )
         return replace(cls(**values), **{k: v for k, v in overrides.items() if v is not None})

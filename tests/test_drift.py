@@ -389,8 +389,9 @@ def test_live_summary_bins_outputs_and_gauges_worked_out_by_hand():
     assert summary["drifted"] == [f"{norm} [critical]: PSI {norm_psi:.2f}, binned KS 0.50" for norm in ("acc_norm", "gyr_norm")]
 
     samples = drift.prometheus_samples(summary)
-    assert samples[:2] == [("har_drift_windows_observed", {}, 3.0), ("har_drift_severity", {}, 2.0)]
-    assert samples[2:4] == [("har_drift_psi", {"channel": "ax"}, 0.0), ("har_drift_ks_binned", {"channel": "ax"}, 0.0)]
+    assert samples[:3] == [("har_drift_windows_observed", {}, 3.0), ("har_drift_not_worn_windows", {}, 0.0),
+                           ("har_drift_severity", {}, 2.0)]
+    assert samples[3:5] == [("har_drift_psi", {"channel": "ax"}, 0.0), ("har_drift_ks_binned", {"channel": "ax"}, 0.0)]
     assert samples[-3:] == [("har_drift_mean_entropy", {}, production["mean_entropy"]),
                             ("har_drift_mean_confidence", {}, production["mean_confidence"]),
                             ("har_drift_label_psi", {}, summary["outputs"]["label_psi"])]
