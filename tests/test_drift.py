@@ -395,7 +395,7 @@ def test_live_summary_bins_outputs_and_gauges_worked_out_by_hand():
     assert samples[-3:] == [("har_drift_mean_entropy", {}, production["mean_entropy"]),
                             ("har_drift_mean_confidence", {}, production["mean_confidence"]),
                             ("har_drift_label_psi", {}, summary["outputs"]["label_psi"])]
-    assert len(samples) == 2 + 2 * len(drift.MONITORED) + 3
+    assert len(samples) == 3 + 2 * len(drift.MONITORED) + 3
     registry = CollectorRegistry()
     registry.register(drift.DriftCollector(monitor))
     exposition = generate_latest(registry).decode()
