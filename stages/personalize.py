@@ -21,7 +21,6 @@ os.environ["CUDA_VISIBLE_DEVICES"] = ""  # Keras parity, as in the export stage
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

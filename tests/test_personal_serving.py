@@ -37,7 +37,7 @@ def write_personal_model(folder, subject: str, favourite: str, named: str | None
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("personal")
-    generic = write_tiny_model(root / "model.onnx")
+    write_tiny_model(root / "model.onnx")
     people = root / "people"
     people.mkdir()
     write_personal_model(people, "p1", "sitting")

@@ -20,7 +20,6 @@ from har.annotations import subject_recordings
 from har.personalize import calibration_split, embed, fit_head, generic_head, locate_head, recordings_to_windows
 from serve.runtime import ModelRuntime
 from serve.timeline import recording_preprocessing
-from serve_helpers import ROOT
 
 LABELS = ["sitting", "clapping", "typing"]
 LENGTH, HZ = 200, 50.0
