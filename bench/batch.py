@@ -24,9 +24,9 @@ sys.path.insert(0, str(ROOT))
 
 import pandas as pd  # noqa: E402
 
-from timing import median_seconds  # noqa: E402
+from timing import median_seconds, report  # noqa: E402
 
-from har.config import load_params, resolve_raw, write_json  # noqa: E402
+from har.config import load_params, resolve_raw  # noqa: E402
 from har.fusion import fuse_recording  # noqa: E402
 from har.garmin import find_garmin_pairs, read_garmin_pair  # noqa: E402
 from har.wear import WearRule  # noqa: E402
@@ -86,9 +86,7 @@ def main() -> None:
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "load_average_1min_at_end": round(os.getloadavg()[0], 2),
     }
-    for key, value in result.items():
-        print(f"{key:35s} {value}")
-    write_json(ROOT / "metrics" / "bench_batch.json", result)
+    report(result, "batch")
 
 
 if __name__ == "__main__":

@@ -28,9 +28,9 @@ sys.path.insert(0, str(ROOT))
 import openpyxl  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from timing import median_seconds  # noqa: E402
+from timing import median_seconds, report  # noqa: E402
 
-from har.config import load_params, resolve_raw, write_json  # noqa: E402
+from har.config import load_params, resolve_raw  # noqa: E402
 from har.fusion import fuse_recording  # noqa: E402
 from har.garmin import find_garmin_pairs, read_garmin_pair  # noqa: E402
 
@@ -82,9 +82,7 @@ def main() -> None:
         **process,
         "stage_process_over_read_and_fuse": round(process["stage_whole_process_median_s"] / ours, 2),
     }
-    for key, value in result.items():
-        print(f"{key:45s} {value}")
-    write_json(ROOT / "metrics" / "bench_fuse.json", result)
+    report(result, "fuse")
 
 
 if __name__ == "__main__":

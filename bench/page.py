@@ -25,9 +25,9 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from timing import median_seconds  # noqa: E402
+from timing import median_seconds, report  # noqa: E402
 
-from har.config import load_params, resolve_raw, write_json  # noqa: E402
+from har.config import load_params, resolve_raw  # noqa: E402
 from har.garmin import find_garmin_pairs  # noqa: E402
 from tests.browser_helpers import chromium_driver, quit_driver  # noqa: E402
 from tests.serve_helpers import TOKEN, start_server, stop_server, write_tiny_model, write_tiny_reference  # noqa: E402
@@ -105,9 +105,7 @@ def main() -> None:
         "page_over_direct": round(timeline_s / direct_s, 2),
         "load_average_1min_at_end": round(os.getloadavg()[0], 2),
     }
-    for key, value in result.items():
-        print(f"{key:35s} {value}")
-    write_json(ROOT / "metrics" / "bench_page.json", result)
+    report(result, "page")
 
 
 if __name__ == "__main__":

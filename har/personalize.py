@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 from onnx import numpy_helper
+from scipy.special import softmax
 from threadpoolctl import threadpool_limits
 
 from har.fusion import fuse_recording
@@ -52,7 +53,7 @@ class Head:
         return self.scale * (f.astype(np.float64) @ self.weights + self.bias)
 
     def probabilities(self, f: np.ndarray) -> np.ndarray:
-        return softmax(self.logits(f))
+        return softmax(self.logits(f), axis=1)
 
 
 @dataclass(frozen=True)
@@ -65,12 +66,6 @@ class HeadNodes:
     bias: str | None  # initializer; None when the converter folded a zero bias away
     logits: str  # h W + b, before any temperature
     summary: str | None  # the tensor u: input of the Dense layer whose ReLU output is h (None if not found)
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def _constant(model: onnx.ModelProto, name: str) -> np.ndarray | None:
@@ -246,7 +241,7 @@ def prototype_probabilities(h_calib: np.ndarray, y_calib: np.ndarray, h: np.ndar
     temperature = max(float(np.median(own)), 1e-6)
     distance = ((h[:, None, :] - centres[None]) ** 2).sum(axis=2)
     q = np.zeros_like(generic_p, dtype=np.float64)
-    q[:, classes] = softmax(-distance / temperature)
+    q[:, classes] = softmax(-distance / temperature, axis=1)
     return (1 - blend) * generic_p + blend * q
 
 

@@ -86,6 +86,11 @@ class Predictor:
         return probabilities
 
 
+def _media_type(request: Request) -> str:
+    """The body's media type without parameters (JSON when the client sent none)."""
+    return request.headers.get("content-type", JSON).split(";")[0].strip().lower()
+
+
 def _safe_filename(name: str | None, fallback: str) -> str:
     """An uploaded file's base name, reduced to harmless characters."""
     name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name or "").name).lstrip(".")
@@ -129,6 +134,8 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
 
     async def person_for(subject: str | None) -> tuple[ModelRuntime | None, object]:
         """A person's model and its scorer (with the service's observers), or (None, None): the generic model."""
+        if subject is None:  # most requests: no thread hop on the hot path
+            return None, None
         person = await anyio.to_thread.run_sync(personal.runtime_for, subject)
         return person, (functools.partial(score_and_observe, person, observers_all) if person else None)
     guard = bearer_guard(token)
@@ -177,7 +184,7 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
     async def predict(request: Request,
                       subject: Annotated[str | None, Parameter(pattern=contract.SUBJECT_PATTERN, description=(
                           "whose windows (binary bodies; JSON bodies may carry a subject field)"))] = None) -> dict:
-        media_type = request.headers.get("content-type", JSON).split(";")[0].strip().lower()
+        media_type = _media_type(request)
         body, limits = await request.body(), dict(length=length, channels=channels, max_windows=limit)
         if media_type == JSON:
             windows, in_body = parse_predict(body, **limits)
@@ -236,7 +243,7 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
               model_name=card.name))
     async def v2_infer(name: str, request: Request) -> Response:
         model_or_404(name)
-        media_type = request.headers.get("content-type", JSON).split(";")[0].strip().lower()
+        media_type = _media_type(request)
         if media_type not in (JSON, OCTET_STREAM):
             raise RequestError(415, f"Content-Type {media_type!r} is not one of {[JSON, OCTET_STREAM]}")
         windows, infer = parse_v2_infer(await request.body(), input_name=input_name, length=length,
@@ -304,8 +311,8 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
         not_worn = int(len(scored.windows) - len(worn))
         if drift is not None:
             drift.observe_not_worn(not_worn)
-        answer = recording_answer(scored_by, scored, probabilities, settings.wear)
-        answer["model"].update(subject=subject, personal=person is not None)
+        answer = recording_answer(scored_by, scored, probabilities, settings.wear, subject=subject,
+                                  personal=person is not None)
         if drift is not None:  # this recording alone against the training reference (the page shows it)
             answer["drift"] = await anyio.to_thread.run_sync(lambda: recording_drift(
                 drift.reference, worn, probabilities, card.labels, not_worn=not_worn))

@@ -164,11 +164,11 @@ def run(input_folder: Path, output_folder: Path, runtime: ModelRuntime, *, timez
             print(f"skipped: {error}", file=progress, flush=True)
             continue
         probabilities = worn_probabilities(runtime.predict, scored_windows, len(runtime.card.labels))
-        result = recording_answer(runtime.card, scored_windows, probabilities, wear_rule)
+        result = recording_answer(runtime.card, scored_windows, probabilities, wear_rule, subject=subject,
+                                  personal=personal)
         if drift_reference is not None:
             result["drift"] = recording_drift(drift_reference, scored_windows.windows[scored_windows.worn], probabilities,
                                               runtime.card.labels, not_worn=int((~scored_windows.worn).sum()))
-        result["model"].update(subject=subject, personal=personal)
         write_outputs(output_folder / job.name, result)
         # What the recording mostly was, states included: a watch left on a desk is mostly not_worn.
         top = max([*result["minutes_per_activity"].items(), ("uncertain", result["uncertain_minutes"]),

@@ -189,11 +189,12 @@ def worn_probabilities(predict, scored: RecordingWindows, n_labels: int) -> np.n
 
 
 def recording_answer(card: ModelCard, scored: RecordingWindows, probabilities: np.ndarray,
-                     wear_rule: WearRule) -> dict:
+                     wear_rule: WearRule, *, subject: str | None = None, personal: bool = False) -> dict:
     """The whole answer for one scored recording: what it was, which model, timeline, episodes, minutes, wear.
 
     `probabilities` are the model's answers for the worn windows (`scored.windows[scored.worn]`); when the model
-    carries a timeline smoother, the labels and confidences are its posteriors.
+    carries a timeline smoother, the labels and confidences are its posteriors. `subject` and `personal` say
+    whose model `card` is.
     """
     preprocessing = recording_preprocessing(card)
     window_s = card.window_length / float(preprocessing["target_hz"])
@@ -204,7 +205,7 @@ def recording_answer(card: ModelCard, scored: RecordingWindows, probabilities: n
     answer = {"recording": {"id": scored.recording_id, "start_time": scored.start_time,
                             "fused_samples": quality["samples_written"], "fused_seconds": quality["fused_seconds"],
                             "segments": quality["segments"], "quality": quality_summary(quality)},
-              "model": card.identity(),
+              "model": {**card.identity(), "subject": subject, "personal": personal},
               **summarize(scored.start_s, scored.worn, probabilities, card.labels, window_s=window_s,
                           threshold=card.abstain_threshold, start_time=scored.start_time)}
     answer["wear"] = wear_report(scored.nonwear, float(quality["fused_seconds"]), wear_rule,
