@@ -31,8 +31,8 @@ from har.fusion import fuse_recording  # noqa: E402
 from har.garmin import find_garmin_pairs, read_garmin_pair  # noqa: E402
 from har.wear import WearRule  # noqa: E402
 from serve.batch import run  # noqa: E402
-from serve.runtime import ModelRuntime  # noqa: E402
-from serve.timeline import cut_recording, recording_preprocessing  # noqa: E402
+from har.runtime import ModelRuntime  # noqa: E402
+from har.timeline import cut_recording, recording_preprocessing  # noqa: E402
 
 
 def main() -> None:

@@ -21,8 +21,8 @@ import numpy as np
 from har.annotations import subject_recordings
 from har.config import load_params, resolve_raw, write_json
 from har.personalize import recordings_to_windows
-from serve.runtime import ModelRuntime
-from serve.timeline import recording_preprocessing
+from har.runtime import ModelRuntime
+from har.timeline import recording_preprocessing
 from stages.personalize import personalise
 
 REPORT = Path("metrics/bench_personalize.json")

@@ -44,7 +44,7 @@ import uvloop  # noqa: E402
 from har.config import load_params, write_json  # noqa: E402
 from serve import client  # noqa: E402
 from serve.config import Settings  # noqa: E402
-from serve.runtime import ModelRuntime  # noqa: E402
+from har.runtime import ModelRuntime  # noqa: E402
 from serve.wire import JSON, NPY, OCTET_STREAM  # noqa: E402
 
 TOKEN = "bench-token-" + "0" * 20
@@ -57,7 +57,7 @@ def tiny_stand_in(folder: Path, params: dict) -> tuple[Path, Path]:
     """An untrained model of the configured architecture, exported the way the export stage does it."""
     from har.fusion import CHANNELS
     from har.model import build_model
-    from serve.modelfile import stamp
+    from har.modelfile import stamp
     from stages.export import build_metadata, convert, weights_version
 
     labels, length = params["data"]["labels"], params["window"]["length"]

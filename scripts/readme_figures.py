@@ -4,8 +4,8 @@ Run from the repository root, after `dvc repro` (it needs models/model.onnx):
 
     python scripts/readme_figures.py [--model models/model.onnx] [--session 2025-03-23-15-23-10]
 
-The recording is scored by the batch scorer's own path (`serve.timeline.garmin_windows`, one
-onnxruntime call, `serve.timeline.recording_answer`), so the picture is what `POST /recordings` and
+The recording is scored by the batch scorer's own path (`har.timeline.garmin_windows`, one
+onnxruntime call, `har.timeline.recording_answer`), so the picture is what `POST /recordings` and
 `python -m serve.batch` answer for the same Garmin pair. Top: the label of every episode over the
 recording's time, one row per label; bottom: the model's confidence per window.
 """
@@ -17,9 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: the repository's packages are importable
 
 from har.config import load_params  # noqa: E402
-from serve.runtime import ModelRuntime  # noqa: E402
+from har.runtime import ModelRuntime  # noqa: E402
 from har.wear import WearRule  # noqa: E402
-from serve.timeline import garmin_windows, recording_answer, recording_preprocessing, worn_probabilities  # noqa: E402
+from har.timeline import garmin_windows, recording_answer, recording_preprocessing, worn_probabilities  # noqa: E402
 
 STATE_COLOURS = {"not_worn": "#9e9e9e", "uncertain": "#d9d9d9"}  # grey: what is not an activity
 

@@ -1,7 +1,4 @@
-"""The inference service: a Litestar app over one onnxruntime session per process.
-
-`python -m serve` starts it (see serve/__main__.py). Submodules are kept importable on
-their own: `serve.modelfile` and `serve.runtime` need only onnx / onnxruntime, and
-`serve.timeline` only the pipeline's own `har` code, so stages and CLIs can reuse them
-without pulling in the web stack.
+"""The ways in: the Litestar app (serve/app.py and its controllers), `python -m serve`, the batch
+scorer and the client. Domain code (recording -> timeline, the model file and its runtime) lives
+in `har/`; this package only adapts it to HTTP and the command line.
 """

@@ -14,7 +14,7 @@ import sys
 import uvicorn
 
 from serve.config import Settings
-from serve.modelfile import ModelFileError
+from har.modelfile import ModelFileError
 from serve.security import ConfigurationError, load_token, require_token
 
 ACCEPTED_GRACE_S = 1.0

@@ -32,9 +32,9 @@ from serve.config import Settings
 from serve.monitoring import Observer, ServiceMetrics
 from serve.page import TEMPLATES, page_handlers
 from serve.personal import PersonalModels, answered_by, check_subject
-from serve.runtime import ModelRuntime, model_file
+from har.runtime import ModelRuntime, model_file
 from serve.security import bearer_guard, require_token
-from serve.timeline import STATES, garmin_windows, recording_answer, recording_preprocessing
+from har.timeline import STATES, garmin_windows, recording_answer, recording_preprocessing
 from serve.validation import (RequestError, parse_predict, parse_predict_npy, parse_predict_octets,
                               parse_v2_infer, v2_binary_outputs)
 from serve.wire import JSON, NPY, OCTET_STREAM, SHAPE_HEADER, V2_HEADER_LENGTH, encode_bytes_tensor, v2_message

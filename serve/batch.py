@@ -7,9 +7,9 @@ INPUT_FOLDER holds Garmin workbook pairs (`<session>-accelerometer_data.xlsx` +
 `<session>-gyroscope_data.xlsx`) and/or fused tables (`<recording>.parquet` with columns t, ax..gz,
 beside an index.csv with wall-clock start times and a quality.json with the fusion settings, as
 `stages.fuse` writes them; also one level down, as in data/fused/garmin/<session>/).
-Each recording goes through the service's own path: `serve.timeline.garmin_windows` (the
+Each recording goes through the service's own path: `har.timeline.garmin_windows` (the
 pipeline's reader, fusion and windowing with the model's preprocessing), one `ModelRuntime`
-call, `serve.timeline.recording_answer`; so OUTPUT_FOLDER/<recording>/recording.json is what
+call, `har.timeline.recording_answer`; so OUTPUT_FOLDER/<recording>/recording.json is what
 `POST /recordings` answers for the same pair (with the recording's drift when the model's
 drift_reference.json lies beside it). Beside it: timeline.csv, episodes.csv and
 minutes_per_activity.csv; OUTPUT_FOLDER/summary.json lists what was scored and what was
@@ -36,10 +36,10 @@ from har.fusion import CHANNELS
 from har.garmin import find_garmin_pairs
 from har.wear import WearRule
 from serve.config import Settings
-from serve.modelfile import ModelFileError
+from har.modelfile import ModelFileError
 from serve.personal import PersonalModels
-from serve.runtime import ModelRuntime, model_file
-from serve.timeline import (RecordingWindows, cut_recording, garmin_windows, recording_answer, recording_preprocessing,
+from har.runtime import ModelRuntime, model_file
+from har.timeline import (RecordingWindows, cut_recording, garmin_windows, recording_answer, recording_preprocessing,
                             worn_probabilities)
 from serve.validation import RequestError
 

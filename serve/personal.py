@@ -18,8 +18,8 @@ from pathlib import Path
 import onnx
 
 from serve.contract import SUBJECT_PATTERN
-from serve.modelfile import ModelCard, ModelFileError
-from serve.runtime import ModelRuntime
+from har.modelfile import ModelCard, ModelFileError
+from har.runtime import ModelRuntime
 from serve.validation import RequestError
 
 log = logging.getLogger("serve")

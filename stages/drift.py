@@ -29,7 +29,7 @@ from har.drift import (MONITORED, UNITS, bin_counts, build_reference, drift_repo
                        output_summary, reference_path_for, sample_values, unjudged_report, wear_finding)
 from har.notify import notify_drift
 from har.wear import WearRule
-from serve.timeline import cut_recording
+from har.timeline import cut_recording
 
 METRICS = Path("metrics/drift.json")
 COLOURS = {"none": "#2e7d32", "warning": "#ef6c00", "critical": "#c62828"}
@@ -37,7 +37,7 @@ COLOURS = {"none": "#2e7d32", "warning": "#ef6c00", "critical": "#c62828"}
 
 def predict_onnx(model_path, windows: np.ndarray, batch: int = 1024) -> tuple[np.ndarray, list[str]]:
     """The model's probabilities for windows [n, L, 6] and its labels, through the service's own runtime."""
-    from serve.runtime import ModelRuntime  # checks the model's checksum and contract, as the service does
+    from har.runtime import ModelRuntime  # checks the model's checksum and contract, as the service does
 
     runtime = ModelRuntime(model_path)
     parts = [runtime.predict(windows[i:i + batch].astype(np.float32)) for i in range(0, len(windows), batch)]

@@ -3,7 +3,7 @@
 Converts with tf2onnx in a process that sees no GPU (with a GPU visible, TensorFlow picks the
 cuDNN LSTM kernel and tf2onnx cannot express it as a native ONNX LSTM). The ONNX file carries
 its labels, input contract, preprocessing, provenance (git commit, data hash) and test metrics,
-plus a checksum the service verifies (serve/modelfile.py). Keras and onnxruntime must agree on
+plus a checksum the service verifies (har/modelfile.py). Keras and onnxruntime must agree on
 the test windows: max |p_keras - p_onnx| <= serve.export.parity_atol and identical top-1, or the
 stage fails and no model is written. Report: metrics/export.json.
 """
@@ -26,8 +26,8 @@ import onnx
 
 from har.config import load_params, write_json
 from har.registry import data_hash, git_commit
-from serve.modelfile import stamp
-from serve.runtime import ModelRuntime
+from har.modelfile import stamp
+from har.runtime import ModelRuntime
 
 KERAS_MODEL = Path("models/model.keras")
 MODEL_INFO = Path("models/model.json")

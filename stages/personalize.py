@@ -36,9 +36,9 @@ from har.personalize import (Head, LabelledWindows, calibration_hash, calibratio
                              personal_metadata, prototype_probabilities, recordings_to_windows, seconds_per_class,
                              write_head)
 from har.windows import window_step
-from serve.modelfile import read_card, stamp
-from serve.runtime import ModelRuntime
-from serve.timeline import recording_preprocessing
+from har.modelfile import read_card, stamp
+from har.runtime import ModelRuntime
+from har.timeline import recording_preprocessing
 from stages.export import parity, parity_sample
 
 METRICS = Path("metrics/personalize.json")

@@ -18,8 +18,8 @@ from har.drift import reference_path_for
 from har.evaluation import macro_f1
 from har.registry import (RegistryUnreachable, check_reachable, git_commit, load_onnx_from_registry, register_model,
                           tracking_uri)
-from serve.modelfile import read_card
-from serve.runtime import ModelRuntime
+from har.modelfile import read_card
+from har.runtime import ModelRuntime
 from stages.window import load_meta, load_split
 
 METRICS = Path("metrics/register.json")

@@ -15,7 +15,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from har.fusion import CHANNELS
-from serve.modelfile import stamp
+from har.modelfile import stamp
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "test-token-0123456789abcdef"
@@ -123,7 +123,7 @@ def write_tiny_reference(model: Path, monitor: dict, seed: int = 1, windows: int
     """A drift reference beside a tiny model (random normal training windows, the model's own outputs)."""
     from har.config import write_json
     from har.drift import build_reference, output_summary, reference_path_for
-    from serve.runtime import ModelRuntime
+    from har.runtime import ModelRuntime
 
     reference_windows = np.random.default_rng(seed).normal(size=(windows, LENGTH, len(CHANNELS))).astype(np.float32)
     path = reference_path_for(model)

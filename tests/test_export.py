@@ -9,7 +9,7 @@ import yaml
 from har.config import load_params
 from har.fusion import CHANNELS
 from har.model import build_model, channel_stats
-from serve.runtime import ModelRuntime
+from har.runtime import ModelRuntime
 from serve_helpers import ROOT
 
 LABELS = ["sitting", "typing", "clapping"]

@@ -20,7 +20,7 @@ from har.config import load_params, write_json
 from har.drift import build_reference, output_summary, reference_path_for
 from har.notify import notify_drift
 from ops_helpers import need_binary
-from serve.runtime import ModelRuntime
+from har.runtime import ModelRuntime
 from serve_helpers import LABELS, ROOT, TOKEN, refusing_address, start_server, stop_server, write_tiny_model
 
 OPS = ROOT / "ops"

@@ -11,9 +11,9 @@ from test_garmin import write_workbook
 
 from har.config import load_params
 from har.personalize import Head, generic_head, personal_metadata, write_head
-from serve.modelfile import stamp
+from har.modelfile import stamp
 from serve.personal import PersonalModels
-from serve.runtime import ModelRuntime
+from har.runtime import ModelRuntime
 from serve.validation import RequestError
 from serve_helpers import LABELS, ROOT, TOKEN, random_windows, start_server, stop_server, tiny_graph, tiny_metadata, write_tiny_model
 

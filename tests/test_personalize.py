@@ -18,8 +18,8 @@ from har.evaluation import macro_f1
 from har.fusion import CHANNELS
 from har.annotations import subject_recordings
 from har.personalize import calibration_split, embed, fit_head, generic_head, locate_head, recordings_to_windows
-from serve.runtime import ModelRuntime
-from serve.timeline import recording_preprocessing
+from har.runtime import ModelRuntime
+from har.timeline import recording_preprocessing
 
 LABELS = ["sitting", "clapping", "typing"]
 LENGTH, HZ = 200, 50.0

@@ -208,7 +208,7 @@ def test_a_champion_evaluated_on_other_windows_is_rescored_only_where_that_is_fa
     must not replace it, although 0.6 > 0.2. Where v1 cannot be scored fairly, it is kept too."""
     import numpy as np
 
-    from serve.runtime import ModelRuntime
+    from har.runtime import ModelRuntime
     from serve_helpers import random_windows
     from stages import register
 

@@ -7,8 +7,8 @@ from conftest import GARMIN_ACC, GARMIN_GYR
 from har.config import load_params
 from serve.app import create_app
 from serve.config import Settings
-from serve.modelfile import ModelFileError
-from serve.runtime import ModelRuntime
+from har.modelfile import ModelFileError
+from har.runtime import ModelRuntime
 from serve.security import ConfigurationError
 from serve_helpers import random_windows, LABELS, ROOT, TOKEN, write_tiny_model
 

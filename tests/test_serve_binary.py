@@ -10,7 +10,7 @@ import yaml
 
 from har.config import load_params
 from serve.client import HarClient, ServiceError, parse_v2_response, predict_request, v2_request
-from serve.runtime import ModelRuntime
+from har.runtime import ModelRuntime
 from serve.wire import NPY, OCTET_STREAM, V2_HEADER_LENGTH, decode_bytes_tensor, encode_bytes_tensor
 from serve_helpers import LABELS, ROOT, TOKEN, random_windows, start_server, stop_server, write_tiny_model
 

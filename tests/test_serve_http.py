@@ -12,7 +12,7 @@ import yaml
 from conftest import GARMIN_ACC, GARMIN_GYR
 from har.config import load_params
 from serve.client import HarClient
-from serve.runtime import ModelRuntime
+from har.runtime import ModelRuntime
 from serve_helpers import random_windows, LABELS, ROOT, TOKEN, start_server, stop_server, write_tiny_model
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

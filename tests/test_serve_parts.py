@@ -9,10 +9,10 @@ import pytest
 
 from serve.batching import DynamicBatcher
 from serve.config import Settings
-from serve.modelfile import CHECKSUM_KEY, ModelFileError, read_card, stamp
-from serve.runtime import ModelRuntime
+from har.modelfile import CHECKSUM_KEY, ModelFileError, read_card, stamp
+from har.runtime import ModelRuntime
 from serve.security import ConfigurationError, load_token, require_token
-from serve.timeline import episodes, minutes_per_label, summarize, window_labels, window_spans
+from har.timeline import episodes, minutes_per_label, summarize, window_labels, window_spans
 from serve.validation import RequestError, parse_predict, parse_v2_infer
 from serve_helpers import LABELS, ROOT, tiny_graph, tiny_metadata, write_tiny_model
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from serve_helpers import tiny_graph, tiny_metadata
 
-from serve.modelfile import stamp
+from har.modelfile import stamp
 
 
 def tiny_onnx_model(path, labels=("sitting", "standing", "typing")) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from serve.modelfile import ModelCard, ModelFileError, read_card
+from har.modelfile import ModelCard, ModelFileError, read_card
 
 
 def model_file(model, tracking: str | None = None) -> Path:

@@ -20,7 +20,7 @@ from har.garmin import read_garmin_pair
 from har.smoothing import smooth
 from har.wear import WearRule, recording_wear, wear_report, worn_windows
 from har.windows import make_windows
-from serve.modelfile import ModelCard
+from har.modelfile import ModelCard
 
 
 @dataclass
