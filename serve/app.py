@@ -16,7 +16,7 @@ from typing import Annotated
 import anyio.to_thread
 import numpy as np
 from litestar import Litestar, MediaType, Request, Response, get, post
-from litestar.datastructures import UploadFile
+from litestar.datastructures import State, UploadFile
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.openapi import OpenAPIConfig
@@ -26,7 +26,7 @@ from litestar.params import Body, Parameter
 from har.drift import DriftCollector, RunningDriftMonitor, load_reference, recording_drift, reference_path_for
 from har.recording import InputError
 from har.registry import registry_source
-from serve import contract
+from serve import admission, contract
 from serve.batching import DynamicBatcher
 from serve.config import Settings
 from serve.monitoring import Observer, ServiceMetrics
@@ -276,9 +276,10 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
         return Response(body, media_type=OCTET_STREAM, headers={V2_HEADER_LENGTH: str(header_length)})
 
     @post("/recordings", tags=["predict"], guards=[guard], security=SECURED, status_code=200,
-          request_max_body_size=settings.max_upload_bytes,
+          request_max_body_size=settings.max_upload_bytes, **admission.ADMITTED,
           summary="Activity timeline of an uploaded Garmin accelerometer + gyroscope workbook pair",
-          operation_class=contract.documented(responses=contract.errors(400, 401, 413, 415, 422)))
+          operation_class=contract.documented(responses={**contract.errors(400, 401, 413, 415, 422),
+                                                         **admission.RESPONSES}))
     async def recordings(data: Annotated[GarminUpload, Body(media_type=RequestEncodingType.MULTI_PART)],
                          subject: Annotated[str | None, Parameter(pattern=contract.SUBJECT_PATTERN, description=(
                              "whose recording: scored by that person's model if there is one"))] = None) -> dict:
@@ -370,6 +371,7 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
         on_startup=[start],
         on_shutdown=[stop],
         middleware=[metrics.middleware],
+        state=State({admission.STATE_KEY: admission.UploadBudget.from_settings(settings, metrics.admission)}),
         request_max_body_size=settings.max_body_bytes,
         exception_handlers={RequestError: request_error, HTTPException: http_error, Exception: unexpected_error},
         logging_config=None,  # logging is set up by whoever runs the app (serve/__main__.py, uvicorn)

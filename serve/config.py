@@ -30,6 +30,12 @@ class Settings:
     drift_report: Path | None = Path("reports/drift.html")  # the drift stage's HTML report (monitor.report)
     personal_dir: Path | None = Path("models/personal")  # <subject>.onnx per person (serve/personal.py)
     personal_cache_size: int = 8  # per-person onnxruntime sessions kept loaded
+    # Admission of recording uploads (serve/admission.py), the `serve.recordings` params; None: unbounded.
+    memory_budget_bytes: int | None = 1024 * MB
+    memory_per_uploaded_byte: float = 15.0
+    max_waiting_uploads: int = 16
+    upload_wait_timeout_s: float = 30.0
+    upload_retry_after_s: int = 5
 
     @classmethod
     def from_params(cls, params: dict, **overrides) -> "Settings":
@@ -37,6 +43,8 @@ class Settings:
         batching = serve.get("batching", {})
         personal = serve.get("personal", {})
         personal_dir = personal.get("models_dir", cls.personal_dir)  # null in params: no per-person models
+        recordings = serve.get("recordings", {})
+        budget_mb = recordings.get("memory_budget_mb", cls.memory_budget_bytes / MB)  # null: no budget
         values = dict(
             model_path=Path(serve.get("model_path", cls.model_path)),
             host=serve.get("host", cls.host),
@@ -56,6 +64,11 @@ class Settings:
             drift_report=Path(params.get("monitor", {}).get("report", cls.drift_report)),
             personal_dir=Path(personal_dir) if personal_dir else None,
             personal_cache_size=int(personal.get("cache_size", cls.personal_cache_size)),
+            memory_budget_bytes=None if budget_mb is None else int(float(budget_mb) * MB),
+            memory_per_uploaded_byte=float(recordings.get("memory_per_uploaded_byte", cls.memory_per_uploaded_byte)),
+            max_waiting_uploads=int(recordings.get("max_waiting", cls.max_waiting_uploads)),
+            upload_wait_timeout_s=float(recordings.get("wait_timeout_s", cls.upload_wait_timeout_s)),
+            upload_retry_after_s=int(recordings.get("retry_after_s", cls.upload_retry_after_s)),
         )
         return replace(cls(**values), **{k: v for k, v in overrides.items() if v is not None})
 
