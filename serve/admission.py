@@ -18,8 +18,8 @@ A route takes part with one line, `**ADMITTED` in its decorator:
 
 `admit_upload` (a before-request hook: after the guards, so an unauthenticated client never takes a
 place, and before the body is parsed) charges the budget; `release_after_answer` (route middleware)
-gives it back once the answer is sent, whatever happened. The app holds the one `UploadBudget` in
-`app.state.upload_budget`.
+gives it back once the answer is sent, whatever happened. The app's one `UploadBudget` is the
+service's (`app.state.service.upload_budget`, serve/service.py).
 """
 from __future__ import annotations
 
@@ -37,7 +37,6 @@ from serve.contract import ERROR, json_content
 
 MiB = 1024 * 1024
 SCOPE_KEY = "har_admission"  # where the route middleware keeps what the request was charged
-STATE_KEY = "upload_budget"  # app.state.upload_budget
 
 
 @dataclass
@@ -177,7 +176,7 @@ async def admit_upload(request: Request) -> Response | None:
     held = request.scope.get(SCOPE_KEY)
     if held is None:
         raise RuntimeError("admit_upload needs the route middleware release_after_answer: use **ADMITTED")
-    budget: UploadBudget = getattr(request.app.state, STATE_KEY)
+    budget: UploadBudget = request.app.state.service.upload_budget
     size = upload_bytes(request, budget.max_upload_bytes)
     if size is None:
         return None
