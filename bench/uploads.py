@@ -8,8 +8,9 @@ upload budget (serve/admission.py), on one service process on 127.0.0.1.
    peak RSS (VmHWM) over the base per upload in flight, divided by the upload's size, is the
    `memory_per_uploaded_byte` the budget charges (conf/serve/default.yaml quotes it).
 2. One upload alone, budget on (the shipped params) against off: `--runs` uploads to each service,
-   alternating, median of each. The CPU seconds the service spent per upload say how much of a core
-   one upload in flight keeps busy (what the HPA scales on).
+   alternating, median of each. The service's CPU seconds per upload against the upload's wall time on
+   an idle machine (bench/batch.py) say how much of a core one upload in flight keeps busy: what
+   saturates first, and what the HPA scales on.
 3. `--clients` uploads at once against the budget-on service, each through serve/client.py with its
    retries: every attempt's status (200, 503 with Retry-After, anything else), dropped connections,
    whether all were scored in the end, and the service's peak RSS against the budget plus the base.
@@ -114,13 +115,13 @@ def main() -> None:
 
                 # 2. one upload alone, on against off, alternating
                 timings = {"on": [], "off": []}
-                cpu = []
+                cpu = []  # the service's CPU seconds per upload
                 for _ in range(args.runs):
                     for name, client, process in (("on", on_client, on), ("off", off_client, off)):
                         cpu_before, started = cpu_seconds(process.pid), time.perf_counter()
                         client.recording(acc, gyr)
                         timings[name].append(time.perf_counter() - started)
-                        cpu.append((cpu_seconds(process.pid) - cpu_before) / timings[name][-1])
+                        cpu.append(cpu_seconds(process.pid) - cpu_before)
                 on_base_mib = status_mib(on.pid, "VmRSS")
 
             # 3. the burst against the budget, each client with its retries
@@ -161,7 +162,7 @@ def main() -> None:
             "budget_on_median_s": round(on_s, 3),
             "budget_off_median_s": round(off_s, 3),
             "on_over_off": round(on_s / off_s, 3),
-            "service_cpu_cores_busy_median": round(statistics.median(cpu), 2),
+            "service_cpu_seconds_median": round(statistics.median(cpu), 3),
         },
         "burst": {
             "clients": args.clients,
@@ -180,7 +181,7 @@ def main() -> None:
             "peak_rss_mib": round(burst_peak_mib, 1),
             "budget_plus_base_mib": round(budget_mib + on_base_mib, 1),
             "peak_within_budget_plus_base": burst_peak_mib <= budget_mib + on_base_mib,
-            "metrics": {k: v for k, v in admission.items() if not k.endswith("_created")},
+            "metrics": {k: v for k, v in admission.items() if "_created" not in k},
         },
         "load_average_1min_at_end": round(os.getloadavg()[0], 2),
     }
