@@ -3,14 +3,14 @@ upload budget (serve/admission.py), on one service process on 127.0.0.1.
 
     python bench/uploads.py [--clients 32] [--probe 8] [--runs 5] [--model models/model.onnx]
 
-1. What an upload costs. A service without a budget (serve.recordings.memory_budget_mb: null), warmed
-   up by one upload: its resting RSS is the base; then `--probe` uploads at once, and the growth of its
-   peak RSS (VmHWM) over the base per upload in flight, divided by the upload's size, is the
-   `memory_per_uploaded_byte` the budget charges (conf/serve/default.yaml quotes it).
-2. One upload alone, budget on (the shipped params) against off: `--runs` uploads to each service,
-   alternating, median of each. The service's CPU seconds per upload against the upload's wall time on
+1. One upload alone, budget on (the shipped params) against off: two services, each warmed up by one
+   upload, `--runs` uploads to each, alternating, median of each. The service's CPU seconds per upload against the upload's wall time on
    an idle machine (bench/batch.py) say how much of a core one upload in flight keeps busy: what
    saturates first, and what the HPA scales on.
+2. What an upload costs. The service without a budget (serve.recordings.memory_budget_mb: null): its
+   resting RSS after those uploads is the base; then `--probe` uploads at once, and the growth of its
+   peak RSS (VmHWM) over the base per upload in flight, divided by the upload's size, is the
+   `memory_per_uploaded_byte` the budget charges (conf/serve/default.yaml quotes it).
 3. `--clients` uploads at once against the budget-on service, each through serve/client.py with its
    retries: every attempt's status (200, 503 with Retry-After, anything else), dropped connections,
    whether all were scored in the end, and the service's peak RSS against the budget plus the base.
@@ -105,15 +105,8 @@ def main() -> None:
             with HarClient(off_url, token=TOKEN) as off_client, HarClient(on_url, token=TOKEN) as on_client:
                 for client in (off_client, on_client):  # warm-up: first-use imports and allocations
                     client.recording(acc, gyr)
-                base_mib = status_mib(off.pid, "VmRSS")
 
-                # 1. the cost of an upload in flight, no budget
-                with ThreadPoolExecutor(args.probe) as pool:
-                    probe = Counter(pool.map(lambda _: upload_once(off_url, acc, gyr), range(args.probe)))
-                probe_peak_mib = status_mib(off.pid, "VmHWM")
-                per_upload_mib = (probe_peak_mib - base_mib) / args.probe
-
-                # 2. one upload alone, on against off, alternating
+                # 1. one upload alone, on against off, alternating (both warmed up alike: one upload each)
                 timings = {"on": [], "off": []}
                 cpu = []  # the service's CPU seconds per upload
                 for _ in range(args.runs):
@@ -122,7 +115,15 @@ def main() -> None:
                         client.recording(acc, gyr)
                         timings[name].append(time.perf_counter() - started)
                         cpu.append(cpu_seconds(process.pid) - cpu_before)
+
+                base_mib = status_mib(off.pid, "VmRSS")
                 on_base_mib = status_mib(on.pid, "VmRSS")
+
+                # 2. the cost of an upload in flight, no budget
+                with ThreadPoolExecutor(args.probe) as pool:
+                    probe = Counter(pool.map(lambda _: upload_once(off_url, acc, gyr), range(args.probe)))
+                probe_peak_mib = status_mib(off.pid, "VmHWM")
+                per_upload_mib = (probe_peak_mib - base_mib) / args.probe
 
             # 3. the burst against the budget, each client with its retries
             clients = [HarClient(on_url, token=TOKEN) for _ in range(args.clients)]

@@ -8,8 +8,9 @@
         timeline = client.recording("acc.xlsx", "gyr.xlsx")   # the /recordings answer (timeline, episodes)
 
 A 503 (the service's upload budget is taken, or it is not ready yet) is retried up to `retries` times,
-after the server's Retry-After plus up to as much again at random (so a burst of refused clients does
-not come back all at once). Every other answer is returned or raised at once.
+after the server's Retry-After, doubled for each refusal before, plus up to as much again at random
+(so a burst of refused clients does not come back all at once). Every other answer is returned or
+raised at once.
 
 The request encoders (`predict_request`, `v2_request`) and `parse_v2_response` are plain functions
 over arrays and bytes, so a benchmark or another HTTP stack can reuse them without this class.
@@ -97,11 +98,13 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
 
 def retry_delay(retry_after: str | None, attempt: int, *, first_s: float = 1.0, max_s: float = 60.0,
                 jitter=random.random) -> float:
-    """Seconds to sleep before retry number `attempt` (0 first): the server's Retry-After, else doubling from
-    `first_s`; then plus up to as much again at random; at most `max_s`."""
+    """Seconds to sleep before retry number `attempt` (0 first): the server's Retry-After (else `first_s`)
+    doubled for every refusal before, plus up to as much again at random; at most `max_s`. Never sooner
+    than the server asked; backing off further while it keeps refusing lets a queue that drains slower
+    than it said catch up."""
     base = retry_after_seconds(retry_after)
-    base = first_s * 2 ** attempt if base is None else base
-    return min(max_s, base * (1.0 + jitter()))
+    base = first_s if base is None else base
+    return min(max_s, base * 2 ** attempt * (1.0 + jitter()))
 
 
 class ServiceError(RuntimeError):

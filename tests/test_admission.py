@@ -108,9 +108,10 @@ def test_an_upload_larger_than_the_whole_budget_is_refused_at_once_and_no_budget
 def test_the_client_sleeps_the_retry_after_plus_jitter_bounded():
     assert retry_after_seconds("7") == 7 and retry_after_seconds(None) is None and retry_after_seconds("soon") is None
     assert retry_after_seconds("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0
-    assert retry_delay("4", 0, jitter=lambda: 0.0) == 4 and retry_delay("4", 3, jitter=lambda: 1.0) == 8
-    assert retry_delay(None, 2, first_s=0.5, jitter=lambda: 0.0) == 2.0  # no Retry-After: doubling
-    assert retry_delay("3600", 0, max_s=60) == 60
+    assert retry_delay("4", 0, jitter=lambda: 0.0) == 4 and retry_delay("4", 0, jitter=lambda: 0.99) == pytest.approx(7.96)
+    assert retry_delay("4", 2, jitter=lambda: 0.5) == 24  # doubled for each refusal before
+    assert retry_delay(None, 2, first_s=0.5, jitter=lambda: 0.0) == 2.0  # no Retry-After: from first_s
+    assert retry_delay("3600", 0, max_s=60) == 60 and retry_delay("4", 9, max_s=60) == 60
 
 
 # ---------------------------------------------------------------- the real service
