@@ -32,7 +32,7 @@ class Settings:
     personal_cache_size: int = 8  # per-person onnxruntime sessions kept loaded
     # Admission of recording uploads (serve/admission.py), the `serve.recordings` params; None: unbounded.
     memory_budget_bytes: int | None = 1024 * MB
-    memory_per_uploaded_byte: float = 20.0
+    memory_per_uploaded_byte: float = 22.0
     max_waiting_uploads: int = 16
     upload_wait_timeout_s: float = 30.0
     upload_retry_after_s: int = 5
