@@ -165,6 +165,8 @@ def main() -> None:
             "budget_on_median_s": round(on_s, 3),
             "budget_off_median_s": round(off_s, 3),
             "on_over_off": round(on_s / off_s, 3),
+            "budget_on_s": [round(t, 3) for t in timings["on"]],  # every run: the spread is the noise
+            "budget_off_s": [round(t, 3) for t in timings["off"]],
             "service_cpu_seconds_median": round(statistics.median(cpu), 3),
         },
         "burst": {
