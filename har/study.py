@@ -32,9 +32,8 @@ spring change, so with two or more days one local day has 23 hours. A session ma
 daylight-saving change itself: the export's text times carry no offset, so a reader would see an hour
 missing or time running backwards; the generator refuses such a plan by name.
 
-The same plan, sources and seed give the same files (byte for byte for the CSV, JSON and parquet; the
-workbooks' cells are the same). Participant p's sessions depend only on the seed and p, not on how many
-participants are asked for.
+The same plan, sources and seed give the same files, byte for byte (workbooks included). Participant p's
+sessions depend only on the seed and p, not on how many participants are asked for.
 """
 from __future__ import annotations
 
