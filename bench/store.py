@@ -17,7 +17,12 @@ started as the tests start it, on a unix socket):
   hours of the collate study, the empty schema's size subtracted);
 - the days' minutes against the per-recording answers added up (no overlaps: equal to rounding).
 Answers are synthetic but made by har.timeline.summarize from probabilities with runs; no model
-is run (the targets exclude scoring). Writes metrics/bench_store.json.
+is run (the targets exclude scoring).
+- With --study (a folder `python -m stages.sessions generate OUT --fused` wrote, and --model), the
+  generated study with known truth: every session scored by `python -m serve.batch`, stored under its
+  participant, the store's days against the per-session answers added up (exact to rounding) and against
+  the truth's days (days.csv): the error in minutes per activity and of non-wear.
+Writes metrics/bench_store.json.
 """
 from __future__ import annotations
 
@@ -207,6 +212,51 @@ def study(url: str, folder: Path, pool: list[dict], participants: int, participa
             "days_vs_answers_rounding_bound_min": round(0.001 * participant_days * 2, 3)}
 
 
+def score_study(study_dir: Path, model: Path, out: Path) -> None:
+    """Every session of the generated study scored once by the batch scorer (the service's own path)."""
+    subprocess.run([sys.executable, "-m", "serve.batch", str(study_dir / "recordings"), str(out), "--model", str(model)],
+                   cwd=ROOT, check=True, capture_output=True, timeout=3600)
+
+
+def against_truth(url: str, folder: Path, study_dir: Path, scored: Path) -> dict:
+    """Store the scored sessions, then compare the store's days with the answers and with the study's truth."""
+    import hashlib
+    import json
+
+    store = Store.open(url, blob_root=folder / "blobs-truth")
+    sessions = pd.read_csv(study_dir / "sessions.csv")
+    timezone = json.loads((study_dir / "study.json").read_text())["plan"]["timezone"]
+    answers: dict[str, list[dict]] = {}
+    for row in sessions.itertuples():
+        table = study_dir / "recordings" / f"{row.session}.parquet"
+        answer = json.loads((scored / row.session / "recording.json").read_text())
+        store.ingest(row.participant, content_hash=hashlib.sha256(table.read_bytes()).hexdigest(),
+                     fused=pd.read_parquet(table), answer=answer, timezone=timezone)
+        answers.setdefault(row.participant, []).append(answer)
+    truth = pd.read_csv(study_dir / "days.csv", dtype={"date": str})
+    activities = [a for a in ACTIVITIES if a in truth.columns]
+    sum_error, errors, not_worn, truth_minutes, days_compared = 0.0, [], [], 0.0, 0
+    for participant, given in answers.items():
+        days = {d["date"]: d for d in store.days(participant)}
+        for activity in activities:
+            stored = sum(d["minutes_per_activity"].get(activity, 0.0) for d in days.values())
+            sum_error = max(sum_error, abs(stored - sum(a["minutes_per_activity"][activity] for a in given)))
+        for day in truth[truth["participant"] == participant].itertuples():
+            mine = days.get(day.date)
+            days_compared += 1
+            for activity in activities:
+                errors.append((mine["minutes_per_activity"].get(activity, 0.0) if mine else 0.0) - getattr(day, activity))
+                truth_minutes += getattr(day, activity)
+            not_worn.append((mine["not_worn_minutes"] if mine else 0.0) - day.not_worn_minutes)
+    store.close()
+    errors = np.abs(errors)
+    return {"truth_sessions": len(sessions), "truth_participant_days": days_compared,
+            "truth_days_vs_answers_max_abs_min": round(sum_error, 3),
+            "truth_activity_abs_error_min_per_day_mean": round(float(errors.mean()), 2),
+            "truth_activity_abs_error_share": round(float(errors.sum() / truth_minutes), 3),
+            "truth_not_worn_error_min_per_day_mean": round(float(np.mean(not_worn)), 2)}
+
+
 def postgres_url(socket: Path, name: str) -> str:
     import psycopg
 
@@ -223,6 +273,8 @@ def main() -> None:
     parser.add_argument("--participants", type=int, default=100)
     parser.add_argument("--participant-days", type=int, default=30)
     parser.add_argument("--hours-per-day", type=int, default=8)
+    parser.add_argument("--study", type=Path, help="a generated study (stages.sessions generate --fused)")
+    parser.add_argument("--model", type=Path, default=ROOT / "models/model.onnx", help="scores --study's sessions")
     args = parser.parse_args()
     from store_db import postgres_bin, throwaway_postgres
 
@@ -234,8 +286,12 @@ def main() -> None:
                            "participant_days": args.participant_days, "hours_per_day": args.hours_per_day,
                            "cpus": os.cpu_count()}, "targets": TARGETS}
     backends = ["sqlite", *(["postgresql"] if postgres_bin() else [])]
+    if args.study:
+        result["workload"]["study"] = str(args.study)
     with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp, \
             (throwaway_postgres() if "postgresql" in backends else tempfile.TemporaryDirectory()) as socket:
+        if args.study:
+            score_study(args.study, args.model, Path(tmp) / "scored")
         for backend in backends:
             folder = Path(tmp) / backend
             folder.mkdir()
@@ -244,6 +300,8 @@ def main() -> None:
             figures = {**store_hour(url("hour"), folder, pool, args.runs),
                        **year_of_days(url("year"), folder, pool, args.days, args.requests),
                        **study(url("study"), folder, pool, args.participants, args.participant_days, args.hours_per_day)}
+            if args.study:
+                figures.update(against_truth(url("truth"), folder, args.study, Path(tmp) / "scored"))
             figures["met"] = {k: figures[k] <= v for k, v in TARGETS.items()}
             result[backend] = figures
             print(backend, figures, flush=True)
