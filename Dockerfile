@@ -14,13 +14,16 @@ WORKDIR /app
 COPY requirements.lock ./
 # Only what serving needs, at the project's pinned versions (the lock file acts as the constraints).
 RUN pip install -c requirements.lock numpy pandas scipy PyYAML python-calamine onnx onnxruntime \
-        litestar uvicorn httptools uvloop prometheus-client httpx Jinja2
+        litestar uvicorn httptools uvloop prometheus-client httpx Jinja2 \
+        SQLAlchemy alembic psycopg psycopg-binary pyarrow
 
 COPY params.yaml ./
 COPY har/ har/
 COPY serve/ serve/
+COPY store/ store/
 
-RUN useradd --create-home --uid 10001 serve
+# The study store's default SQLite file and its fused blobs live under /app/data/store (mount a volume there).
+RUN useradd --create-home --uid 10001 serve && mkdir -p data/store/blobs && chown -R serve data
 USER serve
 
 EXPOSE 8000
