@@ -29,6 +29,7 @@ from har.registry import registry_source
 from serve import contract
 from serve.batching import DynamicBatcher
 from serve.config import Settings
+from serve.logs import install as install_request_log, note as note_access
 from serve.monitoring import Observer, ServiceMetrics
 from serve.page import TEMPLATES, page_handlers
 from serve.personal import PersonalModels, answered_by, check_subject
@@ -134,6 +135,7 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
 
     async def person_for(subject: str | None) -> tuple[ModelRuntime | None, object]:
         """A person's model and its scorer (with the service's observers), or (None, None): the generic model."""
+        note_access(subject=subject)  # on the access event even when the request fails after this
         if subject is None:  # most requests: no thread hop on the hot path
             return None, None
         person = await anyio.to_thread.run_sync(personal.runtime_for, subject)
@@ -199,8 +201,10 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
             raise RequestError(415, f"Content-Type {media_type!r} is not one of {[JSON, OCTET_STREAM, NPY]}")
         person, score = await person_for(subject)
         probabilities = await predictor.predict(windows, score)
-        return {**answered_by((person or runtime).card, subject, person is not None),
-                "predictions": predictions(probabilities)}
+        scored_by = (person or runtime).card
+        note_access(windows=len(windows), model=scored_by.name, model_version=scored_by.version,
+                    personal=person is not None)
+        return {**answered_by(scored_by, subject, person is not None), "predictions": predictions(probabilities)}
 
     @get("/v2", tags=["open inference protocol"], summary="Server metadata")
     async def v2_server() -> dict:
@@ -254,6 +258,7 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
         if unknown:
             raise RequestError(422, f"outputs names {unknown}; this model has {list(V2_OUTPUTS)}")
         probabilities = await predictor.predict(windows)
+        note_access(windows=len(windows), model=card.name, model_version=card.version, personal=False)
         labels = [card.labels[i] for i in probabilities.argmax(axis=1)]
         values = {"probabilities": ("FP32", list(probabilities.shape), probabilities),
                   "label": ("BYTES", [len(probabilities)], labels)}
@@ -313,6 +318,8 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
             drift.observe_not_worn(not_worn)
         answer = recording_answer(scored_by, scored, probabilities, settings.wear, subject=subject,
                                   personal=person is not None)
+        note_access(windows=len(worn), model=scored_by.name, model_version=scored_by.version,
+                    personal=person is not None)
         if drift is not None:  # this recording alone against the training reference (the page shows it)
             answer["drift"] = await anyio.to_thread.run_sync(lambda: recording_drift(
                 drift.reference, worn, probabilities, card.labels, not_worn=not_worn))
@@ -362,7 +369,7 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
         if batcher is not None:
             await batcher.stop()
 
-    return Litestar(
+    return install_request_log(Litestar(  # request ids and the access event around everything (serve/logs.py)
         route_handlers=[health, ready, model, predict, v2_server, v2_live, v2_ready, v2_model, v2_model_ready,
                         v2_infer, recordings, drift_summary, prometheus, *(extra_route_handlers or []),
                         *page_handlers(guard, model_path=settings.model_path, drift_report=settings.drift_report)],
@@ -377,4 +384,4 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
                                      components=Components(security_schemes={
                                          "bearer": SecurityScheme(type="http", scheme="bearer")})),
         debug=False,
-    )
+    ))

@@ -1,0 +1,84 @@
+"""Helpers for tests of the logs: the documented fields, JSON lines read back, audit events caught.
+
+The study store's ingest, erasure and re-score tests use `recorded_audit` and `one_audit_event`:
+
+    with recorded_audit() as events:
+        store.erase(subject="1603", actor="token:admin")
+    event = one_audit_event(events, "store.erasure", subject_hash=subject_digest("1603"))
+    assert event["counts"] == {"recordings": 2}
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from contextlib import contextmanager
+from pathlib import Path
+
+from har.audit import FIELDS, LOGGER
+
+ROOT = Path(__file__).resolve().parent.parent
+OPERATIONS = ROOT / "docs" / "operations.md"
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def documented_fields(heading: str) -> list[str]:
+    """The field names (first column, in backticks) of the table under `### <heading>` in docs/operations.md."""
+    text = OPERATIONS.read_text()
+    start = text.index(f"### {heading}\n")
+    section = text[start:].split("\n#", 1)[0]
+    return re.findall(r"^\| `([a-z_]+)` \|", section, flags=re.M)
+
+
+def json_lines(text: str) -> list[dict]:
+    """Every line of a log as a JSON object; fails naming the first line that is not one."""
+    events = []
+    for number, line in enumerate(text.splitlines(), 1):
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            raise AssertionError(f"log line {number} is not JSON: {line[:300]!r}") from None
+        assert isinstance(event, dict), f"log line {number} is not an object: {line[:300]!r}"
+        events.append(event)
+    return events
+
+
+class _Caught(logging.Handler):
+    def __init__(self, events: list):
+        super().__init__(logging.INFO)
+        self.events = events
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # structlog hands the standard library the event dict itself as the record's message.
+        if isinstance(record.msg, dict) and record.msg.get("event") == "audit":
+            self.events.append({k: v for k, v in record.msg.items() if k != "event"})
+
+
+@contextmanager
+def recorded_audit():
+    """The audit events written inside the block, as audit() built them (plus time, level, logger)."""
+    events: list[dict] = []
+    logger, handler = logging.getLogger(LOGGER), _Caught(events)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield events
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def one_audit_event(events: list[dict], action: str, **expected) -> dict:
+    """The single event of `action` among `events`, with every documented field and the `expected` values."""
+    matching = [e for e in events if e.get("action") == action]
+    assert len(matching) == 1, f"expected one {action!r} audit event, got {len(matching)}: {events}"
+    event = matching[0]
+    documented = documented_fields("The audit event")
+    missing = [f for f in (*FIELDS, "time", "level", "logger") if f not in event]
+    assert not missing, f"audit event {event} lacks {missing}"
+    assert set(FIELDS) <= set(documented), f"docs/operations.md's audit table lacks {set(FIELDS) - set(documented)}"
+    assert event["logger"] == LOGGER
+    for key, value in expected.items():
+        assert event[key] == value, f"audit {action}: {key} is {event[key]!r}, expected {value!r}"
+    return event
