@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -41,6 +42,19 @@ def json_lines(text: str) -> list[dict]:
         assert isinstance(event, dict), f"log line {number} is not an object: {line[:300]!r}"
         events.append(event)
     return events
+
+
+def access_event(log_path: Path, request_id: str, timeout_s: float = 10.0) -> dict:
+    """The access event of request `request_id` in a running service's JSON log (written just after the
+    answer was sent, so it may arrive a moment after the client has its answer)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = [e for e in json_lines(log_path.read_text())
+                 if e.get("logger") == "serve.access" and e.get("request_id") == request_id]
+        if found or time.monotonic() > deadline:
+            assert len(found) == 1, f"expected one access event for request {request_id}, got {found}"
+            return found[0]
+        time.sleep(0.05)
 
 
 class _Caught(logging.Filter):
