@@ -11,13 +11,12 @@ request is handled (serve/logs.py binds it), and `exception` (the traceback) whe
 `text` writes the same as one readable line. `auto` (the default, or $HAR_LOG_FORMAT) is text on
 a terminal and JSON otherwise; the container sets HAR_LOG_FORMAT=json. Code that logs uses plain
 `logging.getLogger(name)`, or `event_logger(name)` for events with fields (access, audit).
-uvicorn's loggers are configured by the same dictionary (`logging_config`, passed to uvicorn as
-its log_config), so one stream has one format. docs/operations.md lists the fields.
+uvicorn's loggers propagate to the same handler, so one stream has one format. docs/operations.md
+lists the fields.
 """
 from __future__ import annotations
 
 import logging
-import logging.config
 import os
 import sys
 
@@ -96,32 +95,31 @@ class StderrHandler(logging.StreamHandler):
         pass
 
 
-def logging_config(log_format: str, level: str = "info") -> dict:
-    """A logging.config.dictConfig dictionary: one stderr handler on the root logger, uvicorn's
-    loggers propagating to it. Also what uvicorn gets as `log_config`."""
+UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+
+
+def setup_logging(log_format: str | None = None, level: str = "info") -> str:
+    """Configure logging for this process (see the module docstring); returns the format used.
+
+    One handler on the root logger (a second call replaces it). Set up by hand rather than by
+    logging.config.dictConfig, which closes every handler that exists, a test runner's included.
+    uvicorn is then given log_config=None (serve/__main__.py): its loggers keep no handler of their
+    own and propagate here."""
     log_format = resolve_format(log_format)
-    colors = log_format == "text" and sys.stderr.isatty()
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"structlog": {"()": structlog.stdlib.ProcessorFormatter, "foreign_pre_chain": SHARED,
-                                     "processors": renderers(log_format, colors=colors)}},
-        "handlers": {"stderr": {"()": StderrHandler, "formatter": "structlog"}},
-        "root": {"handlers": ["stderr"], "level": level.upper()},
-        "loggers": {
-            # uvicorn's own handlers would write a second format; theirs go to the root handler instead.
-            **{name: {"handlers": [], "propagate": True} for name in ("uvicorn", "uvicorn.error", "uvicorn.access")},
-            "audit": {"level": "INFO"},  # an audit event is written whatever --log-level says
-        },
-    }
-
-
-def setup_logging(log_format: str | None = None, level: str = "info") -> dict:
-    """Configure logging for this process (see the module docstring); returns the dictConfig used."""
-    config = logging_config(resolve_format(log_format), level)
-    logging.config.dictConfig(config)
+    handler = StderrHandler()
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=SHARED, processors=renderers(log_format, colors=log_format == "text" and sys.stderr.isatty())))
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, StderrHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    for name in UVICORN_LOGGERS:  # their own handlers would write a second format
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    logging.getLogger("audit").setLevel(logging.INFO)  # an audit event is written whatever --log-level says
     logging.captureWarnings(True)  # warnings.warn would otherwise write its own plain-text lines
-    return config
+    return log_format
 
 
 def add_log_arguments(parser) -> None:

@@ -68,7 +68,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    log_config = setup_logging(args.log_format, args.log_level)
+    setup_logging(args.log_format, args.log_level)
     log = logging.getLogger("serve")
     if args.no_access_log:
         logging.getLogger(ACCESS_LOGGER).setLevel(logging.WARNING)
@@ -88,12 +88,13 @@ def main(argv=None) -> int:
     if token is None:
         log.warning("serving WITHOUT authentication (--insecure-local) on %s", settings.host)
     # One access event per request comes from serve/logs.py (route template, model, windows), so
-    # uvicorn's own access line (raw path and query) stays off; its other lines use our log_config.
+    # uvicorn's own access line (raw path and query) stays off; log_config=None: its other lines go
+    # through the handler setup_logging installed.
     # httptools (C) parses HTTP and uvloop (libuv) runs the event loop: on megabyte bodies uvicorn's
     # default pure-Python h11 parser cost more than the model (bench/serve.py, docs/binary-and-client.md)
     DrainingServer(uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level,
                                   http=args.http, loop=args.loop, access_log=False,
-                                  log_config=log_config, server_header=False)).run()
+                                  log_config=None, server_header=False)).run()
     return 0
 
 
