@@ -52,7 +52,8 @@ def resolve_format(log_format: str | None, stream=None) -> str:
     """`json` or `text`: the one asked for, else $HAR_LOG_FORMAT, else text on a terminal and JSON otherwise."""
     log_format = log_format or os.environ.get(FORMAT_ENV) or "auto"
     if log_format not in FORMATS:
-        raise ValueError(f"log format {log_format!r} (from --log-format or ${FORMAT_ENV}) is not one of {list(FORMATS)}")
+        raise ValueError(f"log format {log_format!r} (from --log-format or ${FORMAT_ENV}) "
+                         f"is not one of {list(FORMATS)}")
     if log_format != "auto":
         return log_format
     stream = stream or sys.stderr
@@ -107,8 +108,9 @@ def setup_logging(log_format: str | None = None, level: str = "info") -> str:
     own and propagate here."""
     log_format = resolve_format(log_format)
     handler = StderrHandler()
-    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=SHARED, processors=renderers(log_format, colors=log_format == "text" and sys.stderr.isatty())))
+    colors = log_format == "text" and sys.stderr.isatty()
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(foreign_pre_chain=SHARED,
+                                                             processors=renderers(log_format, colors=colors)))
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, StderrHandler)]:
         root.removeHandler(old)
@@ -125,5 +127,6 @@ def setup_logging(log_format: str | None = None, level: str = "info") -> str:
 def add_log_arguments(parser) -> None:
     """--log-format and --log-level, as every entry point spells them."""
     parser.add_argument("--log-format", choices=FORMATS, default=None,
-                        help=f"json lines or readable text (default: ${FORMAT_ENV}, else text on a terminal, json otherwise)")
+                        help=f"json lines or readable text (default: ${FORMAT_ENV}, else text on a terminal, "
+                             "json otherwise)")
     parser.add_argument("--log-level", default="info", help="debug, info, warning or error (default info)")

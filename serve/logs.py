@@ -16,6 +16,7 @@ refused method and a 500 are covered too) in `RequestLog`, which for every HTTP 
 from __future__ import annotations
 
 import contextvars
+import logging
 import re
 import time
 import uuid
@@ -32,6 +33,10 @@ NOTED = ("windows", "model", "model_version", "personal", "subject")
 
 _noted: contextvars.ContextVar[dict | None] = contextvars.ContextVar("har_access_noted", default=None)
 access_log = event_logger(ACCESS_LOGGER)
+
+
+def access_enabled() -> bool:
+    return logging.getLogger(ACCESS_LOGGER).isEnabledFor(logging.INFO)
 
 
 def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
@@ -86,10 +91,12 @@ class RequestLog:
             with structlog.contextvars.bound_contextvars(request_id=request_id):
                 try:
                     await self.app(scope, receive, send_with_id)
-                finally:  # off with `--no-access-log`: the logger's level is raised above info
-                    access_log.info("access", method=scope["method"], route=scope.get("path_template") or "unmatched",
-                                    status=status["code"], duration_ms=round((time.perf_counter() - started) * 1000, 3),
-                                    **{key: noted[key] for key in NOTED if key in noted})
+                finally:
+                    if access_enabled():  # off with `--no-access-log`: the logger's level is raised above info
+                        access_log.info("access", method=scope["method"],
+                                        route=scope.get("path_template") or "unmatched", status=status["code"],
+                                        duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                                        **{key: noted[key] for key in NOTED if key in noted})
         finally:
             _noted.reset(token)
 

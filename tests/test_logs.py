@@ -16,7 +16,6 @@ import time
 from datetime import datetime
 
 import httpx
-import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
@@ -47,7 +46,8 @@ def raw_request(url: str, header_value: bytes) -> tuple[int, str]:
     (status, the X-Request-ID answered)."""
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Request-ID: " + header_value + b"\r\nConnection: close\r\n\r\n")
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Request-ID: " + header_value
+                     + b"\r\nConnection: close\r\n\r\n")
         answer = b""
         while chunk := sock.recv(65536):
             answer += chunk
