@@ -232,7 +232,7 @@ def test_on_a_terminal_the_lines_are_readable_text(tmp_path):
     lines = [line for line in ANSI.sub("", output.decode()).splitlines() if line.strip()]
     assert not [line for line in lines if line.lstrip().startswith("{")]
     access = next(line for line in lines if "tty-1" in line)
-    # "<time> [info     ] access   [serve.access] request_id=tty-1 method=GET route=/health status=200 ..."
+    # "<time> [info     ] access   [serve.access] method=GET route=/health status=200 duration_ms=0.9 request_id=tty-1"
     assert re.match(r"\d{4}-\d\d-\d\dT[\d:.]+Z \[info\s*\] access\s+\[serve\.access\] ", access), access
     assert "route=/health" in access and "status=200" in access and "request_id=tty-1" in access
     assert any("Uvicorn running on http://127.0.0.1:" in line for line in lines)
