@@ -59,9 +59,10 @@ def audit(action: str, *, actor: str, subject: str | None = None, subject_hash: 
 
 
 def subject_digest(subject: str) -> str:
-    """The hex SHA-256 of a subject id: the same id always gives the same digest, so an erasure can be
-    matched to a later question about that id, while the event itself holds no id."""
-    return hashlib.sha256(subject.encode()).hexdigest()
+    """The hex SHA-256 of "har-subject:<id>": the same id always gives the same digest, so an erasure can
+    be matched to a later question about that id, while the event itself holds no id. (The study store's
+    audit rows use the same digest.)"""
+    return hashlib.sha256(f"har-subject:{subject}".encode()).hexdigest()
 
 
 def local_actor() -> str:
