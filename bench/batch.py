@@ -11,7 +11,6 @@ recording's windows. Writes metrics/bench_batch.json.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import resource
@@ -61,9 +60,8 @@ def main() -> None:
         scored = cut_recording(table, quality, preprocessing, wear_rule, recording_id=recording.recording_id,
                                start_time=recording.start_time)
 
-        quiet = io.StringIO()
-        from_raw = median_seconds(lambda: run(raw, out, runtime, wear_rule=wear_rule, progress=quiet), args.runs)
-        from_fused = median_seconds(lambda: run(fused, out, runtime, wear_rule=wear_rule, progress=quiet), args.runs)
+        from_raw = median_seconds(lambda: run(raw, out, runtime, wear_rule=wear_rule), args.runs)
+        from_fused = median_seconds(lambda: run(fused, out, runtime, wear_rule=wear_rule), args.runs)
         model_only = median_seconds(lambda: runtime.predict(scored.windows), args.runs)
         answer = json.loads(next(out.glob("*/recording.json")).read_text())
         sizes = {"raw_pair_mb": round((acc.stat().st_size + gyr.stat().st_size) / 1e6, 2),

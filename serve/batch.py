@@ -34,6 +34,7 @@ from har.config import load_params, write_json
 from har.drift import load_reference, recording_drift, reference_path_for
 from har.fusion import CHANNELS
 from har.garmin import find_garmin_pairs
+from har.logs import add_log_arguments, event_logger, setup_logging
 from har.wear import WearRule
 from serve.config import Settings
 from har.modelfile import ModelFileError
@@ -43,6 +44,7 @@ from har.timeline import (RecordingWindows, cut_recording, garmin_windows, recor
                             worn_probabilities)
 from serve.validation import RequestError
 
+log = event_logger("serve.batch")
 # Files that belong to a fused folder (stages.fuse writes them) but are not recordings themselves.
 FUSED_FOLDER_FILES = {"index.csv", "quality.json"}
 
@@ -136,17 +138,17 @@ def write_outputs(folder: Path, result: dict) -> None:
 
 
 def run(input_folder: Path, output_folder: Path, runtime: ModelRuntime, *, timezone: str | None = None,
-        wear_rule: WearRule = WearRule(), progress=sys.stderr, drift_reference: dict | None = None,
+        wear_rule: WearRule = WearRule(), drift_reference: dict | None = None,
         subject: str | None = None, personal: bool = False) -> dict:
     """Score every recording in `input_folder` into `output_folder`; returns the summary (also summary.json).
 
     With the model's `drift_reference`, each answer carries the recording's drift, as the service's does;
-    `subject` and `personal` say whose model `runtime` is, in every answer."""
+    `subject` and `personal` say whose model `runtime` is, in every answer. Progress: one log event
+    per recording (`scored` or `skipped`) on the serve.batch logger, and one `done`."""
     preprocessing = recording_preprocessing(runtime.card)
     jobs, skipped = find_jobs(input_folder)
     scored = []
     for number, job in enumerate(jobs, 1):
-        print(f"[{number}/{len(jobs)}] {job.name} ({job.kind}) ... ", end="", file=progress, flush=True)
         started = time.perf_counter()
         try:
             if job.kind == "garmin":
@@ -161,7 +163,7 @@ def run(input_folder: Path, output_folder: Path, runtime: ModelRuntime, *, timez
         except (ValueError, OSError) as error:  # InputError is a ValueError: it names file, row and column
             skipped.append({"source": ", ".join(str(p.relative_to(input_folder)) for p in job.sources),
                             "reason": str(error)})
-            print(f"skipped: {error}", file=progress, flush=True)
+            log.warning("skipped", recording=job.name, kind=job.kind, number=number, of=len(jobs), reason=str(error))
             continue
         probabilities = worn_probabilities(runtime.predict, scored_windows, len(runtime.card.labels))
         result = recording_answer(runtime.card, scored_windows, probabilities, wear_rule, subject=subject,
@@ -177,17 +179,15 @@ def run(input_folder: Path, output_folder: Path, runtime: ModelRuntime, *, timez
                        "windows": result["windows"],
                        "covered_minutes": result["covered_minutes"], "most_minutes": top[0],
                        "output": str(output_folder / job.name)})
-        print(f"{result['windows']} windows, {result['covered_minutes']} min, mostly {top[0]} "
-              f"({time.perf_counter() - started:.1f} s)", file=progress, flush=True)
+        log.info("scored", recording=job.name, kind=job.kind, number=number, of=len(jobs), windows=result["windows"],
+                 covered_minutes=result["covered_minutes"], mostly=top[0],
+                 seconds=round(time.perf_counter() - started, 1))
     summary = {"input": str(input_folder), "model": {"name": runtime.card.name, "version": runtime.card.version,
                                                      "sha256": runtime.card.sha256, "subject": subject,
                                                      "personal": personal},
                "scored": scored, "skipped": skipped}
     write_json(output_folder / "summary.json", summary)
-    print(f"scored {len(scored)} recording(s), skipped {len(skipped)}; summary in {output_folder / 'summary.json'}",
-          file=progress)
-    for item in skipped:
-        print(f"  skipped {item['source']}: {item['reason']}", file=progress)
+    log.info("done", scored=len(scored), skipped=len(skipped), summary=str(output_folder / "summary.json"))
     return summary
 
 
@@ -209,26 +209,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--timezone", help="wall-clock zone of the Garmin exports (default: data.timezone)")
     parser.add_argument("--subject", help="whose recordings: scored by that person's model if there is one "
                                           "(serve.personal.models_dir/<subject>.onnx), else by the generic model")
+    add_log_arguments(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    setup_logging(args.log_format, args.log_level)
     params = load_params(args.params)
     settings = Settings.from_params(params, threads=args.threads, timezone=args.timezone)
     if not args.input.is_dir():
-        print(f"serve.batch: {args.input} is not a folder", file=sys.stderr)
+        log.error(f"serve.batch: {args.input} is not a folder")
         return 2
     try:
         runtime, reference = load_runtime(args.model or str(settings.model_path), params, settings.threads)
     except (ModelFileError, FileNotFoundError, OSError, ValueError) as error:
-        print(f"serve.batch: cannot load the model: {error}", file=sys.stderr)
+        log.error(f"serve.batch: cannot load the model: {error}")
         return 2
     try:
         person = PersonalModels(settings.personal_dir, runtime.card, cache_size=1,
                                 threads=settings.threads).runtime_for(args.subject)
     except RequestError as error:
-        print(f"serve.batch: {error.message}", file=sys.stderr)
+        log.error(f"serve.batch: {error.message}")
         return 2
     summary = run(args.input, args.output, person or runtime, timezone=settings.timezone, wear_rule=settings.wear,
                   drift_reference=reference, subject=args.subject, personal=person is not None)

@@ -62,11 +62,15 @@ function fill(label) { return SPECIAL[label] ? `url(#${SPECIAL[label].pattern})`
 
 function labelName(label) { return SPECIAL[label] ? SPECIAL[label].name : label.replaceAll("_", " "); }
 
-function detailOf(status, body) {
-  // The service's words: Litestar's {"detail": ...} or the inference protocol's {"error": ...}.
-  if (body && typeof body === "object" && (body.detail || body.error)) return String(body.detail || body.error);
-  return `the service answered HTTP ${status}`;
+function detailOf(status, body, requestId = null) {
+  // The service's words: Litestar's {"detail": ...} or the inference protocol's {"error": ...}, with the
+  // request id the service logged the request under (X-Request-ID), for the user to quote.
+  const words = body && typeof body === "object" && (body.detail || body.error)
+    ? String(body.detail || body.error) : `the service answered HTTP ${status}`;
+  return requestId ? `${words} (request id ${requestId})` : words;
 }
+
+function requestIdOf(response) { return response.headers.get("X-Request-ID"); }
 
 // ------------------------------------------------------------------ sign-in
 
@@ -88,7 +92,7 @@ async function api(path, options = {}) {
   const response = await fetch(path, {...options, headers, cache: "no-store"});
   let body = null;
   try { body = await response.clone().json(); } catch (_) { body = null; }
-  if (response.status === 401) refused(detailOf(401, body));
+  if (response.status === 401) refused(detailOf(401, body, requestIdOf(response)));
   return {response, body};
 }
 
@@ -159,7 +163,7 @@ function upload(files) {
     let body = null;
     try { body = JSON.parse(request.responseText); } catch (_) { body = null; }
     if (request.status === 200 && body) { render(body, request.responseText); return; }
-    const detail = detailOf(request.status, body);
+    const detail = detailOf(request.status, body, request.getResponseHeader("X-Request-ID"));
     if (request.status === 401) { refused(detail); return; }
     $("upload-error").textContent = detail;
   };
@@ -347,7 +351,10 @@ async function makeDownloads(answer, text) {
   // serve.batch's own writer makes the files, on the service, from this very answer.
   const {response, body} = await api("/recordings/files", {method: "POST", body: text,
     headers: {"Content-Type": "application/json"}});
-  if (!response.ok) { list.replaceChildren(el("li", {text: detailOf(response.status, body)})); return; }
+  if (!response.ok) {
+    list.replaceChildren(el("li", {text: detailOf(response.status, body, requestIdOf(response))}));
+    return;
+  }
   const id = (answer.recording || {}).id || "recording";
   list.replaceChildren(...Object.entries(body).map(([name, text]) => {
     const type = name.endsWith(".json") ? "application/json" : "text/csv";
@@ -383,7 +390,7 @@ async function loadModel() {
 function renderLiveDrift(response, body) {
   const box = $("live-drift");
   if (response.status === 404) { box.replaceChildren(el("p", {text: detailOf(404, body)})); return; }
-  if (!response.ok) { box.replaceChildren(el("p", {text: detailOf(response.status, body)})); return; }
+  if (!response.ok) { box.replaceChildren(el("p", {text: detailOf(response.status, body, requestIdOf(response))})); return; }
   const worst = Object.entries(body.channels || {}).sort((a, b) => b[1].psi - a[1].psi).slice(0, 3);
   box.replaceChildren(
     el("p", {}, "Severity: ", severityBadge(body.severity), ` over ${body.windows} windows received since the ` +
@@ -401,7 +408,7 @@ async function refreshLiveDrift() {
 async function downloadReport(event) {
   event.preventDefault(); // the report is guarded: fetch it with the token, then hand it over as a file
   const {response, body} = await api("/drift/report");
-  if (!response.ok) { $("upload-error").textContent = detailOf(response.status, body); return; }
+  if (!response.ok) { $("upload-error").textContent = detailOf(response.status, body, requestIdOf(response)); return; }
   const url = URL.createObjectURL(await response.blob());
   const link = el("a", {href: url, download: "drift.html"});
   document.body.append(link);
