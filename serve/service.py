@@ -23,6 +23,7 @@ from har.recording import InputError
 from har.registry import registry_source
 from har.runtime import ModelRuntime, model_file
 from har.timeline import RecordingWindows, garmin_windows, recording_answer, recording_preprocessing
+from serve.admission import UploadBudget
 from serve.batching import DynamicBatcher
 from serve.config import Settings
 from serve.logs import note as note_access
@@ -105,6 +106,7 @@ class Service:
     batcher: DynamicBatcher | None
     personal: PersonalModels
     observers: list[Observer]
+    upload_budget: UploadBudget  # admission of recording uploads (serve/admission.py)
     ready: bool = False
     preprocessing: dict = field(default_factory=dict)
 
@@ -131,7 +133,8 @@ class Service:
         return cls(settings=settings, token=token, runtime=runtime, model_path=model_path,
                    registry=registry_source(model_path), metrics=metrics, drift=drift, reference_path=reference_path,
                    predictor=Predictor(score, batcher, on_direct_call=metrics.on_batch), batcher=batcher,
-                   personal=personal, observers=observers_all, preprocessing=recording_preprocessing(card))
+                   personal=personal, observers=observers_all, preprocessing=recording_preprocessing(card),
+                   upload_budget=UploadBudget.from_settings(settings, metrics.admission))
 
     @property
     def card(self) -> ModelCard:
