@@ -1,30 +1,43 @@
-"""Batch scoring: a folder of recordings in, an activity timeline per recording out.
+"""Batch scoring: a folder of recordings in, an activity timeline per recording out, on a Dask cluster.
 
     python -m serve.batch INPUT_FOLDER OUTPUT_FOLDER [--model models/model.onnx | models:/<name>@champion]
                           [--subject ID]   # that person's model (serve.personal.models_dir/ID.onnx) if there is one
+                          [--workers N]    # a LocalCluster of N single-threaded worker processes (default: one
+                                           # per core); 0 scores in this process, one recording after another
+                          [--scheduler tcp://HOST:PORT]   # an existing Dask cluster instead
+                          [--in-flight N]  # at most N recordings submitted and not yet answered
 
 INPUT_FOLDER holds Garmin workbook pairs (`<session>-accelerometer_data.xlsx` +
 `<session>-gyroscope_data.xlsx`) and/or fused tables (`<recording>.parquet` with columns t, ax..gz,
 beside an index.csv with wall-clock start times and a quality.json with the fusion settings, as
 `stages.fuse` writes them; also one level down, as in data/fused/garmin/<session>/).
-Each recording goes through the service's own path: `har.timeline.garmin_windows` (the
-pipeline's reader, fusion and windowing with the model's preprocessing), one `ModelRuntime`
-call, `har.timeline.recording_answer`; so OUTPUT_FOLDER/<recording>/recording.json is what
-`POST /recordings` answers for the same pair (with the recording's drift when the model's
-drift_reference.json lies beside it). Beside it: timeline.csv, episodes.csv and
-minutes_per_activity.csv; OUTPUT_FOLDER/summary.json lists what was scored and what was
-skipped and why.
 
-Exit status: 0 when every recording was scored, 1 when any was skipped (or none was found),
-2 when the model cannot be loaded.
+One Dask task is one recording: `score_recording` reads it through the service's own path
+(`har.timeline.garmin_windows`, the pipeline's reader, fusion and windowing with the model's
+preprocessing), makes one `ModelRuntime` call, builds `har.timeline.recording_answer` and writes
+OUTPUT_FOLDER/<recording>/: recording.json (what `POST /recordings` answers for the same pair, with
+the recording's drift when the model's drift_reference.json lies beside it), timeline.csv,
+episodes.csv, minutes_per_activity.csv, and last done.json (the model's sha256 and the sources' sizes
+and times). Each worker process loads the model once (`scorer_for`). A recording whose done.json
+names this model and these sources is skipped, so a run killed at any point and started again
+scores only the rest; a task whose worker dies is run again on another (Dask reschedules it).
+OUTPUT_FOLDER/summary.json lists what was scored, what was done before, what failed (with the
+reader's message) and what is not a recording, and the recordings per second.
+
+Exit status: 0 when every recording is scored (now or before), 1 when any failed or a file is not a
+recording (or none was found), 2 when the model cannot be loaded or the cluster cannot be reached.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import logging
+import os
 import sys
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,11 +53,13 @@ from har.modelfile import ModelFileError
 from serve.personal import PersonalModels
 from har.runtime import ModelRuntime, model_file
 from har.timeline import (RecordingWindows, cut_recording, garmin_windows, recording_answer, recording_preprocessing,
-                            worn_probabilities)
+                          worn_probabilities)
 from serve.validation import RequestError
 
 # Files that belong to a fused folder (stages.fuse writes them) but are not recordings themselves.
 FUSED_FOLDER_FILES = {"index.csv", "quality.json"}
+DONE = "done.json"  # written last in a recording's output folder: its presence means the rest is complete
+TASK_RETRIES = 2  # a task that raised is run again this often (a worker that died is handled by the scheduler)
 
 
 @dataclass
@@ -56,6 +71,24 @@ class Job:
     kind: str  # "garmin" | "fused"
     start_time: str | None = None  # fused tables: from index.csv (a pair's workbooks carry their own)
     fusion: dict | None = None  # fused tables: the entry of quality.json
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything a worker needs to score as the client would: the model file (checked against the sha256
+    the client verified), the drift reference beside the generic model, whose model it is, and the reading
+    settings. Small and hashable: it travels with every task and keys the per-process model cache."""
+
+    path: str
+    sha256: str
+    name: str = ""
+    version: str | None = None
+    threads: int = 1
+    reference: str | None = None
+    subject: str | None = None
+    personal: bool = False
+    timezone: str | None = None
+    wear_rule: WearRule = WearRule()
 
 
 def fused_index(folder: Path) -> tuple[dict, dict]:
@@ -76,18 +109,20 @@ def find_jobs(folder: Path) -> tuple[list[Job], list[dict]]:
     jobs = [Job(acc.name.removesuffix("-accelerometer_data.xlsx"), [acc, gyr], "garmin") for acc, gyr in pairs]
     skipped = [{"source": item["file"], "reason": item["reason"]} for item in unpaired]
     claimed = {p for job in jobs for p in job.sources} | {folder / item["file"] for item in unpaired}
+    names = {job.name: job for job in jobs}
     sessions = sorted(p for p in folder.iterdir() if p.is_dir() and (p / "index.csv").is_file())
     for fused_folder in [folder, *sessions]:
         start_times, fusion = fused_index(fused_folder)
         claimed |= {fused_folder / name for name in FUSED_FOLDER_FILES}
         for path in sorted(fused_folder.glob("*.parquet")):
             claimed.add(path)
-            first = next((job for job in jobs if job.name == path.stem), None)
+            first = names.get(path.stem)
             if first is not None:  # one output folder per recording: the first source found wins
                 skipped.append({"source": str(path.relative_to(folder)), "reason": f"recording {path.stem} is "
                                 f"scored from {first.sources[0].relative_to(folder)}"})
             else:
-                jobs.append(Job(path.stem, [path], "fused", start_times.get(path.stem), fusion.get(path.stem)))
+                names[path.stem] = Job(path.stem, [path], "fused", start_times.get(path.stem), fusion.get(path.stem))
+                jobs.append(names[path.stem])
     for path in sorted(p for f in [folder, *sessions] for p in f.iterdir()):
         if not path.name.startswith(".") and path not in claimed and path not in sessions:
             skipped.append({"source": str(path.relative_to(folder)),
@@ -121,82 +156,298 @@ def fused_windows(path: Path, preprocessing: dict, fusion: dict | None, wear_rul
     return cut_recording(table, quality, preprocessing, wear_rule, recording_id=path.stem, start_time=start_time)
 
 
+def replace_text(path: Path, text: str) -> None:
+    """Write through a temporary file and rename: a task run twice (its worker declared dead while still
+    running) or killed mid-write never leaves a half-written file."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
 def write_outputs(folder: Path, result: dict) -> None:
     """recording.json (the whole answer) and the three tables as CSV."""
     folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / "recording.json", result)
-    pd.DataFrame(result["timeline"], columns=["start_s", "time", "label", "activity", "confidence"]).to_csv(
-        folder / "timeline.csv", index=False)
-    pd.DataFrame(result["episodes"], columns=["label", "start_s", "end_s", "duration_s", "start_time", "end_time",
-                                              "windows", "mean_confidence"]).to_csv(folder / "episodes.csv", index=False)
+    replace_text(folder / "recording.json", json.dumps(result, indent=2) + "\n")  # as har.config.write_json writes
+    replace_text(folder / "timeline.csv", pd.DataFrame(
+        result["timeline"], columns=["start_s", "time", "label", "activity", "confidence"]).to_csv(index=False))
+    replace_text(folder / "episodes.csv", pd.DataFrame(
+        result["episodes"], columns=["label", "start_s", "end_s", "duration_s", "start_time", "end_time", "windows",
+                                     "mean_confidence"]).to_csv(index=False))
     # Activities first, then the two states, so the file adds up to the covered time.
     minutes = [*result["minutes_per_activity"].items(), ("uncertain", result["uncertain_minutes"]),
                ("not_worn", result["not_worn_minutes"])]
-    pd.DataFrame(minutes, columns=["label", "minutes"]).to_csv(folder / "minutes_per_activity.csv", index=False)
+    replace_text(folder / "minutes_per_activity.csv",
+                 pd.DataFrame(minutes, columns=["label", "minutes"]).to_csv(index=False))
 
 
-def run(input_folder: Path, output_folder: Path, runtime: ModelRuntime, *, timezone: str | None = None,
-        wear_rule: WearRule = WearRule(), progress=sys.stderr, drift_reference: dict | None = None,
-        subject: str | None = None, personal: bool = False) -> dict:
-    """Score every recording in `input_folder` into `output_folder`; returns the summary (also summary.json).
+def source_state(job: Job, input_folder: Path) -> list[dict]:
+    """What the done marker remembers of a recording's sources: a re-exported file (new size or time) is
+    scored again, as make and rsync would judge it, without reading the file."""
+    return [{"path": str(p.relative_to(input_folder)), "bytes": (s := p.stat()).st_size, "mtime_ns": s.st_mtime_ns}
+            for p in job.sources]
 
-    With the model's `drift_reference`, each answer carries the recording's drift, as the service's does;
-    `subject` and `personal` say whose model `runtime` is, in every answer."""
-    preprocessing = recording_preprocessing(runtime.card)
-    jobs, skipped = find_jobs(input_folder)
-    scored = []
-    for number, job in enumerate(jobs, 1):
-        print(f"[{number}/{len(jobs)}] {job.name} ({job.kind}) ... ", end="", file=progress, flush=True)
-        started = time.perf_counter()
+
+def done_marker(spec: ModelSpec, job: Job, input_folder: Path) -> dict:
+    return {"model_sha256": spec.sha256, "subject": spec.subject, "sources": source_state(job, input_folder)}
+
+
+def is_done(folder: Path, spec: ModelSpec, job: Job, input_folder: Path) -> bool:
+    """Scored before by this model from these very sources (done.json is written after everything else)."""
+    try:
+        return json.loads((folder / DONE).read_text()) == done_marker(spec, job, input_folder)
+    except (OSError, ValueError):  # no marker, or one cut short: not done
+        return False
+
+
+class Scorer:
+    """The model of one ModelSpec, loaded once per process, and what it takes to score a recording with it."""
+
+    def __init__(self, spec: ModelSpec):
+        self.spec = spec
+        self.runtime = ModelRuntime(spec.path, threads=spec.threads)
+        if self.runtime.card.sha256 != spec.sha256:  # replaced since the client checked it: never mix two models
+            raise ModelFileError(f"{spec.path}: sha256 {self.runtime.card.sha256[:12]}..., the run was started "
+                                 f"with {spec.sha256[:12]}...")
+        self.reference = load_reference(Path(spec.reference)) if spec.reference else None
+        self.preprocessing = recording_preprocessing(self.runtime.card)
+
+    def windows(self, job: Job) -> RecordingWindows:
+        preprocessing, wear_rule = self.preprocessing, self.spec.wear_rule
+        if job.kind == "garmin":
+            scored = garmin_windows(*job.sources, preprocessing, wear_rule, timezone=self.spec.timezone,
+                                    recording_id=job.name)
+        else:
+            scored = fused_windows(job.sources[0], preprocessing, job.fusion, wear_rule, start_time=job.start_time)
+        if len(scored.windows) == 0:  # the service's words for the same refusal
+            raise ValueError(f"the recording holds no complete {preprocessing['window_length']}-sample window of "
+                             f"fused data ({scored.quality['fused_seconds']} s fused)")
+        return scored
+
+    def answer(self, scored: RecordingWindows) -> dict:
+        runtime = self.runtime
+        probabilities = worn_probabilities(runtime.predict, scored, len(runtime.card.labels))
+        result = recording_answer(runtime.card, scored, probabilities, self.spec.wear_rule, subject=self.spec.subject,
+                                  personal=self.spec.personal)
+        if self.reference is not None:
+            result["drift"] = recording_drift(self.reference, scored.windows[scored.worn], probabilities,
+                                              runtime.card.labels, not_worn=int((~scored.worn).sum()))
+        return result
+
+
+MODEL_LOADS = 0  # how often this process loaded a model: once per worker and model (the summary shows it)
+
+
+@functools.lru_cache(maxsize=8)
+def scorer_for(spec: ModelSpec) -> Scorer:
+    """The process's Scorer for `spec`: each Dask worker process loads the model on its first task and keeps it."""
+    global MODEL_LOADS
+    MODEL_LOADS += 1
+    return Scorer(spec)
+
+
+def worker_state() -> dict:
+    """Which process answered, its memory after the task and its model loads: how the summary and the benchmark
+    see that each worker loaded the model once and that its memory stays flat."""
+    import psutil  # a dependency of distributed
+
+    return {"pid": os.getpid(), "rss_mib": round(psutil.Process().memory_info().rss / 2**20, 1),
+            "model_loads": MODEL_LOADS}
+
+
+def sources_text(job: Job, input_folder: Path) -> str:
+    return ", ".join(str(p.relative_to(input_folder)) for p in job.sources)
+
+
+def score_recording(job: Job, spec: ModelSpec, input_folder: Path, output_folder: Path) -> dict:
+    """One task: read, fuse, window, mark wear, score, answer and write one recording; done.json last.
+
+    Returns the outcome: "scored" with the summary's entry, or "failed" with the reader's message (a bad
+    recording is reported, it does not stop the run)."""
+    started = time.perf_counter()
+    scorer = scorer_for(spec)
+    try:
+        scored = scorer.windows(job)
+    except (ValueError, OSError) as error:  # InputError is a ValueError: it names file, row and column
+        return {"recording": job.name, "status": "failed",
+                "entry": {"source": sources_text(job, input_folder), "reason": str(error)}, "worker": worker_state()}
+    result = scorer.answer(scored)
+    folder = output_folder / job.name
+    write_outputs(folder, result)
+    replace_text(folder / DONE, json.dumps(done_marker(spec, job, input_folder), indent=2) + "\n")
+    # What the recording mostly was, states included: a watch left on a desk is mostly not_worn.
+    top = max([*result["minutes_per_activity"].items(), ("uncertain", result["uncertain_minutes"]),
+               ("not_worn", result["not_worn_minutes"])], key=lambda item: item[1])
+    entry = {"recording": job.name, "sources": [str(p.relative_to(input_folder)) for p in job.sources],
+             "windows": result["windows"], "covered_minutes": result["covered_minutes"], "most_minutes": top[0],
+             "output": str(folder), "seconds": round(time.perf_counter() - started, 3)}
+    return {"recording": job.name, "status": "scored", "entry": entry, "worker": worker_state()}
+
+
+def run_tasks(task, jobs: list[Job], args: tuple, *, client=None, in_flight: int | None = None):
+    """(job, outcome) for every job, in the order they finish: `task(job, *args)` in this process one after
+    another without a client, else on the client's cluster with at most `in_flight` tasks submitted and not
+    yet answered (a new one goes in as each answer comes back), so memory stays flat on any number of jobs.
+
+    A task that raised, or whose workers kept dying (KilledWorker), becomes a "failed" outcome naming the
+    error; the run goes on."""
+    if client is None:
+        for job in jobs:
+            try:
+                yield job, task(job, *args)
+            except Exception as error:  # noqa: BLE001 — one recording's unexpected error must not stop the run
+                yield job, failed_outcome(job, args, error)
+        return
+    from distributed import as_completed
+
+    run_id = uuid.uuid4().hex[:8]
+    pending = iter(jobs)
+    by_future = {}
+
+    def submit(job: Job):
+        future = client.submit(task, job, *args, key=f"{task.__name__}-{job.name}-{run_id}", retries=TASK_RETRIES,
+                               pure=False)
+        by_future[future] = job
+        return future
+
+    limit = in_flight or default_in_flight(client)
+    # range first: zip stops on it without drawing (and losing) one more job from `pending`
+    futures = as_completed([submit(job) for _, job in zip(range(limit), pending)])
+    for future in futures:
+        job = by_future.pop(future)
         try:
-            if job.kind == "garmin":
-                scored_windows = garmin_windows(*job.sources, preprocessing, wear_rule, timezone=timezone,
-                                                recording_id=job.name)
-            else:
-                scored_windows = fused_windows(job.sources[0], preprocessing, job.fusion, wear_rule,
-                                               start_time=job.start_time)
-            if len(scored_windows.windows) == 0:  # the service's words for the same refusal
-                raise ValueError(f"the recording holds no complete {preprocessing['window_length']}-sample window of "
-                                 f"fused data ({scored_windows.quality['fused_seconds']} s fused)")
-        except (ValueError, OSError) as error:  # InputError is a ValueError: it names file, row and column
-            skipped.append({"source": ", ".join(str(p.relative_to(input_folder)) for p in job.sources),
-                            "reason": str(error)})
-            print(f"skipped: {error}", file=progress, flush=True)
-            continue
-        probabilities = worn_probabilities(runtime.predict, scored_windows, len(runtime.card.labels))
-        result = recording_answer(runtime.card, scored_windows, probabilities, wear_rule, subject=subject,
-                                  personal=personal)
-        if drift_reference is not None:
-            result["drift"] = recording_drift(drift_reference, scored_windows.windows[scored_windows.worn], probabilities,
-                                              runtime.card.labels, not_worn=int((~scored_windows.worn).sum()))
-        write_outputs(output_folder / job.name, result)
-        # What the recording mostly was, states included: a watch left on a desk is mostly not_worn.
-        top = max([*result["minutes_per_activity"].items(), ("uncertain", result["uncertain_minutes"]),
-                   ("not_worn", result["not_worn_minutes"])], key=lambda item: item[1])
-        scored.append({"recording": job.name, "sources": [str(p.relative_to(input_folder)) for p in job.sources],
-                       "windows": result["windows"],
-                       "covered_minutes": result["covered_minutes"], "most_minutes": top[0],
-                       "output": str(output_folder / job.name)})
-        print(f"{result['windows']} windows, {result['covered_minutes']} min, mostly {top[0]} "
-              f"({time.perf_counter() - started:.1f} s)", file=progress, flush=True)
-    summary = {"input": str(input_folder), "model": {"name": runtime.card.name, "version": runtime.card.version,
-                                                     "sha256": runtime.card.sha256, "subject": subject,
-                                                     "personal": personal},
-               "scored": scored, "skipped": skipped}
+            outcome = future.result()
+        except Exception as error:  # noqa: BLE001 — KilledWorker, or a task that raised every retry
+            outcome = failed_outcome(job, args, error)
+        future.release()
+        yield job, outcome
+        following = next(pending, None)
+        if following is not None:
+            futures.add(submit(following))
+
+
+def default_in_flight(client) -> int:
+    """Two tasks per worker thread: each worker has the next recording while it answers the last one."""
+    return max(2, 2 * sum(client.nthreads().values()))
+
+
+def failed_outcome(job: Job, args: tuple, error: Exception) -> dict:
+    input_folder = args[1]
+    return {"recording": job.name, "status": "failed",
+            "entry": {"source": sources_text(job, input_folder), "reason": f"{type(error).__name__}: {error}"}}
+
+
+class Progress:
+    """A bar on a terminal (tqdm), one plain line per recording elsewhere (a log file, CI, cron mail)."""
+
+    def __init__(self, total: int, stream):
+        self.stream, self.total, self.number = stream, total, 0
+        self.bar = None
+        if total and stream.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, file=stream, unit="rec", desc="scoring", dynamic_ncols=True)
+
+    def update(self, job: Job, outcome: dict, failed: int) -> None:
+        self.number += 1
+        if self.bar is not None:
+            self.bar.set_postfix(failed=failed, refresh=False)
+            self.bar.update(1)
+            return
+        entry = outcome["entry"]
+        said = (f"{entry['windows']} windows, {entry['covered_minutes']} min, mostly {entry['most_minutes']} "
+                f"({entry['seconds']:.1f} s)" if outcome["status"] == "scored" else f"failed: {entry['reason']}")
+        print(f"[{self.number}/{self.total}] {job.name} ({job.kind}): {said}", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run(input_folder: Path, output_folder: Path, spec: ModelSpec, *, client=None, in_flight: int | None = None,
+        progress=sys.stderr, task=score_recording) -> dict:
+    """Score every recording in `input_folder` not yet done by this model into `output_folder`, on the
+    client's cluster (in this process without one); returns the summary (also summary.json).
+
+    `task` is `score_recording`; the benchmark passes an empty task to time the engine alone."""
+    started = time.perf_counter()
+    jobs, skipped = find_jobs(input_folder)
+    done_before = [job for job in jobs if is_done(output_folder / job.name, spec, job, input_folder)]
+    todo = [job for job in jobs if job not in done_before]
+    if done_before:
+        print(f"{len(done_before)} of {len(jobs)} recording(s) already scored by this model: skipped",
+              file=progress, flush=True)
+    order = {job.name: number for number, job in enumerate(jobs)}
+    outcomes = {"scored": [], "failed": []}
+    workers: dict[int, dict] = {}
+    bar = Progress(len(todo), progress)
+    try:
+        for job, outcome in run_tasks(task, todo, (spec, input_folder, output_folder), client=client,
+                                      in_flight=in_flight):
+            outcomes[outcome["status"]].append(outcome)
+            if "worker" in outcome:
+                state = workers.setdefault(outcome["worker"]["pid"], {"pid": outcome["worker"]["pid"], "tasks": 0})
+                state.update(tasks=state["tasks"] + 1, rss_mib=outcome["worker"]["rss_mib"],
+                             model_loads=outcome["worker"]["model_loads"])
+            bar.update(job, outcome, len(outcomes["failed"]))
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - started
+    by_order = lambda outcome: order[outcome["recording"]]  # noqa: E731 — the folder's order, not finishing order
+    scored = [o["entry"] for o in sorted(outcomes["scored"], key=by_order)]
+    failed = [o["entry"] for o in sorted(outcomes["failed"], key=by_order)]
+    summary = {"input": str(input_folder),
+               "model": {"name": spec.name, "version": spec.version, "sha256": spec.sha256,
+                         "subject": spec.subject, "personal": spec.personal},
+               "engine": engine_description(client),
+               "recordings": len(jobs), "scored": scored, "done_before": [job.name for job in done_before],
+               "failed": failed, "skipped": skipped, "seconds": round(seconds, 3),
+               "recordings_per_second": round(len(scored) / seconds, 3) if seconds > 0 else None,
+               "workers": sorted(workers.values(), key=lambda w: w["pid"])}
+    output_folder.mkdir(parents=True, exist_ok=True)
     write_json(output_folder / "summary.json", summary)
-    print(f"scored {len(scored)} recording(s), skipped {len(skipped)}; summary in {output_folder / 'summary.json'}",
-          file=progress)
+    print(f"scored {len(scored)}, skipped as done {len(done_before)}, failed {len(failed)}, not recordings "
+          f"{len(skipped)}; {summary['recordings_per_second']} recordings/s; summary in "
+          f"{output_folder / 'summary.json'}", file=progress)
+    for item in failed:
+        print(f"  failed {item['source']}: {item['reason']}", file=progress)
     for item in skipped:
         print(f"  skipped {item['source']}: {item['reason']}", file=progress)
     return summary
 
 
-def load_runtime(model: str, params: dict, threads: int) -> tuple[ModelRuntime, dict | None]:
-    """A file path, or a registry URI (models:/<name>@<alias>) fetched through har.registry; and the drift
-    reference shipped beside it (None without one)."""
+def engine_description(client) -> dict:
+    if client is None:
+        return {"kind": "in-process", "workers": 0, "threads": 1}
+    threads = client.nthreads()
+    return {"kind": "dask", "scheduler": client.scheduler.address, "workers": len(threads),
+            "threads": sum(threads.values())}
+
+
+def load_runtime(model: str, params: dict, threads: int) -> tuple[ModelRuntime, Path, Path | None]:
+    """A file path, or a registry URI (models:/<name>@<alias>) fetched through har.registry; the local file;
+    and the drift reference shipped beside it (None without one)."""
     path = model_file(model, params.get("registry", {}).get("tracking_uri"))
     reference = reference_path_for(path)
-    return ModelRuntime(path, threads=threads), load_reference(reference) if reference.exists() else None
+    return ModelRuntime(path, threads=threads), path, reference if reference.exists() else None
+
+
+def open_client(workers: int, scheduler: str | None):
+    """(client, cluster): a Client of the cluster at `scheduler`, or of a LocalCluster of `workers`
+    single-threaded worker processes (onnxruntime runs one thread per worker: processes, not threads,
+    share the cores); (None, None) for `--workers 0`."""
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        return Client(scheduler, timeout="30s"), None
+    if workers == 0:
+        return None, None
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                           dashboard_address=None, silence_logs=logging.WARNING)
+    return Client(cluster), cluster
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -205,11 +456,33 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("output", type=Path, help="folder for <recording>/... and summary.json (created)")
     parser.add_argument("--params", default="params.yaml", help="composed parameters (default: params.yaml)")
     parser.add_argument("--model", help="ONNX file or models:/<name>@<alias> (default: serve.model_path)")
-    parser.add_argument("--threads", type=int, help="onnxruntime threads (default: serve.threads)")
+    parser.add_argument("--threads", type=int, help="onnxruntime threads per worker (default: serve.threads)")
     parser.add_argument("--timezone", help="wall-clock zone of the Garmin exports (default: data.timezone)")
     parser.add_argument("--subject", help="whose recordings: scored by that person's model if there is one "
                                           "(serve.personal.models_dir/<subject>.onnx), else by the generic model")
-    return parser.parse_args(argv)
+    parser.add_argument("--workers", type=int, default=default_workers(),
+                        help="worker processes of the LocalCluster (default: one per core); 0: in this process")
+    parser.add_argument("--scheduler", help="tcp://HOST:PORT of a running Dask scheduler (instead of a LocalCluster)")
+    parser.add_argument("--in-flight", type=int, help="most recordings submitted and not yet answered "
+                                                      "(default: 2 per worker thread)")
+    args = parser.parse_args(argv)
+    if args.workers < 0 or (args.in_flight is not None and args.in_flight < 1):
+        parser.error("--workers must be 0 or more and --in-flight 1 or more")
+    return args
+
+
+def model_spec(args: argparse.Namespace, params: dict, settings: Settings) -> ModelSpec:
+    """The model this run scores with, loaded and checked here before any work is sent out (raises
+    ModelFileError, OSError, ValueError or RequestError)."""
+    runtime, path, reference = load_runtime(args.model or str(settings.model_path), params, settings.threads)
+    person = PersonalModels(settings.personal_dir, runtime.card, cache_size=1,
+                            threads=settings.threads).runtime_for(args.subject)
+    if person is not None:
+        runtime, path = person, settings.personal_dir / f"{args.subject}.onnx"
+    return ModelSpec(path=str(path.resolve()), sha256=runtime.card.sha256, name=runtime.card.name,
+                     version=runtime.card.version, threads=settings.threads,
+                     reference=str(reference.resolve()) if reference else None, subject=args.subject,
+                     personal=person is not None, timezone=settings.timezone, wear_rule=settings.wear)
 
 
 def main(argv=None) -> int:
@@ -220,20 +493,32 @@ def main(argv=None) -> int:
         print(f"serve.batch: {args.input} is not a folder", file=sys.stderr)
         return 2
     try:
-        runtime, reference = load_runtime(args.model or str(settings.model_path), params, settings.threads)
+        spec = model_spec(args, params, settings)
     except (ModelFileError, FileNotFoundError, OSError, ValueError) as error:
         print(f"serve.batch: cannot load the model: {error}", file=sys.stderr)
         return 2
-    try:
-        person = PersonalModels(settings.personal_dir, runtime.card, cache_size=1,
-                                threads=settings.threads).runtime_for(args.subject)
     except RequestError as error:
         print(f"serve.batch: {error.message}", file=sys.stderr)
         return 2
-    summary = run(args.input, args.output, person or runtime, timezone=settings.timezone, wear_rule=settings.wear,
-                  drift_reference=reference, subject=args.subject, personal=person is not None)
-    return 0 if summary["scored"] and not summary["skipped"] else 1
+    try:
+        client, cluster = open_client(args.workers, args.scheduler)
+    except (OSError, TimeoutError) as error:
+        print(f"serve.batch: cannot reach the Dask scheduler {args.scheduler}: {error}", file=sys.stderr)
+        return 2
+    try:
+        summary = run(args.input, args.output, spec, client=client, in_flight=args.in_flight)
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+    complete = summary["scored"] or summary["done_before"]
+    return 0 if complete and not summary["failed"] and not summary["skipped"] else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as the module serve.batch, not as __main__: Dask pickles score_recording by reference, and a
+    # worker imports it from there.
+    from serve.batch import main as module_main
+
+    sys.exit(module_main())
