@@ -37,7 +37,7 @@ import os
 import sys
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -364,12 +364,15 @@ class Progress:
 
 
 def run(input_folder: Path, output_folder: Path, spec: ModelSpec, *, client=None, in_flight: int | None = None,
-        progress=sys.stderr, task=score_recording) -> dict:
+        progress=None, task=score_recording) -> dict:
     """Score every recording in `input_folder` not yet done by this model into `output_folder`, on the
     client's cluster (in this process without one); returns the summary (also summary.json).
 
-    `task` is `score_recording`; the benchmark passes an empty task to time the engine alone."""
+    Progress goes to `progress` (default: sys.stderr as it is at the call). `task` is `score_recording`; the
+    benchmark passes an empty task to time the engine alone."""
+    progress = progress or sys.stderr
     started = time.perf_counter()
+    engine = engine_description(client)  # what the run starts with (workers may join or die during it)
     jobs, skipped = find_jobs(input_folder)
     done_before = [job for job in jobs if is_done(output_folder / job.name, spec, job, input_folder)]
     todo = [job for job in jobs if job not in done_before]
@@ -398,7 +401,7 @@ def run(input_folder: Path, output_folder: Path, spec: ModelSpec, *, client=None
     summary = {"input": str(input_folder),
                "model": {"name": spec.name, "version": spec.version, "sha256": spec.sha256,
                          "subject": spec.subject, "personal": spec.personal},
-               "engine": engine_description(client),
+               "engine": engine,
                "recordings": len(jobs), "scored": scored, "done_before": [job.name for job in done_before],
                "failed": failed, "skipped": skipped, "seconds": round(seconds, 3),
                "recordings_per_second": round(len(scored) / seconds, 3) if seconds > 0 else None,
@@ -441,8 +444,9 @@ def open_client(workers: int, scheduler: str | None):
         return Client(scheduler, timeout="30s"), None
     if workers == 0:
         return None, None
+    # The scheduler's HTTP server (health, Prometheus metrics) on a free loopback port: never a clash on 8787.
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address=None, silence_logs=logging.WARNING)
+                           dashboard_address="127.0.0.1:0", silence_logs=logging.WARNING)
     return Client(cluster), cluster
 
 

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from litestar.testing import TestClient
 
+from batch_helpers import fused_session
 from conftest import GARMIN_ACC, GARMIN_GYR
 from har.fusion import CHANNELS, fuse_recording
 from serve import batch
@@ -127,20 +128,6 @@ def test_an_unreadable_model_stops_before_any_work(garmin_folder, tmp_path, caps
                        "--workers", "0"]) == 2
     assert "cannot load the model" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
-
-
-def fused_session(folder, name: str, seconds: float, **fusion):
-    """A stages.fuse-style session folder holding one synthetic 50 Hz fused table."""
-    session = folder / name
-    session.mkdir(parents=True)
-    n = int(seconds * 50)
-    rng = np.random.default_rng(len(name))
-    table = pd.DataFrame({"t": np.arange(n) / 50.0, **{c: rng.normal(size=n).astype(np.float32) for c in CHANNELS}})
-    table.to_parquet(session / f"{name}.parquet")
-    pd.DataFrame([{"recording": name, "file": f"{name}.parquet", "start_time": "2025-03-24T07:00:00"}]).to_csv(
-        session / "index.csv", index=False)
-    (session / "quality.json").write_text(json.dumps([{"recording": name, **fusion}]))
-    return table
 
 
 def test_only_good_input_exits_0_and_other_fusion_settings_are_skipped_with_the_reason(model_path, tmp_path):
