@@ -22,6 +22,11 @@ V2_HEADER_LENGTH = "Inference-Header-Content-Length"
 FLOAT32 = np.dtype("<f4")
 
 
+def media_type(headers) -> str:
+    """The body's media type without parameters (JSON when the client sent none)."""
+    return headers.get("content-type", JSON).split(";")[0].strip().lower()
+
+
 def encode_bytes_tensor(items: list[str]) -> bytes:
     return b"".join(struct.pack("<I", len(b)) + b for b in (s.encode() for s in items))
 

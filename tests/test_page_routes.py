@@ -12,7 +12,7 @@ from serve.app import create_app
 from serve import batch
 from serve.batch import write_outputs
 from serve.config import Settings
-from serve.page import registry_alias
+from serve.controllers.page import registry_alias
 from serve_helpers import ROOT, TOKEN, write_tiny_model, write_tiny_reference
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

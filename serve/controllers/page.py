@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from litestar import MediaType, Request, Response, get, post
+from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.exceptions import NotFoundException
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Template
@@ -27,12 +27,13 @@ from litestar.openapi.spec import OpenAPIType, RequestBody, Schema
 
 from serve import contract
 from serve.batch import write_outputs
+from serve.service import Service, token_required
 from serve.validation import RequestError
 
-HERE = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent  # serve/: templates/ and static/
 # Our own Jinja environment, so that escaping is visibly on for every .j2 template.
 TEMPLATES = TemplateConfig(instance=JinjaTemplateEngine.from_environment(Environment(
-    loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html", "j2"]))))
+    loader=FileSystemLoader(ROOT / "templates"), autoescape=select_autoescape(["html", "j2"]))))
 SECURED = [{"bearer": []}]
 # The page loads its own files only; the browser refuses anything else even if a bug asked for it.
 CSP = ("default-src 'self'; img-src 'self' data: blob:; connect-src 'self' blob:; object-src 'none'; base-uri 'none'; "
@@ -70,20 +71,22 @@ ANSWER_BODY = RequestBody(required=True, description="The JSON answer of POST /r
                                           "not_worn_minutes": Schema(type=OpenAPIType.NUMBER)})))
 
 
-def page_handlers(guard, *, model_path, drift_report: Path | None) -> list:
-    """The page, its static files and its two routes; `guard` is the service's bearer guard."""
+class PageController(Controller):
+    """The page and its two routes (the static files are `STATIC_FILES`)."""
 
     @get("/", include_in_schema=False, media_type=MediaType.HTML)
-    async def page() -> Template:
+    async def page(self, service: Service) -> Template:
+        settings = service.settings
+        drift_report = settings.drift_report
         return Template(template_name="page.html.j2",
-                        context={"alias": registry_alias(model_path), "model_source": str(model_path),
+                        context={"alias": registry_alias(settings.model_path), "model_source": str(settings.model_path),
                                  "has_drift_report": drift_report is not None and drift_report.is_file()},
                         headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store"})
 
-    @post("/recordings/files", tags=["predict"], guards=[guard], security=SECURED, status_code=200,
+    @post("/recordings/files", tags=["predict"], guards=[token_required], security=SECURED, status_code=200,
           summary="The JSON and CSV files `python -m serve.batch` writes, for a /recordings answer",
           operation_class=contract.documented(body=ANSWER_BODY, responses=contract.errors(400, 401, 413, 422)))
-    async def files(request: Request) -> dict:
+    async def files(self, request: Request) -> dict:
         try:
             answer = json.loads(await request.body())
         except ValueError as error:
@@ -92,13 +95,14 @@ def page_handlers(guard, *, model_path, drift_report: Path | None) -> list:
             raise RequestError(422, "the body is not a /recordings answer (expected a JSON object)")
         return batch_files(answer)
 
-    @get("/drift/report", tags=["monitoring"], guards=[guard], security=SECURED, media_type=MediaType.HTML,
+    @get("/drift/report", tags=["monitoring"], guards=[token_required], security=SECURED, media_type=MediaType.HTML,
          summary="The drift stage's full HTML report, where one exists",
          operation_class=contract.documented(responses=contract.errors(401, 404)))
-    async def report() -> Response:
+    async def report(self, service: Service) -> Response:
+        drift_report = service.settings.drift_report
         if drift_report is None or not drift_report.is_file():
             raise NotFoundException(f"no drift report at {drift_report} (python -m stages.drift report writes it)")
         return Response(drift_report.read_bytes(), media_type=MediaType.HTML)
 
-    static = create_static_files_router(path="/static", directories=[HERE / "static"], include_in_schema=False)
-    return [page, files, report, static]
+
+STATIC_FILES = create_static_files_router(path="/static", directories=[ROOT / "static"], include_in_schema=False)

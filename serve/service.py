@@ -1,0 +1,215 @@
+"""What every route group shares: the model runtime, its card, the predictor, the per-person models,
+metrics and drift, built once per app and handed to the controllers as the `service` dependency.
+
+`score_upload` is the one path from an uploaded Garmin pair to a `/recordings` answer, so every
+route that takes recordings (scoring only, or scoring and storing) answers the same thing.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio.to_thread
+import numpy as np
+from litestar.datastructures import State, UploadFile
+
+from har.drift import DriftCollector, RunningDriftMonitor, load_reference, recording_drift, reference_path_for
+from har.modelfile import ModelCard
+from har.recording import InputError
+from har.registry import registry_source
+from har.runtime import ModelRuntime, model_file
+from har.timeline import RecordingWindows, garmin_windows, recording_answer, recording_preprocessing
+from serve.batching import DynamicBatcher
+from serve.config import Settings
+from serve.monitoring import Observer, ServiceMetrics
+from serve.personal import PersonalModels
+from serve.security import bearer_guard
+from serve.validation import RequestError
+
+log = logging.getLogger("serve")
+
+
+@dataclass
+class GarminUpload:
+    """The two workbooks of one Garmin sensor-logger session (multipart form fields)."""
+
+    accelerometer: UploadFile
+    gyroscope: UploadFile
+
+
+@dataclass
+class ScoredUpload:
+    """An uploaded pair, scored: the answer `/recordings` gives, the windows it came from and the raw bytes."""
+
+    answer: dict
+    scored: RecordingWindows
+    raw: dict[str, bytes]  # "accelerometer" / "gyroscope" -> the uploaded workbook
+
+
+def score_and_observe(runtime: ModelRuntime, observers: list[Observer], windows: np.ndarray) -> np.ndarray:
+    """One model call, then every observer on the same windows, in the caller's worker thread.
+
+    Observers see each model call once (a batch of coalesced requests as one), and their cost
+    (the drift histograms bin every sample of every window) stays off the event loop, which
+    meanwhile reads and answers other requests.
+    """
+    probabilities = runtime.predict(windows)
+    for observer in observers:
+        try:
+            observer.observe(windows, probabilities)
+        except Exception:  # monitoring must never cost a client its answer; the failure goes to the log
+            log.exception("observer %s failed", type(observer).__name__)
+    return probabilities
+
+
+class Predictor:
+    """The one prediction path: the batcher for small requests, else a direct call in a worker thread."""
+
+    def __init__(self, score, batcher: DynamicBatcher | None, on_direct_call=None):
+        self.score, self.batcher = score, batcher
+        self.on_direct_call = on_direct_call  # (requests, windows), as the batcher reports its calls
+
+    async def predict(self, windows: np.ndarray, score=None) -> np.ndarray:
+        """`score`: a person's model with the same observers (serve/personal.py), called directly; None: the
+        generic model, through the batcher for small requests."""
+        if score is None and self.batcher is not None and len(windows) < self.batcher.max_batch_size:
+            return await self.batcher.predict(windows)
+        probabilities = await anyio.to_thread.run_sync(score or self.score, windows)
+        if self.on_direct_call is not None:
+            self.on_direct_call(1, len(windows))
+        return probabilities
+
+
+def safe_filename(name: str | None, fallback: str) -> str:
+    """An uploaded file's base name, reduced to harmless characters."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name or "").name).lstrip(".")
+    return name or fallback
+
+
+@dataclass
+class Service:
+    settings: Settings
+    token: str | None
+    runtime: ModelRuntime
+    model_path: object  # a file, or models:/<name>@<alias>
+    registry: dict | None  # {"uri", "name", "version"} for a registry model, else None
+    metrics: ServiceMetrics
+    drift: RunningDriftMonitor | None
+    reference_path: Path
+    predictor: Predictor
+    batcher: DynamicBatcher | None
+    personal: PersonalModels
+    observers: list[Observer]
+    ready: bool = False
+    preprocessing: dict = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, settings: Settings, *, token: str | None, runtime: ModelRuntime | None = None,
+              observers: list[Observer] | None = None) -> "Service":
+        model_path = model_file(settings.model_path, settings.tracking_uri)  # a file, or models:/har@champion
+        runtime = runtime or ModelRuntime(model_path, threads=settings.threads)
+        card = runtime.card
+        metrics = ServiceMetrics(card)
+        # Live drift: what requests carry, against the reference shipped beside the model (if any).
+        reference_path = reference_path_for(model_path)
+        drift = (RunningDriftMonitor(load_reference(reference_path), labels=card.labels)
+                 if reference_path.exists() else None)
+        if drift is not None:
+            metrics.registry.register(DriftCollector(drift))
+        observers_all = [metrics, *([drift] if drift else []), *(observers or [])]
+        score = functools.partial(score_and_observe, runtime, observers_all)
+        batcher = (DynamicBatcher(score, max_batch_size=settings.max_batch_size,
+                                  max_wait_s=settings.max_wait_ms / 1000.0, on_batch=metrics.on_batch)
+                   if settings.batching else None)
+        personal = PersonalModels(settings.personal_dir, card, cache_size=settings.personal_cache_size,
+                                  threads=settings.threads)
+        return cls(settings=settings, token=token, runtime=runtime, model_path=model_path,
+                   registry=registry_source(model_path), metrics=metrics, drift=drift, reference_path=reference_path,
+                   predictor=Predictor(score, batcher, on_direct_call=metrics.on_batch), batcher=batcher,
+                   personal=personal, observers=observers_all, preprocessing=recording_preprocessing(card))
+
+    @property
+    def card(self) -> ModelCard:
+        return self.runtime.card
+
+    @functools.cached_property
+    def guard(self):
+        return bearer_guard(self.token)
+
+    async def person_for(self, subject: str | None) -> tuple[ModelRuntime | None, object]:
+        """A person's model and its scorer (with the service's observers), or (None, None): the generic model."""
+        if subject is None:  # most requests: no thread hop on the hot path
+            return None, None
+        person = await anyio.to_thread.run_sync(self.personal.runtime_for, subject)
+        return person, (functools.partial(score_and_observe, person, self.observers) if person else None)
+
+    def predictions(self, probabilities: np.ndarray) -> list[dict]:
+        labels = self.card.labels
+        best = probabilities.argmax(axis=1)
+        return [{"label": labels[b], "confidence": float(p[b]), "probabilities": dict(zip(labels, p.tolist()))}
+                for b, p in zip(best, probabilities)]
+
+    async def score_upload(self, data: GarminUpload, subject: str | None) -> ScoredUpload:
+        """An uploaded workbook pair -> the `/recordings` answer, scored by the person's model if there is one."""
+        person, score = await self.person_for(subject)
+        uploads = {"accelerometer": data.accelerometer, "gyroscope": data.gyroscope}
+        names = {name: safe_filename(upload.filename, f"{name}.xlsx") for name, upload in uploads.items()}
+        raw = {name: await upload.read() for name, upload in uploads.items()}
+        with tempfile.TemporaryDirectory(prefix="har-upload-") as folder:
+            paths = {}
+            for name, filename in names.items():
+                paths[name] = Path(folder) / name / filename  # one folder each: the two names may be equal
+                paths[name].parent.mkdir()
+                paths[name].write_bytes(raw[name])
+            try:  # the recording is named after the uploaded accelerometer file, as the pipeline names it
+                scored = await anyio.to_thread.run_sync(lambda: garmin_windows(
+                    paths["accelerometer"], paths["gyroscope"], self.preprocessing, self.settings.wear,
+                    timezone=self.settings.timezone))
+            except InputError as error:  # name the upload, not our temporary path
+                name = next((n for n, p in paths.items() if str(p) == error.file), "upload")
+                located = InputError(f"{name} ({names.get(name, '?')})", error.problem, row=error.row,
+                                     column=error.column, expected=error.expected)
+                raise RequestError(422, str(located)) from None
+        if len(scored.windows) == 0:
+            raise RequestError(422, f"the recording holds no complete {self.card.window_length}-sample window of "
+                                    f"fused data ({scored.quality['fused_seconds']} s fused)")
+        # Windows in non-wear episodes are never scored: they get no activity, and no drift statistic sees them.
+        worn = scored.windows[scored.worn]
+        probabilities = (await self.predictor.predict(worn, score) if len(worn)
+                         else np.empty((0, len(self.card.labels)), np.float32))
+        not_worn = int(len(scored.windows) - len(worn))
+        if self.drift is not None:
+            self.drift.observe_not_worn(not_worn)
+        answer = recording_answer((person or self.runtime).card, scored, probabilities, self.settings.wear,
+                                  subject=subject, personal=person is not None)
+        if self.drift is not None:  # this recording alone against the training reference (the page shows it)
+            answer["drift"] = await anyio.to_thread.run_sync(lambda: recording_drift(
+                self.drift.reference, worn, probabilities, self.card.labels, not_worn=not_worn))
+        return ScoredUpload(answer, scored, raw)
+
+    async def start(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.start()
+        self.ready = True
+        card = self.card
+        log.info("serving model %s version %s (sha256 %s…) with %d labels; batching %s",
+                 card.name, card.version, card.sha256[:12], len(card.labels), "on" if self.batcher else "off")
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self.batcher is not None:
+            await self.batcher.stop()
+
+
+def service_from_state(state: State) -> Service:
+    """The `service` dependency every controller asks for."""
+    return state.service
+
+
+async def token_required(connection, route_handler) -> None:
+    """The bearer guard of the app's service (`serve.security.bearer_guard` with the service's token)."""
+    await connection.app.state.service.guard(connection, route_handler)
