@@ -1,12 +1,23 @@
-"""Benchmark: batch scoring (`python -m serve.batch`) of the real one-hour Garmin pair, one process, one thread.
+"""Benchmark: batch scoring (`python -m serve.batch`), in one process and on a Dask LocalCluster.
 
-    python bench/batch.py [--runs 3] [--model models/model.onnx]
+    python bench/batch.py [--runs 3] [--model models/model.onnx] [--recordings 200] [--memory-recordings 2000]
+                          [--minutes 10] [--workers 2]
 
-Times `serve.batch.run` end to end (read, fuse, window, score, write the four outputs) on a
-folder holding the raw workbook pair, and, in the same run, on a folder holding the same
-recording as a fused table (what `stages.fuse` leaves in data/fused/garmin): the ratio says
-what fusing once in the pipeline saves every later scoring. The model alone is timed on the
-recording's windows. Writes metrics/bench_batch.json.
+One recording, in this process (`--workers 0`, one onnxruntime thread): `serve.batch.run` end to end
+(read, fuse, window, score, write the outputs) on the real one-hour Garmin pair, and on the same
+recording as a fused table (what `stages.fuse` leaves in data/fused/garmin); the model alone on its
+windows.
+
+A study, in the same run: `--recordings` fused tables of `--minutes` each, made of the WISDM test
+windows (data/windows/test.npz) laid end to end, so every window is worn and scored. Measured on it:
+- recordings per second in this process and on a LocalCluster of `--workers` single-threaded worker
+  processes (cluster start-up timed apart), and whether every recording.json is byte for byte the same;
+- Dask's own cost per task: an empty task (it returns at once) through the same `run` on the same
+  cluster, per recording, against the in-process scoring time of a recording;
+- worker memory over `--memory-recordings` recordings (symlinks to the study's tables under other
+  names, so every one is scored and written): each worker's resident memory after each task, the
+  median of its first tenth after warm-up against the median of its last tenth.
+Writes metrics/bench_batch.json.
 """
 from __future__ import annotations
 
@@ -15,42 +26,120 @@ import io
 import json
 import os
 import resource
+import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from timing import median_seconds, report  # noqa: E402
 
 from har.config import load_params, resolve_raw  # noqa: E402
-from har.fusion import fuse_recording  # noqa: E402
+from har.fusion import CHANNELS, fuse_recording  # noqa: E402
 from har.garmin import find_garmin_pairs, read_garmin_pair  # noqa: E402
-from har.wear import WearRule  # noqa: E402
-from serve.batch import run  # noqa: E402
 from har.runtime import ModelRuntime  # noqa: E402
 from har.timeline import cut_recording, recording_preprocessing  # noqa: E402
+from har.wear import WearRule  # noqa: E402
+from serve.batch import ModelSpec, open_client, run, run_tasks, score_recording, worker_state  # noqa: E402
+
+WARM_UP = 0.1  # share of each worker's tasks before its memory is taken as the baseline
+
+
+def empty_task(job, spec, input_folder, output_folder) -> dict:
+    """What `score_recording` returns, without the work: the engine's own cost per task."""
+    return {"recording": job.name, "status": "scored", "worker": worker_state(),
+            "entry": {"recording": job.name, "windows": 0, "covered_minutes": 0.0, "most_minutes": None, "seconds": 0.0}}
+
+
+def study_tables(folder: Path, windows: np.ndarray, recordings: int, minutes: float, target_hz: float) -> None:
+    """`recordings` fused tables (study-0000.parquet ...) of real worn motion: every other WISDM test window
+    (they overlap by half), from a different starting window each, with an index.csv of start times."""
+    per_table = int(minutes * 60 * target_hz) // windows.shape[1]
+    rows = []
+    for number in range(recordings):
+        picks = (number * 97 + 2 * np.arange(per_table)) % len(windows)
+        samples = windows[picks].reshape(-1, windows.shape[2])
+        table = pd.DataFrame({"t": np.arange(len(samples)) / target_hz,
+                              **{c: samples[:, i] for i, c in enumerate(CHANNELS)}})
+        name = f"study-{number:04d}"
+        table.to_parquet(folder / f"{name}.parquet")
+        rows.append({"recording": name, "file": f"{name}.parquet", "start_time": "2025-03-24T08:00:00"})
+    pd.DataFrame(rows).to_csv(folder / "index.csv", index=False)
+
+
+def linked_study(source: Path, folder: Path, recordings: int) -> None:
+    """`recordings` names for the tables in `source` (symlinks, round robin): a big study without the disk."""
+    tables = sorted(source.glob("*.parquet"))
+    for number in range(recordings):
+        (folder / f"linked-{number:05d}.parquet").symlink_to(tables[number % len(tables)])
+
+
+def timed_run(folder: Path, output: Path, spec: ModelSpec, **options) -> tuple[dict, float]:
+    started = time.perf_counter()
+    summary = run(folder, output, spec, progress=io.StringIO(), **options)
+    return summary, time.perf_counter() - started
+
+
+def memory_series(folder: Path, output: Path, spec: ModelSpec, client) -> dict:
+    """Each worker's resident memory after each of its tasks, over every recording in `folder`."""
+    from serve.batch import find_jobs
+
+    jobs, _ = find_jobs(folder)
+    series: dict[int, list[float]] = {}
+    started = time.perf_counter()
+    for _, outcome in run_tasks(score_recording, jobs, (spec, folder, output), client=client):
+        assert outcome["status"] == "scored", outcome
+        series.setdefault(outcome["worker"]["pid"], []).append(outcome["worker"]["rss_mib"])
+    seconds = time.perf_counter() - started
+    workers = []
+    for rss in series.values():
+        skip = max(1, int(len(rss) * WARM_UP))
+        tenth = max(1, len(rss) // 10)
+        baseline, last = statistics.median(rss[skip:skip + tenth]), statistics.median(rss[-tenth:])
+        workers.append({"tasks": len(rss), "rss_mib_first_task": rss[0], "rss_mib_after_warm_up": baseline,
+                        "rss_mib_last_tenth": last, "rss_mib_max": max(rss),
+                        "growth_after_warm_up": round(last / baseline - 1, 4)})
+    return {"recordings": len(jobs), "seconds": round(seconds, 1),
+            "recordings_per_second": round(len(jobs) / seconds, 2), "workers": workers,
+            "max_growth_after_warm_up": max(w["growth_after_warm_up"] for w in workers)}
+
+
+def same_answers(first: Path, second: Path, names: list[str]) -> int:
+    """How many recordings' recording.json differ in a byte between the two output folders."""
+    return sum((first / n / "recording.json").read_bytes() != (second / n / "recording.json").read_bytes() for n in names)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--model", default="models/model.onnx", help="relative to the project root")
+    parser.add_argument("--recordings", type=int, default=200, help="fused tables in the study folder")
+    parser.add_argument("--memory-recordings", type=int, default=2000)
+    parser.add_argument("--minutes", type=float, default=10.0, help="length of each study recording")
+    parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     params = load_params(ROOT / "params.yaml")
-    runtime = ModelRuntime(ROOT / args.model, threads=1)
+    model_path = ROOT / args.model
+    runtime = ModelRuntime(model_path, threads=1)
+    wear_rule = WearRule.from_params(params.get("wear"))
+    spec = ModelSpec(path=str(model_path), sha256=runtime.card.sha256, name=runtime.card.name,
+                     version=runtime.card.version, wear_rule=wear_rule)
+    preprocessing = recording_preprocessing(runtime.card)
     acc, gyr = find_garmin_pairs(resolve_raw(ROOT / params["paths"]["garmin"]))[0][0]  # the first pair
 
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
-        raw, fused, out = Path(tmp, "raw"), Path(tmp, "fused"), Path(tmp, "out")
-        raw.mkdir(), fused.mkdir()
+        tmp = Path(tmp)
+        raw, fused, study, linked = tmp / "raw", tmp / "fused", tmp / "study", tmp / "linked"
+        for folder in (raw, fused, study, linked):
+            folder.mkdir()
         (raw / acc.name).symlink_to(acc)
         (raw / gyr.name).symlink_to(gyr)
-        preprocessing = recording_preprocessing(runtime.card)
-        wear_rule = WearRule.from_params(params.get("wear"))
         # The fused table as stages.fuse writes it (the same reader and fusion the service uses).
         recording = read_garmin_pair(acc, gyr)
         table, quality = fuse_recording(recording, target_hz=preprocessing["target_hz"],
@@ -60,16 +149,45 @@ def main() -> None:
                        "start_time": recording.start_time}]).to_csv(fused / "index.csv", index=False)
         scored = cut_recording(table, quality, preprocessing, wear_rule, recording_id=recording.recording_id,
                                start_time=recording.start_time)
-
-        quiet = io.StringIO()
-        from_raw = median_seconds(lambda: run(raw, out, runtime, wear_rule=wear_rule, progress=quiet), args.runs)
-        from_fused = median_seconds(lambda: run(fused, out, runtime, wear_rule=wear_rule, progress=quiet), args.runs)
+        # One recording, in this process; a fresh output folder each run (a recording already done is skipped).
+        outputs = iter([tmp / f"out-{n}" for n in range(2 * args.runs)])
+        from_raw = median_seconds(lambda: timed_run(raw, next(outputs), spec), args.runs)
+        from_fused = median_seconds(lambda: timed_run(fused, next(outputs), spec), args.runs)
+        last = tmp / f"out-{2 * args.runs - 1}"
         model_only = median_seconds(lambda: runtime.predict(scored.windows), args.runs)
-        answer = json.loads(next(out.glob("*/recording.json")).read_text())
+        answer = json.loads(next(last.glob("*/recording.json")).read_text())
         sizes = {"raw_pair_mb": round((acc.stat().st_size + gyr.stat().st_size) / 1e6, 2),
                  "fused_table_mb": round(sum(f.stat().st_size for f in fused.glob("*.parquet")) / 1e6, 2),
-                 "outputs_mb": round(sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e6, 2)}
+                 "outputs_mb": round(sum(f.stat().st_size for f in last.rglob("*") if f.is_file()) / 1e6, 2)}
 
+        # A study: in this process, then on the cluster, then the empty task, then memory over many recordings.
+        windows = np.load(ROOT / "data" / "windows" / "test.npz")["X"]
+        study_tables(study, windows, args.recordings, args.minutes, float(preprocessing["target_hz"]))
+        linked_study(study, linked, args.memory_recordings)
+        warm = tmp / "warm"  # a few recordings first: the model loaded and every code path run once
+        warm.mkdir()
+        linked_study(study, warm, 4 * args.workers)
+        timed_run(warm, tmp / "warm-in-process", spec)
+        in_process, in_process_s = timed_run(study, tmp / "study-in-process", spec)
+        started = time.perf_counter()
+        client, cluster = open_client(args.workers, None)
+        client.run(lambda: None)  # every worker up and answering
+        cluster_start_s = time.perf_counter() - started
+        try:
+            timed_run(warm, tmp / "warm-dask", spec, client=client)
+            on_dask, on_dask_s = timed_run(study, tmp / "study-dask", spec, client=client)
+            empty, empty_s = timed_run(study, tmp / "study-empty", spec, client=client, task=empty_task)
+            memory = memory_series(linked, tmp / "linked-out", spec, client)
+        finally:
+            client.close()
+            cluster.close()
+        names = [entry["recording"] for entry in in_process["scored"]]
+        assert len(names) == args.recordings and not in_process["failed"], in_process["failed"]
+        differing = same_answers(tmp / "study-in-process", tmp / "study-dask", names)
+        windows_scored = in_process["scored"][0]["windows"]
+
+    per_recording_s = in_process_s / args.recordings
+    empty_per_task_s = empty_s / args.recordings
     result = {
         "runs": args.runs,
         "model": {"source": args.model, "version": runtime.card.version, "labels": len(runtime.card.labels)},
@@ -83,7 +201,23 @@ def main() -> None:
         "model_share_of_raw": round(model_only / from_raw, 3),
         "raw_recordings_per_core_hour": round(3600 / from_raw),
         "fused_recordings_per_core_hour": round(3600 / from_fused),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "study": {"recordings": args.recordings, "minutes_each": args.minutes, "windows_each": windows_scored,
+                  "source": "data/windows/test.npz, every other window end to end"},
+        "in_process_recordings_per_s": round(args.recordings / in_process_s, 2),
+        "in_process_s_per_recording": round(per_recording_s, 4),
+        "dask_workers": args.workers,
+        "dask_cluster_start_s": round(cluster_start_s, 2),
+        "dask_recordings_per_s": round(args.recordings / on_dask_s, 2),
+        "dask_over_in_process": round(in_process_s / on_dask_s, 2),
+        "dask_target_speedup": 1.7,
+        "answers_differing_from_in_process": differing,
+        "empty_task_s_per_recording": round(empty_per_task_s, 5),
+        "empty_task_share_of_scoring": round(empty_per_task_s / per_recording_s, 4),
+        "empty_task_target_share": 0.05,
+        "memory": memory,
+        "memory_target_growth": 0.10,
+        "client_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "cpu_count": os.cpu_count(),
         "load_average_1min_at_end": round(os.getloadavg()[0], 2),
     }
     report(result, "batch")

@@ -33,6 +33,7 @@ import argparse
 import functools
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -311,23 +312,26 @@ def run_tasks(task, jobs: list[Job], args: tuple, *, client=None, in_flight: int
 
     limit = in_flight or default_in_flight(client)
     # range first: zip stops on it without drawing (and losing) one more job from `pending`
-    futures = as_completed([submit(job) for _, job in zip(range(limit), pending)])
-    for future in futures:
-        job = by_future.pop(future)
-        try:
-            outcome = future.result()
-        except Exception as error:  # noqa: BLE001 — KilledWorker, or a task that raised every retry
-            outcome = failed_outcome(job, args, error)
-        future.release()
-        yield job, outcome
-        following = next(pending, None)
-        if following is not None:
-            futures.add(submit(following))
+    finished = as_completed([submit(job) for _, job in zip(range(limit), pending)])
+    for futures in finished.batches():  # all that finished meanwhile: their results in one gather, one round trip
+        answered = [f for f in futures if f.status == "finished"]
+        results = dict(zip(answered, client.gather(answered)))
+        for future in futures:
+            job = by_future.pop(future)
+            # Not finished: KilledWorker (its workers kept dying), or a task that raised on every retry.
+            outcome = results[future] if future in results else failed_outcome(job, args, future.exception())
+            future.release()
+            yield job, outcome
+            following = next(pending, None)
+            if following is not None:
+                finished.add(submit(following))
 
 
 def default_in_flight(client) -> int:
-    """Two tasks per worker thread: each worker has the next recording while it answers the last one."""
-    return max(2, 2 * sum(client.nthreads().values()))
+    """Eight tasks per worker thread (at least 16): a worker always has its next recordings while the answers
+    to its last ones travel back (on a busy machine a round trip takes tens of ms), and what waits is a few
+    small Job records, whatever the folder's size."""
+    return max(16, 8 * sum(client.nthreads().values()))
 
 
 def failed_outcome(job: Job, args: tuple, error: Exception) -> dict:
@@ -438,6 +442,7 @@ def open_client(workers: int, scheduler: str | None):
     """(client, cluster): a Client of the cluster at `scheduler`, or of a LocalCluster of `workers`
     single-threaded worker processes (onnxruntime runs one thread per worker: processes, not threads,
     share the cores); (None, None) for `--workers 0`."""
+    import dask
     from distributed import Client, LocalCluster
 
     if scheduler:
@@ -445,8 +450,11 @@ def open_client(workers: int, scheduler: str | None):
     if workers == 0:
         return None, None
     # The scheduler's HTTP server (health, Prometheus metrics) on a free loopback port: never a clash on 8787.
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address="127.0.0.1:0", silence_logs=logging.WARNING)
+    # No queuing on the scheduler (worker-saturation inf): run_tasks bounds what is in flight itself, and a
+    # worker that holds its next tasks starts them without waiting for a scheduler round trip.
+    with dask.config.set({"distributed.scheduler.worker-saturation": math.inf}):
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address="127.0.0.1:0", silence_logs=logging.WARNING)
     return Client(cluster), cluster
 
 
