@@ -1,7 +1,7 @@
 """Benchmark: batch scoring (`python -m serve.batch`), in one process and on a Dask LocalCluster.
 
-    python bench/batch.py [--runs 3] [--model models/model.onnx] [--recordings 200] [--memory-recordings 2000]
-                          [--minutes 10] [--workers 2]
+    python bench/batch.py [--runs 3] [--model models/model.onnx] [--recordings 40] [--minutes 60]
+                          [--memory-recordings 2000] [--memory-minutes 2] [--workers 2]
 
 One recording, in this process (`--workers 0`, one onnxruntime thread): `serve.batch.run` end to end
 (read, fuse, window, score, write the outputs) on the real one-hour Garmin pair, and on the same
@@ -14,9 +14,12 @@ windows (data/windows/test.npz) laid end to end, so every window is worn and sco
   processes (cluster start-up timed apart), and whether every recording.json is byte for byte the same;
 - Dask's own cost per task: an empty task (it returns at once) through the same `run` on the same
   cluster, per recording, against the in-process scoring time of a recording;
-- worker memory over `--memory-recordings` recordings (symlinks to the study's tables under other
-  names, so every one is scored and written): each worker's resident memory after each task, the
-  median of its first tenth after warm-up against the median of its last tenth.
+- worker memory over `--memory-recordings` recordings of `--memory-minutes` (symlinks to 20 tables
+  under other names, so every one is scored and written): each worker's resident memory after each
+  task, the median of its first tenth after warm-up against the median of its last tenth.
+Wall times are medians of `--runs` rounds (in-process, cluster, empty task in turn); CPU times (this
+process, which holds the client and the LocalCluster's scheduler, plus every worker) are given beside
+them because the machine is shared and wall-clock ratios move with the other load.
 Writes metrics/bench_batch.json.
 """
 from __future__ import annotations
@@ -86,6 +89,23 @@ def timed_run(folder: Path, output: Path, spec: ModelSpec, **options) -> tuple[d
     return summary, time.perf_counter() - started
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process so far (on a worker: of that worker)."""
+    import psutil
+
+    times = psutil.Process().cpu_times()
+    return times.user + times.system
+
+
+def measured(fn, client) -> dict:
+    """Wall time of `fn()` and the CPU time it took: this process (the client, and the LocalCluster's
+    scheduler, which runs in it) plus every worker. CPU time is what a busy shared machine hardly changes."""
+    cpu_before = cpu_seconds() + (sum(client.run(cpu_seconds).values()) if client else 0.0)
+    summary, wall = fn()
+    cpu_after = cpu_seconds() + (sum(client.run(cpu_seconds).values()) if client else 0.0)
+    return {"summary": summary, "wall_s": wall, "cpu_s": cpu_after - cpu_before}
+
+
 def memory_series(folder: Path, output: Path, spec: ModelSpec, client) -> dict:
     """Each worker's resident memory after each of its tasks, over every recording in `folder`."""
     from serve.batch import find_jobs
@@ -93,7 +113,8 @@ def memory_series(folder: Path, output: Path, spec: ModelSpec, client) -> dict:
     jobs, _ = find_jobs(folder)
     series: dict[int, list[float]] = {}
     started = time.perf_counter()
-    for _, outcome in run_tasks(score_recording, jobs, (spec, folder, output), client=client):
+    context = {"spec": spec, "input_folder": folder, "output_folder": output}
+    for _, outcome in run_tasks(score_recording, jobs, context, client=client):
         assert outcome["status"] == "scored", outcome
         series.setdefault(outcome["worker"]["pid"], []).append(outcome["worker"]["rss_mib"])
     seconds = time.perf_counter() - started
@@ -119,9 +140,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--model", default="models/model.onnx", help="relative to the project root")
-    parser.add_argument("--recordings", type=int, default=200, help="fused tables in the study folder")
+    parser.add_argument("--recordings", type=int, default=40, help="fused tables in the study folder")
     parser.add_argument("--memory-recordings", type=int, default=2000)
-    parser.add_argument("--minutes", type=float, default=10.0, help="length of each study recording")
+    parser.add_argument("--minutes", type=float, default=60.0, help="length of each study recording (the real "
+                                                                    "Garmin export is an hour)")
+    parser.add_argument("--memory-minutes", type=float, default=2.0, help="length of the memory run's recordings")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     params = load_params(ROOT / "params.yaml")
@@ -135,8 +158,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
         tmp = Path(tmp)
-        raw, fused, study, linked = tmp / "raw", tmp / "fused", tmp / "study", tmp / "linked"
-        for folder in (raw, fused, study, linked):
+        raw, fused, study, short, linked = (tmp / name for name in ("raw", "fused", "study", "short", "linked"))
+        for folder in (raw, fused, study, short, linked):
             folder.mkdir()
         (raw / acc.name).symlink_to(acc)
         (raw / gyr.name).symlink_to(gyr)
@@ -163,31 +186,41 @@ def main() -> None:
         # A study: in this process, then on the cluster, then the empty task, then memory over many recordings.
         windows = np.load(ROOT / "data" / "windows" / "test.npz")["X"]
         study_tables(study, windows, args.recordings, args.minutes, float(preprocessing["target_hz"]))
-        linked_study(study, linked, args.memory_recordings)
+        study_tables(short, windows, 20, args.memory_minutes, float(preprocessing["target_hz"]))
+        linked_study(short, linked, args.memory_recordings)
         warm = tmp / "warm"  # a few recordings first: the model loaded and every code path run once
         warm.mkdir()
         linked_study(study, warm, 4 * args.workers)
         timed_run(warm, tmp / "warm-in-process", spec)
-        in_process, in_process_s = timed_run(study, tmp / "study-in-process", spec)
         started = time.perf_counter()
         client, cluster = open_client(args.workers, None)
         client.run(lambda: None)  # every worker up and answering
         cluster_start_s = time.perf_counter() - started
         try:
             timed_run(warm, tmp / "warm-dask", spec, client=client)
-            on_dask, on_dask_s = timed_run(study, tmp / "study-dask", spec, client=client)
-            empty, empty_s = timed_run(study, tmp / "study-empty", spec, client=client, task=empty_task)
+            # In turn, `--runs` times, so that the machine's other load falls alike on all three.
+            rounds = []
+            for number in range(args.runs):
+                rounds.append({
+                    "in_process": measured(lambda: timed_run(study, tmp / f"in-process-{number}", spec), None),
+                    "dask": measured(lambda: timed_run(study, tmp / f"dask-{number}", spec, client=client), client),
+                    "empty": measured(lambda: timed_run(study, tmp / f"empty-{number}", spec, client=client,
+                                                        task=empty_task), client)})
             memory = memory_series(linked, tmp / "linked-out", spec, client)
         finally:
             client.close()
             cluster.close()
+        in_process = rounds[0]["in_process"]["summary"]
         names = [entry["recording"] for entry in in_process["scored"]]
         assert len(names) == args.recordings and not in_process["failed"], in_process["failed"]
-        differing = same_answers(tmp / "study-in-process", tmp / "study-dask", names)
+        differing = sum(same_answers(tmp / "in-process-0", tmp / f"dask-{n}", names) for n in range(args.runs))
         windows_scored = in_process["scored"][0]["windows"]
 
-    per_recording_s = in_process_s / args.recordings
-    empty_per_task_s = empty_s / args.recordings
+    def median(kind: str, what: str) -> float:
+        return statistics.median(r[kind][what] for r in rounds) / args.recordings
+
+    per_recording_s, on_dask_s, empty_s = (median(k, "wall_s") for k in ("in_process", "dask", "empty"))
+    per_recording_cpu, on_dask_cpu, empty_cpu = (median(k, "cpu_s") for k in ("in_process", "dask", "empty"))
     result = {
         "runs": args.runs,
         "model": {"source": args.model, "version": runtime.card.version, "labels": len(runtime.card.labels)},
@@ -203,16 +236,23 @@ def main() -> None:
         "fused_recordings_per_core_hour": round(3600 / from_fused),
         "study": {"recordings": args.recordings, "minutes_each": args.minutes, "windows_each": windows_scored,
                   "source": "data/windows/test.npz, every other window end to end"},
-        "in_process_recordings_per_s": round(args.recordings / in_process_s, 2),
+        "memory_run": {"recordings": args.memory_recordings, "minutes_each": args.memory_minutes,
+                       "distinct_tables": 20},
+        "study_runs": args.runs,
+        "in_process_recordings_per_s": round(1 / per_recording_s, 2),
         "in_process_s_per_recording": round(per_recording_s, 4),
+        "in_process_cpu_s_per_recording": round(per_recording_cpu, 4),
         "dask_workers": args.workers,
         "dask_cluster_start_s": round(cluster_start_s, 2),
-        "dask_recordings_per_s": round(args.recordings / on_dask_s, 2),
-        "dask_over_in_process": round(in_process_s / on_dask_s, 2),
+        "dask_recordings_per_s": round(1 / on_dask_s, 2),
+        "dask_over_in_process": round(per_recording_s / on_dask_s, 2),
         "dask_target_speedup": 1.7,
+        "dask_cpu_s_per_recording": round(on_dask_cpu, 4),
         "answers_differing_from_in_process": differing,
-        "empty_task_s_per_recording": round(empty_per_task_s, 5),
-        "empty_task_share_of_scoring": round(empty_per_task_s / per_recording_s, 4),
+        "empty_task_s_per_recording": round(empty_s, 5),
+        "empty_task_share_of_scoring": round(empty_s / per_recording_s, 4),
+        "empty_task_cpu_s_per_recording": round(empty_cpu, 5),
+        "empty_task_cpu_share_of_scoring": round(empty_cpu / per_recording_cpu, 4),
         "empty_task_target_share": 0.05,
         "memory": memory,
         "memory_target_growth": 0.10,

@@ -284,19 +284,19 @@ def score_recording(job: Job, spec: ModelSpec, input_folder: Path, output_folder
     return {"recording": job.name, "status": "scored", "entry": entry, "worker": worker_state()}
 
 
-def run_tasks(task, jobs: list[Job], args: tuple, *, client=None, in_flight: int | None = None):
-    """(job, outcome) for every job, in the order they finish: `task(job, *args)` in this process one after
+def run_tasks(task, jobs: list[Job], context: dict, *, client=None, in_flight: int | None = None):
+    """(job, outcome) for every job, in the order they finish: `task(job, **context)` in this process one after
     another without a client, else on the client's cluster with at most `in_flight` tasks submitted and not
-    yet answered (a new one goes in as each answer comes back), so memory stays flat on any number of jobs.
+    yet answered (as answers come back, as many new ones go in), so memory stays flat on any number of jobs.
 
     A task that raised, or whose workers kept dying (KilledWorker), becomes a "failed" outcome naming the
     error; the run goes on."""
     if client is None:
         for job in jobs:
             try:
-                yield job, task(job, *args)
+                yield job, task(job, **context)
             except Exception as error:  # noqa: BLE001 — one recording's unexpected error must not stop the run
-                yield job, failed_outcome(job, args, error)
+                yield job, failed_outcome(job, context, error)
         return
     from distributed import as_completed
 
@@ -304,40 +304,37 @@ def run_tasks(task, jobs: list[Job], args: tuple, *, client=None, in_flight: int
     pending = iter(jobs)
     by_future = {}
 
-    def submit(job: Job):
-        future = client.submit(task, job, *args, key=f"{task.__name__}-{job.name}-{run_id}", retries=TASK_RETRIES,
-                               pure=False)
-        by_future[future] = job
-        return future
+    def submit(count: int) -> list:
+        """The next `count` jobs as tasks, in one message to the scheduler (client.map), not one each."""
+        batch = [job for _, job in zip(range(count), pending)]  # range first: zip must not draw a job it drops
+        futures = client.map(task, batch, key=[f"{task.__name__}-{job.name}-{run_id}" for job in batch],
+                             retries=TASK_RETRIES, pure=False, **context) if batch else []
+        by_future.update(zip(futures, batch))
+        return futures
 
-    limit = in_flight or default_in_flight(client)
-    # range first: zip stops on it without drawing (and losing) one more job from `pending`
-    finished = as_completed([submit(job) for _, job in zip(range(limit), pending)])
+    finished = as_completed(submit(in_flight or default_in_flight(client)))
     for futures in finished.batches():  # all that finished meanwhile: their results in one gather, one round trip
         answered = [f for f in futures if f.status == "finished"]
         results = dict(zip(answered, client.gather(answered)))
+        finished.update(submit(len(futures)))
         for future in futures:
             job = by_future.pop(future)
             # Not finished: KilledWorker (its workers kept dying), or a task that raised on every retry.
-            outcome = results[future] if future in results else failed_outcome(job, args, future.exception())
+            outcome = results[future] if future in results else failed_outcome(job, context, future.exception())
             future.release()
             yield job, outcome
-            following = next(pending, None)
-            if following is not None:
-                finished.add(submit(following))
 
 
 def default_in_flight(client) -> int:
-    """Eight tasks per worker thread (at least 16): a worker always has its next recordings while the answers
-    to its last ones travel back (on a busy machine a round trip takes tens of ms), and what waits is a few
-    small Job records, whatever the folder's size."""
-    return max(16, 8 * sum(client.nthreads().values()))
+    """Sixteen tasks per worker thread (at least 32): a worker always has its next recordings while the answers
+    to its last ones travel back (on a busy machine a round trip takes tens of ms), answers come back in
+    batches, and what waits is a few small Job records, whatever the folder's size."""
+    return max(32, 16 * sum(client.nthreads().values()))
 
 
-def failed_outcome(job: Job, args: tuple, error: Exception) -> dict:
-    input_folder = args[1]
-    return {"recording": job.name, "status": "failed",
-            "entry": {"source": sources_text(job, input_folder), "reason": f"{type(error).__name__}: {error}"}}
+def failed_outcome(job: Job, context: dict, error: Exception) -> dict:
+    return {"recording": job.name, "status": "failed", "entry": {"source": sources_text(job, context["input_folder"]),
+                                                                "reason": f"{type(error).__name__}: {error}"}}
 
 
 class Progress:
@@ -388,8 +385,8 @@ def run(input_folder: Path, output_folder: Path, spec: ModelSpec, *, client=None
     workers: dict[int, dict] = {}
     bar = Progress(len(todo), progress)
     try:
-        for job, outcome in run_tasks(task, todo, (spec, input_folder, output_folder), client=client,
-                                      in_flight=in_flight):
+        context = {"spec": spec, "input_folder": input_folder, "output_folder": output_folder}
+        for job, outcome in run_tasks(task, todo, context, client=client, in_flight=in_flight):
             outcomes[outcome["status"]].append(outcome)
             if "worker" in outcome:
                 state = workers.setdefault(outcome["worker"]["pid"], {"pid": outcome["worker"]["pid"], "tasks": 0})
@@ -476,7 +473,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="worker processes of the LocalCluster (default: one per core); 0: in this process")
     parser.add_argument("--scheduler", help="tcp://HOST:PORT of a running Dask scheduler (instead of a LocalCluster)")
     parser.add_argument("--in-flight", type=int, help="most recordings submitted and not yet answered "
-                                                      "(default: 2 per worker thread)")
+                                                      "(default: 16 per worker thread, at least 32)")
     args = parser.parse_args(argv)
     if args.workers < 0 or (args.in_flight is not None and args.in_flight < 1):
         parser.error("--workers must be 0 or more and --in-flight 1 or more")
