@@ -72,6 +72,12 @@ class Job:
     kind: str  # "garmin" | "fused"
     start_time: str | None = None  # fused tables: from index.csv (a pair's workbooks carry their own)
     fusion: dict | None = None  # fused tables: the entry of quality.json
+    subject: str | None = None  # whose recording, with --store (--subject, or the subject's folder)
+
+    @property
+    def key(self) -> str:
+        """Unique in a run: recordings of two subjects may carry the same session name."""
+        return f"{self.subject}/{self.name}" if self.subject else self.name
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,36 @@ class ModelSpec:
     wear_rule: WearRule = WearRule()
 
 
+@dataclass(frozen=True)
+class StoreSpec:
+    """The study store as a task needs it: its URL, its blob folder, a new participant's time zone, and who
+    writes. With PostgreSQL every worker ingests its own results ("worker"); SQLite has one writer, the
+    client process ("client"): a worker returns the answer and the fused table, the client ingests them."""
+
+    url: str
+    blob_root: str
+    timezone: str | None = None
+    writer: str = "client"
+
+
+@functools.lru_cache(maxsize=2)
+def store_for(spec: StoreSpec):
+    """The process's connection pool to the store (the client upgraded its schema before any task ran)."""
+    from store import Store
+
+    return Store.open(spec.url, blob_root=spec.blob_root, migrate=False)
+
+
+def recording_hash(job: Job) -> str:
+    """What the store recognises a recording by: the raw pair's bytes (har.timeline.content_hash, as the
+    service hashes an upload), or a fused table's bytes with its start time from index.csv."""
+    from har.timeline import content_hash
+
+    if job.kind == "garmin":
+        return content_hash(*job.sources)
+    return content_hash(job.sources[0], (job.start_time or "").encode())
+
+
 def fused_index(folder: Path) -> tuple[dict, dict]:
     """Start times (index.csv) and fusion reports (quality.json) by recording, where stages.fuse wrote them."""
     start_times, fusion = {}, {}
@@ -101,6 +137,28 @@ def fused_index(folder: Path) -> tuple[dict, dict]:
     if (folder / "quality.json").is_file():
         fusion = {entry["recording"]: entry for entry in json.loads((folder / "quality.json").read_text())}
     return start_times, fusion
+
+
+def find_subject_jobs(folder: Path) -> tuple[list[Job], list[dict]]:
+    """A folder per subject (`<folder>/<subject>/`, each laid out as find_jobs reads it): every recording with
+    its subject, and a skip record for what lies outside a subject's folder or under a folder that is not a
+    subject id."""
+    from serve.personal import check_subject
+
+    jobs, skipped = [], []
+    for path in sorted(p for p in folder.iterdir() if not p.name.startswith(".")):
+        if not path.is_dir():
+            skipped.append({"source": path.name, "reason": "not in a subject's folder (expected <subject>/...)"})
+            continue
+        try:
+            subject = check_subject(path.name)
+        except RequestError as error:
+            skipped.append({"source": path.name, "reason": error.message})
+            continue
+        found, passed_over = find_jobs(path)
+        jobs += [Job(j.name, j.sources, j.kind, j.start_time, j.fusion, subject) for j in found]
+        skipped += [{**item, "source": f"{path.name}/{item['source']}"} for item in passed_over]
+    return jobs, skipped
 
 
 def find_jobs(folder: Path) -> tuple[list[Job], list[dict]]:
@@ -259,29 +317,62 @@ def sources_text(job: Job, input_folder: Path) -> str:
     return ", ".join(str(p.relative_to(input_folder)) for p in job.sources)
 
 
-def score_recording(job: Job, spec: ModelSpec, input_folder: Path, output_folder: Path) -> dict:
-    """One task: read, fuse, window, mark wear, score, answer and write one recording; done.json last.
+def score_recording(job: Job, spec: ModelSpec, input_folder: Path, output_folder: Path,
+                    store: StoreSpec | None = None) -> dict:
+    """One task: read, fuse, window, mark wear, score and answer one recording; then write it to
+    output_folder/<recording>/ (done.json last), or ingest it into the store (`store.writer` "worker"), or hand
+    answer and fused table back for the client to ingest ("client").
 
-    Returns the outcome: "scored" with the summary's entry, or "failed" with the reader's message (a bad
-    recording is reported, it does not stop the run)."""
+    Returns the outcome: "scored" with the summary's entry, "done" when the store holds this recording
+    scored by this model already, or "failed" with the reader's (or the store's) message: a bad recording
+    is reported, it does not stop the run."""
     started = time.perf_counter()
     scorer = scorer_for(spec)
+    outcome = {"recording": job.key, "status": "scored"}
     try:
+        digest = recording_hash(job) if store else None
+        if store and store_for(store).has_scoring(digest, spec.sha256):
+            return {**outcome, "status": "done", "worker": worker_state()}
         scored = scorer.windows(job)
-    except (ValueError, OSError) as error:  # InputError is a ValueError: it names file, row and column
-        return {"recording": job.name, "status": "failed",
-                "entry": {"source": sources_text(job, input_folder), "reason": str(error)}, "worker": worker_state()}
-    result = scorer.answer(scored)
-    folder = output_folder / job.name
-    write_outputs(folder, result)
-    replace_text(folder / DONE, json.dumps(done_marker(spec, job, input_folder), indent=2) + "\n")
+        result = scorer.answer(scored)
+        if store is None:
+            folder = output_folder / job.name
+            write_outputs(folder, result)
+            replace_text(folder / DONE, json.dumps(done_marker(spec, job, input_folder), indent=2) + "\n")
+            outcome["output"] = str(folder)
+        elif store.writer == "worker":
+            stored, created = store_for(store).ingest(job.subject, content_hash=digest, fused=scored.fused,
+                                                      answer=result, timezone=store.timezone)
+            outcome.update(stored=stored["id"], status="scored" if created else "done")
+        else:
+            outcome["ingest"] = {"content_hash": digest, "fused": scored.fused, "answer": result}
+    except (ValueError, OSError) as error:  # InputError and StoreError are ValueErrors: they name what is wrong
+        return {**outcome, "status": "failed", "entry": {"source": sources_text(job, input_folder),
+                                                         "reason": str(error)}, "worker": worker_state()}
+    outcome["entry"] = scored_entry(job, result, input_folder, started)
+    return {**outcome, "worker": worker_state()}
+
+
+def scored_entry(job: Job, result: dict, input_folder: Path, started: float) -> dict:
+    """The summary's line for a scored recording."""
     # What the recording mostly was, states included: a watch left on a desk is mostly not_worn.
     top = max([*result["minutes_per_activity"].items(), ("uncertain", result["uncertain_minutes"]),
                ("not_worn", result["not_worn_minutes"])], key=lambda item: item[1])
-    entry = {"recording": job.name, "sources": [str(p.relative_to(input_folder)) for p in job.sources],
-             "windows": result["windows"], "covered_minutes": result["covered_minutes"], "most_minutes": top[0],
-             "output": str(folder), "seconds": round(time.perf_counter() - started, 3)}
-    return {"recording": job.name, "status": "scored", "entry": entry, "worker": worker_state()}
+    return {"recording": job.name, **({"subject": job.subject} if job.subject else {}),
+            "sources": [str(p.relative_to(input_folder)) for p in job.sources], "windows": result["windows"],
+            "covered_minutes": result["covered_minutes"], "most_minutes": top[0],
+            "seconds": round(time.perf_counter() - started, 3)}
+
+
+def ingest_on_client(store, job: Job, outcome: dict, store_spec: StoreSpec, input_folder: Path) -> dict:
+    """SQLite's one writer: the answer and fused table a worker handed back, ingested in this process."""
+    handed = outcome.pop("ingest")
+    try:
+        stored, created = store.ingest(job.subject, timezone=store_spec.timezone, **handed)
+    except ValueError as error:  # StoreError: no start time, another time zone, ...
+        return {**outcome, "status": "failed", "entry": {"source": sources_text(job, input_folder),
+                                                         "reason": str(error)}}
+    return {**outcome, "stored": stored["id"], "status": "scored" if created else "done"}
 
 
 def run_tasks(task, jobs: list[Job], context: dict, *, client=None, in_flight: int | None = None):
@@ -307,7 +398,7 @@ def run_tasks(task, jobs: list[Job], context: dict, *, client=None, in_flight: i
     def submit(count: int) -> list:
         """The next `count` jobs as tasks, in one message to the scheduler (client.map), not one each."""
         batch = [job for _, job in zip(range(count), pending)]  # range first: zip must not draw a job it drops
-        futures = client.map(task, batch, key=[f"{task.__name__}-{job.name}-{run_id}" for job in batch],
+        futures = client.map(task, batch, key=[f"{task.__name__}-{job.key}-{run_id}" for job in batch],
                              retries=TASK_RETRIES, pure=False, **context) if batch else []
         by_future.update(zip(futures, batch))
         return futures
@@ -333,7 +424,7 @@ def default_in_flight(client) -> int:
 
 
 def failed_outcome(job: Job, context: dict, error: Exception) -> dict:
-    return {"recording": job.name, "status": "failed", "entry": {"source": sources_text(job, context["input_folder"]),
+    return {"recording": job.key, "status": "failed", "entry": {"source": sources_text(job, context["input_folder"]),
                                                                 "reason": f"{type(error).__name__}: {error}"}}
 
 
@@ -354,10 +445,12 @@ class Progress:
             self.bar.set_postfix(failed=failed, refresh=False)
             self.bar.update(1)
             return
-        entry = outcome["entry"]
-        said = (f"{entry['windows']} windows, {entry['covered_minutes']} min, mostly {entry['most_minutes']} "
-                f"({entry['seconds']:.1f} s)" if outcome["status"] == "scored" else f"failed: {entry['reason']}")
-        print(f"[{self.number}/{self.total}] {job.name} ({job.kind}): {said}", file=self.stream, flush=True)
+        entry = outcome.get("entry", {})
+        said = {"scored": lambda: f"{entry['windows']} windows, {entry['covered_minutes']} min, mostly "
+                                  f"{entry['most_minutes']} ({entry['seconds']:.1f} s)",
+                "done": lambda: "in the store already, scored by this model",
+                "failed": lambda: f"failed: {entry['reason']}"}[outcome["status"]]()
+        print(f"[{self.number}/{self.total}] {job.key} ({job.kind}): {said}", file=self.stream, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -365,51 +458,66 @@ class Progress:
 
 
 def run(input_folder: Path, output_folder: Path, spec: ModelSpec, *, client=None, in_flight: int | None = None,
-        progress=None, task=score_recording) -> dict:
-    """Score every recording in `input_folder` not yet done by this model into `output_folder`, on the
-    client's cluster (in this process without one); returns the summary (also summary.json).
+        progress=None, task=score_recording, store: StoreSpec | None = None, spec_for=None) -> dict:
+    """Score every recording in `input_folder` not yet done by this model into `output_folder`, or into the
+    study store (`store`), on the client's cluster (in this process without one); returns the summary (also
+    output_folder/summary.json).
 
-    Progress goes to `progress` (default: sys.stderr as it is at the call). `task` is `score_recording`; the
-    benchmark passes an empty task to time the engine alone."""
+    With a store and no subject in `spec`, `input_folder` holds a folder per subject and `spec_for(subject)`
+    gives that subject's model (their personal one where they have it). Progress goes to `progress`
+    (default: sys.stderr as it is at the call). `task` is `score_recording`; the benchmark passes an empty
+    task to time the engine alone."""
     progress = progress or sys.stderr
     started = time.perf_counter()
     engine = engine_description(client)  # what the run starts with (workers may join or die during it)
-    jobs, skipped = find_jobs(input_folder)
-    done_before = [job for job in jobs if is_done(output_folder / job.name, spec, job, input_folder)]
+    per_subject = store is not None and spec.subject is None
+    jobs, skipped = find_subject_jobs(input_folder) if per_subject else find_jobs(input_folder)
+    if store is not None and not per_subject:
+        jobs = [Job(j.name, j.sources, j.kind, j.start_time, j.fusion, spec.subject) for j in jobs]
+    # The store is asked by each task (it has the content hash); the output folder here, by done.json.
+    done_before = [] if store else [job for job in jobs if is_done(output_folder / job.name, spec, job, input_folder)]
     todo = [job for job in jobs if job not in done_before]
     if done_before:
         print(f"{len(done_before)} of {len(jobs)} recording(s) already scored by this model: skipped",
               file=progress, flush=True)
-    order = {job.name: number for number, job in enumerate(jobs)}
-    outcomes = {"scored": [], "failed": []}
+    order = {job.key: number for number, job in enumerate(jobs)}
+    outcomes = {"scored": [], "done": [], "failed": []}
     workers: dict[int, dict] = {}
+    client_store = store_for(store) if store and store.writer == "client" else None
     bar = Progress(len(todo), progress)
     try:
-        context = {"spec": spec, "input_folder": input_folder, "output_folder": output_folder}
-        for job, outcome in run_tasks(task, todo, context, client=client, in_flight=in_flight):
-            outcomes[outcome["status"]].append(outcome)
-            if "worker" in outcome:
-                state = workers.setdefault(outcome["worker"]["pid"], {"pid": outcome["worker"]["pid"], "tasks": 0})
-                state.update(tasks=state["tasks"] + 1, rss_mib=outcome["worker"]["rss_mib"],
-                             model_loads=outcome["worker"]["model_loads"])
-            bar.update(job, outcome, len(outcomes["failed"]))
+        for subject_spec, group in spec_groups(todo, spec, spec_for if per_subject else None):
+            context = {"spec": subject_spec, "input_folder": input_folder, "output_folder": output_folder,
+                       **({"store": store} if store else {})}
+            for job, outcome in run_tasks(task, group, context, client=client, in_flight=in_flight):
+                if "ingest" in outcome:
+                    outcome = ingest_on_client(client_store, job, outcome, store, input_folder)
+                outcomes[outcome["status"]].append(outcome)
+                if "worker" in outcome:
+                    pid = outcome["worker"]["pid"]
+                    state = workers.setdefault(pid, {"pid": pid, "tasks": 0})
+                    state.update(tasks=state["tasks"] + 1, rss_mib=outcome["worker"]["rss_mib"],
+                                 model_loads=outcome["worker"]["model_loads"])
+                bar.update(job, outcome, len(outcomes["failed"]))
     finally:
         bar.close()
     seconds = time.perf_counter() - started
     by_order = lambda outcome: order[outcome["recording"]]  # noqa: E731 — the folder's order, not finishing order
-    scored = [o["entry"] for o in sorted(outcomes["scored"], key=by_order)]
+    scored = [{**o["entry"], **{k: o[k] for k in ("output", "stored") if k in o}}
+              for o in sorted(outcomes["scored"], key=by_order)]
     failed = [o["entry"] for o in sorted(outcomes["failed"], key=by_order)]
+    done = sorted([job.key for job in done_before] + [o["recording"] for o in outcomes["done"]], key=order.get)
     summary = {"input": str(input_folder),
                "model": {"name": spec.name, "version": spec.version, "sha256": spec.sha256,
                          "subject": spec.subject, "personal": spec.personal},
-               "engine": engine,
-               "recordings": len(jobs), "scored": scored, "done_before": [job.name for job in done_before],
+               "engine": engine, "store": {"url": safe_url(store.url), "writer": store.writer} if store else None,
+               "recordings": len(jobs), "scored": scored, "done_before": done,
                "failed": failed, "skipped": skipped, "seconds": round(seconds, 3),
                "recordings_per_second": round(len(scored) / seconds, 3) if seconds > 0 else None,
                "workers": sorted(workers.values(), key=lambda w: w["pid"])}
     output_folder.mkdir(parents=True, exist_ok=True)
     write_json(output_folder / "summary.json", summary)
-    print(f"scored {len(scored)}, skipped as done {len(done_before)}, failed {len(failed)}, not recordings "
+    print(f"scored {len(scored)}, skipped as done {len(done)}, failed {len(failed)}, not recordings "
           f"{len(skipped)}; {summary['recordings_per_second']} recordings/s; summary in "
           f"{output_folder / 'summary.json'}", file=progress)
     for item in failed:
@@ -417,6 +525,24 @@ def run(input_folder: Path, output_folder: Path, spec: ModelSpec, *, client=None
     for item in skipped:
         print(f"  skipped {item['source']}: {item['reason']}", file=progress)
     return summary
+
+
+def spec_groups(jobs: list[Job], spec: ModelSpec, spec_for):
+    """(model spec, its jobs): one group, or one per subject's model when each subject has their own."""
+    if spec_for is None:
+        yield spec, jobs
+        return
+    groups: dict[ModelSpec, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(spec_for(job.subject), []).append(job)
+    yield from groups.items()
+
+
+def safe_url(url: str) -> str:
+    """The store's URL without its password, for the summary and the log."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def engine_description(client) -> dict:
@@ -474,24 +600,50 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--scheduler", help="tcp://HOST:PORT of a running Dask scheduler (instead of a LocalCluster)")
     parser.add_argument("--in-flight", type=int, help="most recordings submitted and not yet answered "
                                                       "(default: 16 per worker thread, at least 32)")
+    parser.add_argument("--store", metavar="URL", help="ingest into the study store at URL (sqlite:///... or "
+                        "postgresql+psycopg://...) instead of writing <recording>/ files; recordings it holds "
+                        "scored by this model are skipped. Without --subject, INPUT holds a folder per subject")
     args = parser.parse_args(argv)
     if args.workers < 0 or (args.in_flight is not None and args.in_flight < 1):
         parser.error("--workers must be 0 or more and --in-flight 1 or more")
     return args
 
 
-def model_spec(args: argparse.Namespace, params: dict, settings: Settings) -> ModelSpec:
-    """The model this run scores with, loaded and checked here before any work is sent out (raises
+def model_specs(args: argparse.Namespace, params: dict, settings: Settings):
+    """The model this run scores with (for `--subject`, their personal one where they have it), loaded and
+    checked here before any work is sent out, and `spec_for(subject)` for a folder per subject (raises
     ModelFileError, OSError, ValueError or RequestError)."""
     runtime, path, reference = load_runtime(args.model or str(settings.model_path), params, settings.threads)
-    person = PersonalModels(settings.personal_dir, runtime.card, cache_size=1,
-                            threads=settings.threads).runtime_for(args.subject)
-    if person is not None:
-        runtime, path = person, settings.personal_dir / f"{args.subject}.onnx"
-    return ModelSpec(path=str(path.resolve()), sha256=runtime.card.sha256, name=runtime.card.name,
-                     version=runtime.card.version, threads=settings.threads,
-                     reference=str(reference.resolve()) if reference else None, subject=args.subject,
-                     personal=person is not None, timezone=settings.timezone, wear_rule=settings.wear)
+    personal = PersonalModels(settings.personal_dir, runtime.card, cache_size=1, threads=settings.threads)
+
+    @functools.cache
+    def spec_for(subject: str | None) -> ModelSpec:
+        person = personal.runtime_for(subject)
+        card, file = (person.card, settings.personal_dir / f"{subject}.onnx") if person else (runtime.card, path)
+        return ModelSpec(path=str(Path(file).resolve()), sha256=card.sha256, name=card.name, version=card.version,
+                         threads=settings.threads, reference=str(reference.resolve()) if reference else None,
+                         subject=subject, personal=person is not None, timezone=settings.timezone,
+                         wear_rule=settings.wear)
+
+    return spec_for(args.subject), spec_for
+
+
+def store_spec(url: str, params: dict, settings: Settings) -> StoreSpec:
+    """The study store at `url`, opened (and its schema upgraded) here once before any task uses it; an
+    SQLite file's path made absolute, so workers started elsewhere find the same file."""
+    from sqlalchemy.engine import make_url
+
+    from store import Store
+
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite" and parsed.database and parsed.database != ":memory:":
+        url = parsed.set(database=str(Path(parsed.database).resolve())).render_as_string(hide_password=False)
+    opened = Store.from_params(params, url=url)
+    blob_root = str(Path(opened.blob_root).resolve())
+    opened.close()
+    return StoreSpec(url=url, blob_root=blob_root, timezone=settings.timezone,
+                     writer="worker" if backend == "postgresql" else "client")
 
 
 def main(argv=None) -> int:
@@ -502,7 +654,7 @@ def main(argv=None) -> int:
         print(f"serve.batch: {args.input} is not a folder", file=sys.stderr)
         return 2
     try:
-        spec = model_spec(args, params, settings)
+        spec, spec_for = model_specs(args, params, settings)
     except (ModelFileError, FileNotFoundError, OSError, ValueError) as error:
         print(f"serve.batch: cannot load the model: {error}", file=sys.stderr)
         return 2
@@ -510,12 +662,21 @@ def main(argv=None) -> int:
         print(f"serve.batch: {error.message}", file=sys.stderr)
         return 2
     try:
+        store = store_spec(args.store, params, settings) if args.store else None
+    except Exception as error:  # noqa: BLE001 — SQLAlchemy's and the driver's errors: the URL or the server
+        print(f"serve.batch: cannot open the store {args.store}: {error}", file=sys.stderr)
+        return 2
+    try:
         client, cluster = open_client(args.workers, args.scheduler)
     except (OSError, TimeoutError) as error:
         print(f"serve.batch: cannot reach the Dask scheduler {args.scheduler}: {error}", file=sys.stderr)
         return 2
     try:
-        summary = run(args.input, args.output, spec, client=client, in_flight=args.in_flight)
+        summary = run(args.input, args.output, spec, client=client, in_flight=args.in_flight, store=store,
+                      spec_for=spec_for)
+    except RequestError as error:  # a subject's personal model refused (folder per subject)
+        print(f"serve.batch: {error.message}", file=sys.stderr)
+        return 2
     finally:
         if client is not None:
             client.close()

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from batch_helpers import study_folder
+from store_db import new_postgres_database, postgres_server  # noqa: F401 — a fixture: the session's PostgreSQL
 from serve import batch
 from serve_helpers import ROOT, write_tiny_model
 
@@ -240,3 +241,83 @@ def test_progress_is_plain_lines_elsewhere(model_path, tmp_path, capsys):
     # The same folder again: all done, said in one line.
     assert batch.main([str(tmp_path / "in"), str(tmp_path / "out"), "--model", str(model_path), "--workers", "0"]) == 0
     assert capsys.readouterr().err.startswith("3 of 3 recording(s) already scored by this model: skipped\nscored 0")
+
+
+def subject_folders(folder: Path, recordings: dict) -> Path:
+    """A folder per subject (`<folder>/<subject>/`), `recordings[subject]` fused tables of ten minutes each."""
+    for subject, count in recordings.items():
+        study_folder(folder / subject, count, SECONDS)
+    (folder / "readme.txt").write_text("one folder per participant")
+    return folder
+
+
+def stored(url: str, tmp_path: Path) -> dict:
+    """subject -> [(recording name, number of scorings, newest answer)] as the store holds them."""
+    from store import Store
+
+    opened = Store.open(url, blob_root=tmp_path / "blobs", migrate=False)
+    try:
+        return {person["subject"]: [(r["name"], len(r["scorings"]), opened.recording(person["subject"], r["id"])["answer"])
+                                    for r in opened.recordings(person["subject"])] for person in opened.subjects()}
+    finally:
+        opened.close()
+
+
+def test_into_sqlite_through_one_writer_a_folder_per_subject_and_again_nothing(cluster, model_path, tmp_path):
+    address, _ = cluster
+    folder = subject_folders(tmp_path / "study", {"p01": 3, "p02": 2})
+    url = f"sqlite:///{tmp_path}/study.db"
+    command = [str(folder), str(tmp_path / "out"), "--model", str(model_path), "--scheduler", address, "--store", url]
+    assert batch.main(command) == 1  # readme.txt is not a recording
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["store"] == {"url": url, "writer": "client"}  # SQLite: the client ingests what workers return
+    assert [(s["subject"], s["recording"]) for s in summary["scored"]] == [
+        ("p01", "p000"), ("p01", "p001"), ("p01", "p002"), ("p02", "p000"), ("p02", "p001")]
+    assert summary["skipped"] == [{"source": "readme.txt", "reason": "not in a subject's folder (expected <subject>/...)"}]
+    assert not list((tmp_path / "out").glob("*/recording.json"))  # into the store, not into files
+
+    held = stored(url, tmp_path)
+    assert {subject: [(name, scorings) for name, scorings, _ in rows] for subject, rows in held.items()} == {
+        "p01": [("p000", 1), ("p001", 1), ("p002", 1)], "p02": [("p000", 1), ("p001", 1)]}
+    # What the store holds is the in-process scorer's answer for the same table.
+    assert batch.main([str(folder / "p02"), str(tmp_path / "files"), "--model", str(model_path), "--workers", "0",
+                       "--subject", "p02"]) == 0
+    assert held["p02"][0][2] == json.loads((tmp_path / "files" / "p000" / "recording.json").read_text())
+
+    assert batch.main(command) == 1
+    again = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert again["scored"] == [] and again["done_before"] == ["p01/p000", "p01/p001", "p01/p002", "p02/p000",
+                                                             "p02/p001"]
+    assert {s: [n for _, n, _ in rows] for s, rows in stored(url, tmp_path).items()} == {"p01": [1, 1, 1],
+                                                                                           "p02": [1, 1]}
+
+
+def test_into_postgresql_every_worker_writes_and_a_killed_one_leaves_no_duplicate(
+        cluster, study, model_path, tmp_path, postgres_server):
+    address, client = cluster
+    folder, names = study
+    url = new_postgres_database(postgres_server)
+    victim = worker(address, "victim")
+    status = []
+    try:
+        client.wait_for_workers(3, timeout=TIMEOUT)
+        [victim_address] = [a for a, w in client.scheduler_info()["workers"].items() if w["name"] == "victim"]
+        run = threading.Thread(target=lambda: status.append(batch.main(
+            [str(folder), str(tmp_path / "out"), "--model", str(model_path), "--scheduler", address, "--store", url,
+             "--subject", "p01"])), daemon=True)
+        run.start()
+        until(lambda: client.processing(workers=[victim_address])[victim_address], "a task on the victim")
+        os.killpg(victim.pid, signal.SIGKILL)
+        run.join(TIMEOUT)
+    finally:
+        stop(victim)
+    assert status == [1]  # the broken pair failed; nothing else did
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["store"]["writer"] == "worker"  # PostgreSQL: each worker ingests its own results
+    # A task whose worker died after its commit runs again and finds its recording stored: done, not twice.
+    assert sorted([s["recording"] for s in summary["scored"]] + [d.split("/")[-1] for d in summary["done_before"]]) \
+        == names[1:]
+    held = stored(url, tmp_path)["p01"]
+    assert sorted(name for name, _, _ in held) == names[1:]  # every recording once
+    assert all(scorings == 1 for _, scorings, _ in held)  # and scored once
+    until(lambda: len(client.nthreads()) == 2, "the scheduler to drop the dead worker")
