@@ -83,6 +83,11 @@ class PageController(Controller):
                                  "has_drift_report": drift_report is not None and drift_report.is_file()},
                         headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store"})
 
+    @get("/study", include_in_schema=False, media_type=MediaType.HTML)
+    async def study(self) -> Template:
+        """The study page: participants, their days, a day's recordings (the data from the /subjects routes)."""
+        return Template(template_name="study.html.j2", headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store"})
+
     @post("/recordings/files", tags=["predict"], guards=[token_required], security=SECURED, status_code=200,
           summary="The JSON and CSV files `python -m serve.batch` writes, for a /recordings answer",
           operation_class=contract.documented(body=ANSWER_BODY, responses=contract.errors(400, 401, 413, 422)))
