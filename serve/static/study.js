@@ -251,6 +251,7 @@ function drawHeatmap() {
   svg.id = "heatmap-svg";
   svg.dataset.mode = mode;
   $("heatmap").replaceChildren(svg);
+  performance.mark("heatmap-drawn"); // bench/page.py: from the page's navigation to here
   $("heatmap-caption").textContent = `Each cell is one local hour of one day (${dates.length} days), coloured by ` +
     (mode ? `the minutes of ${labelName(mode)} in the hour (0 to 60)` : "the activity with the most minutes in the hour") +
     `; ✗ marks an invalid day.`;
