@@ -45,7 +45,7 @@ def fill_participant(store, subject: str, *, days: int, activities: list[str], f
         elif d % 5 == 4:  # a short day: not valid under any usual rule
             start, seconds = day + pd.Timedelta(hours=9), rng.uniform(3, 6) * 3600
         else:
-            start, seconds = day + pd.Timedelta(hours=float(rng.uniform(6.5, 8.0))), rng.uniform(15.5, 17.0) * 3600
+            start, seconds = day + pd.Timedelta(hours=float(rng.uniform(5.5, 6.5))), rng.uniform(17.0, 18.0) * 3600
         episodes = synthetic_episodes(rng, seconds, activities)
         start_time = start.isoformat(timespec="milliseconds")
         content = hashlib.sha256(f"{subject}/{start_time}/{seed}".encode()).hexdigest()

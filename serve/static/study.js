@@ -51,7 +51,7 @@ function signOut() {
 // Which token this is: the service's (reads and writes) or the read-only one. The controls follow; the
 // server refuses a read-only token's writes whatever the page shows.
 async function start() {
-  const {response, body} = await api("/study/access");
+  const [{response, body}] = await Promise.all([api("/study/access"), shared.labels.length ? null : loadLabels()]);
   if (response.status === 401) return;
   if (!response.ok) { showSignedIn(false, detailOf(response.status, body)); return; }
   study.access = body;
@@ -59,8 +59,9 @@ async function start() {
   $("access").textContent = body.write ? "Signed in for this tab." : "Signed in read-only for this tab.";
   $("upload").hidden = !body.write;
   $("erase-start").hidden = !body.write;
+  // A participant's address (/study#P001) opens its charts first; the list follows (its rows cost requests too).
+  await openFromHash();
   await loadParticipants();
-  openFromHash();
 }
 
 // ------------------------------------------------------------------ participants
@@ -102,42 +103,45 @@ async function loadParticipants() {
 
 // ------------------------------------------------------------------ one participant
 
-function openFromHash() {
+async function openFromHash() {
   const subject = decodeURIComponent(location.hash.slice(1));
-  if (subject && study.access) openParticipant(subject);
+  if (subject && study.access) await openParticipant(subject);
   else $("participant").hidden = true;
 }
 
+// The heatmap, day bars and trend need the days and the hour rows only: they are drawn as soon as those
+// two answers are in; the profiles and the recordings (for the summary and a day's timelines) follow.
 async function openParticipant(subject) {
   $("participant-message").textContent = "";
   $("upload-subject").value = subject;
   const base = `/subjects/${enc(subject)}`;
-  const [people, days, cells, hours, recordings] = await Promise.all([
-    api("/subjects"), api(`${base}/days`), api(`/study/subjects/${enc(subject)}/hours`), api(`${base}/hours`),
-    api(`${base}/recordings`)]);
-  const failed = [days, cells, hours, recordings].find((r) => !r.response.ok);
-  if (failed) {
-    $("participant").hidden = false;
-    $("participant-title").textContent = `Participant ${subject}`;
-    $("participant-message").textContent = detailOf(failed.response.status, failed.body);
-    return;
-  }
-  const person = (Array.isArray(people.body) ? people.body : (people.body || {}).subjects || [])
-    .find((p) => p.subject === subject) || {};
-  Object.assign(study, {subject, timezone: person.timezone || hours.body.timezone || "UTC", days: days.body,
-                        cells: mergeHours(cells.body.hours || cells.body), profiles: hours.body, recordings: recordings.body});
-  study.activities = activitiesOf(study.days);
+  const [days, cells] = await Promise.all([api(`${base}/days`), api(`/study/subjects/${enc(subject)}/hours`)]);
+  // Asked for only now, so that they do not queue before the two the heatmap waits for; drawn meanwhile.
+  study.pending = Promise.all([api(`${base}/hours`), api(`${base}/recordings`)]);
   $("participant").hidden = false;
-  $("day").hidden = true;
   $("participant-title").textContent = `Participant ${subject}`;
-  const valid = study.days.filter((d) => d.valid).length;
-  $("participant-summary").textContent = `${study.days.length} days from ${person.first_day || study.days[0]?.date || "—"} ` +
-    `to ${person.last_day || study.days.at(-1)?.date || "—"}, ${valid} valid; ${study.recordings.length} recordings; ` +
-    `time zone ${study.timezone}.`;
+  const failed = [days, cells].find((r) => !r.response.ok);
+  if (failed) { $("participant-message").textContent = detailOf(failed.response.status, failed.body); return; }
+  Object.assign(study, {subject, days: days.body, cells: mergeHours(cells.body.hours), recordings: [], profiles: null,
+                        timezone: cells.body.timezone || study.timezone});
+  study.activities = activitiesOf(study.days);
+  $("day").hidden = true;
   $("erase-id").textContent = subject;
   $("erase-form").hidden = true;
   fillModes();
-  drawAll();
+  drawHeatmap();
+  drawDayBars();
+  drawTrend();
+  const [profiles, stored] = await study.pending;
+  if (study.subject !== subject) return; // another participant was opened meanwhile
+  const failedLater = [profiles, stored].find((r) => !r.response.ok);
+  if (failedLater) { $("participant-message").textContent = detailOf(failedLater.response.status, failedLater.body); return; }
+  Object.assign(study, {profiles: profiles.body, recordings: stored.body, timezone: profiles.body.timezone || study.timezone});
+  drawProfiles();
+  const valid = study.days.filter((d) => d.valid).length;
+  $("participant-summary").textContent = `${study.days.length} days from ${study.days[0]?.date || "—"} ` +
+    `to ${study.days.at(-1)?.date || "—"}, ${valid} valid; ${study.recordings.length} recordings; ` +
+    `time zone ${study.timezone}.`;
 }
 
 function activitiesOf(days) {
@@ -192,7 +196,7 @@ function drawAll() {
   drawHeatmap();
   drawDayBars();
   drawTrend();
-  drawProfiles();
+  if (study.profiles) drawProfiles();
 }
 
 // Plot's render hook: the drawn elements in the order of `index`, each given its datum's data-* attributes
@@ -204,11 +208,9 @@ function annotated(data, attributes) {
     index.forEach((i, k) => {
       const shape = shapes[k];
       for (const [name, value] of Object.entries(attributes(data[i]))) shape.setAttribute(`data-${name}`, value);
-      if (data[i].date) {
-        shape.addEventListener("click", () => openDay(data[i].date));
-        shape.classList.add("clickable");
-      }
     });
+    g.classList.add("clickable"); // one listener for all its shapes: each carries its day in data-date
+    g.addEventListener("click", (event) => { const date = event.target.dataset?.date; if (date) openDay(date); });
     return g;
   };
 }
@@ -359,6 +361,7 @@ function localMidnight(date, timeZone) {
 function nextDate(date) { return new Date(Date.parse(`${date}T00:00:00Z`) + 86400000).toISOString().slice(0, 10); }
 
 async function openDay(date) {
+  await study.pending; // the participant's recordings
   const midnight = localMidnight(date, study.timezone);
   const length = localMidnight(nextDate(date), study.timezone) - midnight;
   const touching = study.recordings.filter((r) => (r.days || []).includes(date));
@@ -505,5 +508,5 @@ document.addEventListener("DOMContentLoaded", () => {
     clearTimeout(resized);
     resized = setTimeout(() => { if (!$("participant").hidden) drawAll(); }, 200);
   });
-  loadLabels().then(() => { if (token()) start(); else showSignedIn(false); });
+  if (token()) start(); else { showSignedIn(false); loadLabels(); }
 });
