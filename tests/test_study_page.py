@@ -40,39 +40,46 @@ def setup_module(_module):
         pytest.skip(missing, allow_module_level=True)
 
 
-def worn_hours_by_day(manifest: dict) -> dict[str, float]:
-    return {row["date"]: (row["recorded_minutes"] - row["not_worn_minutes"]) / 60 for row in manifest["days"]}
+def start_study_server(folder, model, params):
+    os.environ[READ_TOKEN_ENV] = READ_TOKEN  # start_server passes the environment on
+    try:
+        return start_server(model, folder / "server.log", "--params", str(write_params(folder / "params.yaml", params)))
+    finally:
+        del os.environ[READ_TOKEN_ENV]
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """The generated sessions, a service with a store whose valid-day rule makes one of the days invalid, the
-    sessions uploaded through POST /subjects/{subject}/recordings."""
+    """The generated sessions uploaded through POST /subjects/{subject}/recordings; then the service again on the
+    same store, with a valid-day rule between the two days' worn hours, so that one day is valid and one is not."""
     folder = tmp_path_factory.mktemp("study-page")
     manifest = generate_study(folder / "study", WISDM_DIR, ["1604"], labels=LABELS, garmin=(GARMIN_ACC, GARMIN_GYR),
                               plan=PLAN)
     sessions = manifest["sessions"]
     assert any(len(s["days"]) == 2 for s in sessions), "the plan must give a session across midnight"
-    worn = sorted(worn_hours_by_day(manifest).values())
     params = copy.deepcopy(load_params(ROOT / "params.yaml"))
     params["store"].update({"url": f"sqlite:///{folder / 'study.db'}", "blob_root": str(folder / "blobs"),
-                            "timezone": ZONE, "min_worn_hours": (worn[0] + worn[-1]) / 2})
+                            "timezone": ZONE})
     params["data"]["timezone"] = ZONE
     params["serve"]["personal"]["models_dir"] = str(folder / "personal")
     model = write_tiny_model(folder / "model.onnx")
-    os.environ[READ_TOKEN_ENV] = READ_TOKEN  # start_server passes the environment on
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    process, url = start_study_server(folder, model, params)
     try:
-        process, url = start_server(model, folder / "server.log", "--params",
-                                    str(write_params(folder / "params.yaml", params)))
+        with httpx.Client(base_url=url, timeout=120, headers=headers) as client:
+            for session in sessions:
+                name = session["session"]
+                with open(folder / "study" / "recordings" / f"{name}-accelerometer_data.xlsx", "rb") as acc, \
+                        open(folder / "study" / "recordings" / f"{name}-gyroscope_data.xlsx", "rb") as gyr:
+                    stored = client.post(f"/subjects/{SUBJECT}/recordings", files={"accelerometer": acc, "gyroscope": gyr})
+                assert stored.status_code == 201, stored.text
+            worn = sorted(d["worn_minutes"] / 60 for d in client.get(f"/subjects/{SUBJECT}/days").json())
     finally:
-        del os.environ[READ_TOKEN_ENV]
-    client = httpx.Client(base_url=url, timeout=120, headers={"Authorization": f"Bearer {TOKEN}"})
-    for session in sessions:
-        name = session["session"]
-        with open(folder / "study" / "recordings" / f"{name}-accelerometer_data.xlsx", "rb") as acc, \
-                open(folder / "study" / "recordings" / f"{name}-gyroscope_data.xlsx", "rb") as gyr:
-            stored = client.post(f"/subjects/{SUBJECT}/recordings", files={"accelerometer": acc, "gyroscope": gyr})
-        assert stored.status_code == 201, stored.text
+        stop_server(process)
+    assert len(worn) == 2 and worn[0] < worn[1]
+    params["store"]["min_worn_hours"] = (worn[0] + worn[1]) / 2
+    process, url = start_study_server(folder, model, params)
+    client = httpx.Client(base_url=url, timeout=120, headers=headers)
     yield {"url": url, "client": client, "folder": folder, "manifest": manifest, "log": folder / "server.log"}
     client.close()
     stop_server(process)

@@ -3,14 +3,19 @@
 The page itself carries no data and no secret: it is a Jinja template, a stylesheet and one
 plain script served from serve/static/ (nothing from a CDN, the service may run offline).
 The script asks for the bearer token once, keeps it in the tab's sessionStorage and sends it
-on every call to the JSON routes, which keep their guards. Two routes exist for the page:
+on every call to the JSON routes, which keep their guards. Routes that exist for the pages:
 
 - `POST /recordings/files`: a `/recordings` answer in, the files `python -m serve.batch` writes
   for it out (written by `serve.batch.write_outputs` itself, so the downloads are those files);
-- `GET /drift/report`: the drift stage's HTML report (`monitor.report`), where one exists.
+- `GET /drift/report`: the drift stage's HTML report (`monitor.report`), where one exists;
+- `GET /study` (the study page, serve/templates/study.html.j2 + serve/static/study.js), and for it
+  `GET /study/access` (may this token write?) and `GET /study/subjects/{subject}/hours` (the store's
+  hour rows, one per hour of every day: the heatmap's cells). Its other data come from the store's
+  routes (serve/controllers/subjects.py).
 """
 from __future__ import annotations
 
+import hmac
 import json
 import tempfile
 from pathlib import Path
