@@ -293,6 +293,9 @@ function drawDayBars() {
       Plot.ruleY([0])]}));
   svg.id = "day-bars-svg";
   $("day-bars").replaceChildren(svg);
+  // The keyboard's way to a day (the charts' shapes take clicks, not focus).
+  $("day-pick").replaceChildren(el("option", {value: "", text: "choose a day"}), ...study.days.map((d) =>
+    el("option", {value: d.date, text: `${d.date} ${d.weekday}${d.valid ? "" : " (invalid)"}`})));
   $("bars-legend").replaceChildren(...legendItems([...study.activities, ...STATES]));
 }
 
@@ -493,6 +496,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("upload-form").addEventListener("submit", upload);
   $("days-csv").addEventListener("click", downloadDays);
   $("heatmap-mode").addEventListener("change", drawHeatmap);
+  $("day-pick").addEventListener("change", () => { if ($("day-pick").value) openDay($("day-pick").value); });
   $("erase-start").addEventListener("click", () => {
     $("erase-form").hidden = false;
     $("erase-confirm").value = "";
