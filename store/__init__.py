@@ -359,16 +359,36 @@ class Store:
             people = {p.id: p.subject for p in queries.participants(conn)}
             return [(people[r.participant_id], r) for r in queries.all_recordings(conn)]
 
+    def activities(self) -> list[str]:
+        """Every activity of the newest scorings of everyone, in the order first seen (collate's columns)."""
+        with self.transaction() as conn:
+            people = [p.id for p in queries.participants(conn)]
+            return _labels([r.labels for r in queries.newest_labels(conn, people)])
+
+    def episodes_frame(self) -> pd.DataFrame:
+        """Every stored episode of each recording's newest scoring, with local wall-clock times."""
+        with self.transaction() as conn:
+            people = {p.id: p for p in queries.participants(conn)}
+            rows = queries.timeline(conn, list(people))
+        columns = ["subject", "recording_id", "scoring_id", "label", "start_time", "end_time", "duration_s",
+                   "windows", "mean_confidence"]
+        frame = _episode_frame(rows)
+        if frame.empty:
+            return pd.DataFrame(columns=columns)
+        zones = frame["participant_id"].map({k: p.timezone for k, p in people.items()})
+        return pd.DataFrame({
+            "subject": frame["participant_id"].map({k: p.subject for k, p in people.items()}),
+            "recording_id": frame["recording_id"], "scoring_id": frame["scoring_id"], "label": frame["label"],
+            "start_time": [_iso(t, z) for t, z in zip(frame["start"], zones)],
+            "end_time": [_iso(t, z) for t, z in zip(frame["end"], zones)],
+            "duration_s": (frame["end_s"] - frame["start_s"]).round(3), "windows": frame["windows"],
+            "mean_confidence": frame["mean_confidence"]}, columns=columns).reset_index(drop=True)
+
     def audit_rows(self) -> list[dict]:
         with self.transaction() as conn:
             return [{"action": a.action, "subject_hash": a.subject_hash, "at": _utc(a.at).isoformat(),
                      "counts": a.counts} for a in queries.audit_rows(conn)]
 
-    def timeline_rows(self) -> tuple[list, dict]:
-        """(every participant's newest-scoring episodes, {participant id: Participant}) for collate."""
-        with self.transaction() as conn:
-            people = {p.id: p for p in queries.participants(conn)}
-            return queries.timeline(conn, list(people)), people, queries.newest_labels(conn, list(people))
 
 
 def _labels(label_lists) -> list[str]:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from store_db import postgres_server, store, store_url  # noqa: F401  (fixtures)
 from store_helpers import ACTIVITIES, MODEL, answer, fused
 
 BERLIN = "Europe/Berlin"
+ROOT_DIR = Path(__file__).resolve().parent.parent
 
 
 def ingest(store, subject, start, episodes, *, content="c", tz=BERLIN, model=MODEL, seed=0):
