@@ -62,7 +62,8 @@ def study(tmp_path_factory):
                             "timezone": ZONE})
     params["data"]["timezone"] = ZONE
     params["serve"]["personal"]["models_dir"] = str(folder / "personal")
-    model = write_tiny_model(folder / "model.onnx")
+    params["wear"]["min_duration_min"] = 0.5  # the sessions' 1-minute desk stretches are not worn
+    model = write_tiny_model(folder / "model.onnx", calibration={"threshold": 0.55})  # some windows uncertain
     headers = {"Authorization": f"Bearer {TOKEN}"}
     process, url = start_study_server(folder, model, params)
     try:
@@ -161,6 +162,8 @@ def test_a_participants_days_hours_and_a_day_equal_the_api(study, browser):
     assert row.find_element(By.CLASS_NAME, "last-day").text == person["last_day"]
     days = client.get(f"/subjects/{SUBJECT}/days").json()
     assert [d["valid"] for d in days].count(False) >= 1 and [d["valid"] for d in days].count(True) >= 1
+    # Not a blind check: every day has not-worn and uncertain time, and different amounts of each.
+    assert all(0 < d["not_worn_minutes"] != d["uncertain_minutes"] > 0 for d in days)
     spark = json.loads(row.find_element(By.CSS_SELECTOR, "svg.sparkline").get_attribute("data-worn-hours"))
     assert spark == pytest.approx([d["worn_minutes"] / 60 if d["recorded_minutes"] > 0 else None for d in days])
 
