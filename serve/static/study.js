@@ -50,8 +50,22 @@ function signOut() {
 
 // Which token this is: the service's (reads and writes) or the read-only one. The controls follow; the
 // server refuses a read-only token's writes whatever the page shows.
+// The answer to a request study-early.js started (once: a later call asks again), else a new call.
+async function takeEarly(name, path) {
+  const early = window.studyEarly || {};
+  const pending = early[name];
+  delete early[name];
+  if (!pending) return api(path);
+  const response = await pending;
+  let body = null;
+  try { body = await response.clone().json(); } catch (_) { body = null; }
+  if (response.status === 401) refused(detailOf(401, body));
+  return {response, body};
+}
+
 async function start() {
-  const [{response, body}] = await Promise.all([api("/study/access"), shared.labels.length ? null : loadLabels()]);
+  const [{response, body}] = await Promise.all([takeEarly("access", "/study/access"),
+                                                shared.labels.length ? null : loadLabels()]);
   if (response.status === 401) return;
   if (!response.ok) { showSignedIn(false, detailOf(response.status, body)); return; }
   study.access = body;
@@ -115,7 +129,8 @@ async function openParticipant(subject) {
   $("participant-message").textContent = "";
   $("upload-subject").value = subject;
   const base = `/subjects/${enc(subject)}`;
-  const [days, cells] = await Promise.all([api(`${base}/days`), api(`/study/subjects/${enc(subject)}/hours`)]);
+  const ask = (window.studyEarly || {}).subject === subject ? takeEarly : (_, path) => api(path);
+  const [days, cells] = await Promise.all([ask("days", `${base}/days`), ask("cells", `/study/subjects/${enc(subject)}/hours`)]);
   // Asked for only now, so that they do not queue before the two the heatmap waits for; drawn meanwhile.
   study.pending = Promise.all([api(`${base}/hours`), api(`${base}/recordings`)]);
   $("participant").hidden = false;
@@ -485,7 +500,9 @@ async function erase(event) {
 // ------------------------------------------------------------------ wiring
 
 async function loadLabels() {
-  const response = await fetch("/model", {cache: "no-store"});
+  const early = (window.studyEarly || {}).model;
+  delete (window.studyEarly || {}).model;
+  const response = await (early || fetch("/model", {cache: "no-store"}));
   if (response.ok) shared.labels = (await response.json()).labels || [];
 }
 
