@@ -43,6 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--host", help="address to bind (default: serve.host)")
     parser.add_argument("--port", type=int, help="port (default: serve.port; 0 picks a free one)")
     parser.add_argument("--threads", type=int, help="onnxruntime threads (default: serve.threads)")
+    parser.add_argument("--store", help="study store URL (default: store.url; sqlite:///... or postgresql+psycopg://...)")
     parser.add_argument("--token-file", help="file holding the bearer token (used when $HAR_SERVE_TOKEN is unset)")
     parser.add_argument("--batching", choices=["on", "off"], help="dynamic batching (default: serve.batching.enabled)")
     parser.add_argument("--insecure-local", action="store_true",
@@ -60,13 +61,18 @@ def main(argv=None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     batching = None if args.batching is None else args.batching == "on"
     settings = Settings.load(args.params, model_path=args.model_path, host=args.host, port=args.port,
-                             threads=args.threads, token_file=args.token_file, batching=batching)
+                             threads=args.threads, token_file=args.token_file, batching=batching,
+                             store_url=args.store)
     try:
         token = load_token(settings.token_env, settings.token_file)
         require_token(token, insecure=args.insecure_local, host=settings.host, env_var=settings.token_env)
         from serve.app import create_app  # the web stack and the model load only once the token question is settled
 
-        app = create_app(settings, token=token, insecure=args.insecure_local)
+        read_token = load_token(settings.read_token_env, None)
+        if read_token is not None and (token is None or read_token == token):
+            raise ConfigurationError(f"${settings.read_token_env} (the read-only token) needs the service's token "
+                                     "beside it, and must differ from it")
+        app = create_app(settings, token=token, insecure=args.insecure_local, read_token=read_token)
     except (ConfigurationError, ModelFileError) as error:
         print(f"serve: refusing to start: {error}", file=sys.stderr)
         return 2

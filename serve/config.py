@@ -30,12 +30,18 @@ class Settings:
     drift_report: Path | None = Path("reports/drift.html")  # the drift stage's HTML report (monitor.report)
     personal_dir: Path | None = Path("models/personal")  # <subject>.onnx per person (serve/personal.py)
     personal_cache_size: int = 8  # per-person onnxruntime sessions kept loaded
+    read_token_env: str = "HAR_SERVE_READ_TOKEN"  # an optional token that may only read the study store's routes
+    store_url: str | None = None  # the study store (params `store.url`; --store): opened on its first use
+    store_blob_root: Path | None = None
+    store_timezone: str = "UTC"  # a new participant's zone when the upload names none
+    min_worn_hours: float = 16.0  # the valid-day rule (store.min_worn_hours)
 
     @classmethod
     def from_params(cls, params: dict, **overrides) -> "Settings":
         serve = params.get("serve", {})
         batching = serve.get("batching", {})
         personal = serve.get("personal", {})
+        store = params.get("store", {})
         personal_dir = personal.get("models_dir", cls.personal_dir)  # null in params: no per-person models
         values = dict(
             model_path=Path(serve.get("model_path", cls.model_path)),
@@ -56,6 +62,11 @@ class Settings:
             drift_report=Path(params.get("monitor", {}).get("report", cls.drift_report)),
             personal_dir=Path(personal_dir) if personal_dir else None,
             personal_cache_size=int(personal.get("cache_size", cls.personal_cache_size)),
+            read_token_env=serve.get("read_token_env", cls.read_token_env),
+            store_url=store.get("url"),
+            store_blob_root=Path(store["blob_root"]) if store.get("blob_root") else None,
+            store_timezone=store.get("timezone", cls.store_timezone),
+            min_worn_hours=float(store.get("min_worn_hours", cls.min_worn_hours)),
         )
         return replace(cls(**values), **{k: v for k, v in overrides.items() if v is not None})
 

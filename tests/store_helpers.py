@@ -37,3 +37,30 @@ def fused(seconds: float, seed: int = 0) -> pd.DataFrame:
     table = pd.DataFrame(rng.normal(size=(n, 6)).astype(np.float32), columns=["ax", "ay", "az", "gx", "gy", "gz"])
     table.insert(0, "t", np.arange(n, dtype=np.float64))
     return table
+
+
+def garmin_slice(acc_path, gyr_path, folder, *, minutes: float, name: str = "2025-03-23-15-23-10") -> tuple:
+    """The first `minutes` of a real Garmin pair, written again in the same workbook format (rows as read)."""
+    from pathlib import Path
+
+    from openpyxl import Workbook
+    from python_calamine import CalamineWorkbook
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for source, suffix in ((acc_path, "accelerometer_data"), (gyr_path, "gyroscope_data")):
+        rows = CalamineWorkbook.from_path(str(source)).get_sheet_by_index(0).to_python()
+        header, body = rows[0], rows[1:]
+        stamp = header.index("timestamp")
+        times = pd.to_datetime([r[stamp] for r in body], format="%m/%d/%Y, %I:%M:%S %p")
+        kept = [r for r, t in zip(body, times) if t < times[0] + pd.Timedelta(minutes=minutes)]
+        book = Workbook(write_only=True)
+        sheet = book.create_sheet("Sheet1")
+        sheet.append(header)
+        for row in kept:
+            sheet.append(row)
+        path = folder / f"{name}-{suffix}.xlsx"
+        book.save(path)
+        written.append(path)
+    return tuple(written)
