@@ -20,7 +20,7 @@ import pandas as pd
 from har.fusion import fuse_recording
 from har.garmin import read_garmin_pair
 from har.smoothing import smooth
-from har.wear import WearRule, recording_wear, wear_report, worn_windows
+from har.wear import WearRule, recording_wear, wear_report, window_spans, worn_windows
 from har.windows import make_windows
 from har.modelfile import ModelCard
 
@@ -71,17 +71,6 @@ def garmin_windows(acc_path, gyr_path, preprocessing: dict, wear_rule: WearRule,
                                     max_gap_s=preprocessing["max_gap_s"], lowpass_hz=preprocessing["lowpass_hz"])
     return cut_recording(fused, quality, preprocessing, wear_rule, recording_id=recording.recording_id,
                          start_time=recording.start_time)
-
-
-def window_spans(start_s: np.ndarray, window_s: float) -> np.ndarray:
-    """[start, end) per window that tile the covered time without overlap.
-
-    Overlapping windows would count the same seconds twice, so each window owns the time
-    until the next window starts, or its own full length where a gap follows.
-    """
-    start_s = np.asarray(start_s, dtype=np.float64)
-    next_start = np.append(start_s[1:], np.inf)
-    return np.column_stack([start_s, np.minimum(start_s + window_s, next_start)])
 
 
 NOT_WORN, UNCERTAIN = "not_worn", "uncertain"
