@@ -254,7 +254,7 @@ function drawHeatmap() {
   const svg = plotted(Plot.plot({
     width, height: 40 + rowHeight * dates.length, marginLeft: 112, marginRight: 64, marginTop: 28, padding: 0.06,
     x: {type: "band", domain: d3.range(24), label: "local hour", axis: "top", tickSize: 0},
-    y: {type: "band", domain: dates, label: null, tickSize: 0, ticks: dates.filter((_, i) => i % Math.ceil(13 / rowHeight) === 0),
+    y: {type: "band", domain: dates, label: null, tickSize: 0, ticks: dates.filter((_, i) => i % Math.ceil(11 / rowHeight) === 0),
         tickFormat: (d) => `${d} ${weekdayOf(d).slice(0, 3)}`},
     color: {type: "identity"},
     marks: [Plot.cell(study.cells, {x: "hour", y: "date", fill: fillOf, inset: 0.5,
