@@ -18,6 +18,18 @@ studies of sleep should raise it to the field's 60 or 90.
 
 A run never crosses a gap in the data (an epoch without enough samples breaks it): missing data is
 no evidence of stillness.
+
+Two departures of our own (docs/timelines.md says why):
+
+- **orientation**: a run also ends where the gravity direction changes between one still epoch and
+  the next still epoch of the run by more than `max_tilt_deg`. A watch that is picked up and put on
+  comes to rest at another angle; without this, a wearer who sits still right after would be
+  absorbed into the non-wear episode (the short movement of picking it up is an interruption the
+  run tolerates). A nudge that leaves the watch at the same angle does not end the run.
+- **edges to the sample**: an episode's ends are moved from the epoch grid to the first sample that
+  leaves the still band (the neighbouring still epoch's mean +- range_mg / 2 on at least `min_axes`
+  axes), at most one epoch outward, so the seconds between the last still epoch and the pick-up
+  are not scored as an activity.
 """
 from __future__ import annotations
 
@@ -37,6 +49,7 @@ class WearRule:
     min_axes: int = 2
     min_duration_min: float = 30.0
     max_interruption_s: float = 60.0  # a still run absorbs movement this short (a watch on a desk nudged)
+    max_tilt_deg: float = 20.0  # ...unless the watch rests at another angle after it (picked up: the run ends)
     min_epoch_coverage: float = 0.8  # share of an epoch's samples that must be present for it to count
 
     @classmethod
@@ -50,7 +63,8 @@ class WearRule:
     def describe(self) -> str:
         return (f"still: >= {self.min_axes} of 3 accelerometer axes with SD < {self.std_mg:g} mg and range < "
                 f"{self.range_mg:g} mg per {self.epoch_s:g}-s epoch; not worn: >= {self.min_duration_min:g} min "
-                f"of consecutive still epochs")
+                f"of consecutive still epochs, ended where the watch comes to rest turned by more than "
+                f"{self.max_tilt_deg:g} degrees (picked up)")
 
 
 def still_epochs(t: np.ndarray, acc: np.ndarray, target_hz: float, rule: WearRule) -> tuple[np.ndarray, np.ndarray]:
@@ -59,9 +73,16 @@ def still_epochs(t: np.ndarray, acc: np.ndarray, target_hz: float, rule: WearRul
     `acc` [n, 3] in m/s^2 at `target_hz`; epochs are counted from the first sample. Epochs with no
     sample are absent from the result, epochs with too few samples are never still.
     """
+    starts, still, _ = epoch_summary(t, acc, target_hz, rule)
+    return starts, still
+
+
+def epoch_summary(t: np.ndarray, acc: np.ndarray, target_hz: float,
+                  rule: WearRule) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """still_epochs plus each epoch's mean acceleration [epochs, 3] in milli-g (its gravity direction when still)."""
     t = np.asarray(t, dtype=np.float64)
     if len(t) == 0:
-        return np.empty(0), np.empty(0, bool)
+        return np.empty(0), np.empty(0, bool), np.empty((0, 3))
     index = np.floor((t - t[0]) / rule.epoch_s + 1e-9).astype(np.int64)
     epochs, first, counts = np.unique(index, return_index=True, return_counts=True)
     acc = np.asarray(acc, dtype=np.float64) / MG  # milli-g, as the thresholds are written
@@ -72,7 +93,13 @@ def still_epochs(t: np.ndarray, acc: np.ndarray, target_hz: float, rule: WearRul
     spread = np.maximum.reduceat(acc, first, axis=0) - np.minimum.reduceat(acc, first, axis=0)
     quiet_axes = ((sd < rule.std_mg) & (spread < rule.range_mg)).sum(axis=1)
     covered = counts >= rule.min_epoch_coverage * rule.epoch_s * target_hz
-    return t[0] + epochs * rule.epoch_s, (quiet_axes >= rule.min_axes) & covered
+    return t[0] + epochs * rule.epoch_s, (quiet_axes >= rule.min_axes) & covered, mean
+
+
+def tilt_deg(a: np.ndarray, b: np.ndarray) -> float:
+    """The angle between two mean accelerations (gravity directions when still), in degrees."""
+    cosine = float(np.dot(a, b) / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
+    return float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
 
 
 def nonwear_episodes(t: np.ndarray, acc: np.ndarray, target_hz: float, rule: WearRule) -> list[tuple[float, float]]:
@@ -80,33 +107,94 @@ def nonwear_episodes(t: np.ndarray, acc: np.ndarray, target_hz: float, rule: Wea
 
     Inside a run, movement lasting at most `max_interruption_s` does not end it (a watch lying on a
     desk that is nudged or moved is still not worn: the lasting stillness decides), but a missing
-    epoch does: no data is no evidence of stillness.
+    epoch does (no data is no evidence of stillness), and so does a still epoch whose gravity
+    direction differs from the run's last still epoch by more than `max_tilt_deg` (the watch was
+    picked up). Each episode's ends are then refined to the sample (`refine_edges`).
     """
-    starts, still = still_epochs(t, acc, target_hz, rule)
-    runs: list[list[float]] = []  # [start, end] of still stretches, merged across short interruptions
+    starts, still, mean = epoch_summary(t, acc, target_hz, rule)
+    runs: list[list] = []  # [start, end, first epoch, last epoch] of still stretches, merged across short interruptions
     open_run, previous_end = None, None
-    for start, is_still in zip(starts, still):
+    for epoch, (start, is_still) in enumerate(zip(starts, still)):
         if previous_end is not None and not np.isclose(start, previous_end):
             open_run = None  # a gap in the data: the run may not be extended across it
         previous_end = start + rule.epoch_s
         if not is_still:
             continue
-        if open_run is not None and start - open_run[1] <= rule.max_interruption_s + 1e-6:
-            open_run[1] = start + rule.epoch_s
+        if (open_run is not None and start - open_run[1] <= rule.max_interruption_s + 1e-6
+                and tilt_deg(mean[open_run[3]], mean[epoch]) <= rule.max_tilt_deg):
+            open_run[1], open_run[3] = start + rule.epoch_s, epoch
         else:
-            open_run = [start, start + rule.epoch_s]
+            open_run = [start, start + rule.epoch_s, epoch, epoch]
             runs.append(open_run)
+    t = np.asarray(t, dtype=np.float64)
     end_of_data = float(t[-1]) + 1.0 / target_hz if len(t) else 0.0
-    return [(float(run[0]), float(min(run[1], end_of_data))) for run in runs
-            if run[1] - run[0] >= rule.min_duration_min * 60.0 - 1e-6]
+    episodes = []
+    for start, end, first, last in runs:
+        if end - start >= rule.min_duration_min * 60.0 - 1e-6:
+            start, end = refine_edges(t, acc, target_hz, rule, (start, min(end, end_of_data)), mean[first], mean[last])
+            episodes.append((float(start), float(min(end, end_of_data))))
+    return episodes
+
+
+def refine_edges(t: np.ndarray, acc: np.ndarray, target_hz: float, rule: WearRule, episode: tuple[float, float],
+                 first_mean: np.ndarray, last_mean: np.ndarray) -> tuple[float, float]:
+    """The episode's ends moved outward, at most one epoch, to the first sample outside the still band.
+
+    A sample is inside the band when at least `min_axes` of its axes lie within range_mg / 2 of the
+    neighbouring still epoch's mean (milli-g). Epochs are 10 s, so without this up to 10 s of a
+    watch still on the desk would be scored as whatever the wearer did next. A gap ends the search.
+    """
+    start, end = episode
+    band = rule.range_mg / 2.0
+
+    def inside(index: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        return (np.abs(acc[index] / MG - reference) < band).sum(axis=1) >= rule.min_axes
+
+    def first_outside(index: np.ndarray, reference: np.ndarray) -> int:
+        """How many of `index` (in walking order) stay inside the band before the first that leaves it or a gap."""
+        if len(index) == 0:
+            return 0
+        ok = inside(index, reference)
+        steps = np.abs(np.diff(t[index]))
+        ok[1:] &= np.cumsum(steps > 1.5 / target_hz) == 0
+        return int(np.argmin(ok)) if not ok.all() else len(index)
+
+    after = np.flatnonzero((t >= end - 1e-9) & (t < end + rule.epoch_s))
+    kept = first_outside(after, last_mean)
+    if kept:
+        end = float(t[after[kept - 1]]) + 1.0 / target_hz
+    before = np.flatnonzero((t < start - 1e-9) & (t >= start - rule.epoch_s))[::-1]
+    kept = first_outside(before, first_mean)
+    if kept:
+        start = float(t[before[kept - 1]])
+    return start, end
+
+
+def window_spans(start_s: np.ndarray, window_s: float) -> np.ndarray:
+    """[start, end) per window that tile the covered time without overlap.
+
+    Overlapping windows would count the same seconds twice, so each window owns the time
+    until the next window starts, or its own full length where a gap follows.
+    """
+    start_s = np.asarray(start_s, dtype=np.float64)
+    next_start = np.append(start_s[1:], np.inf)
+    return np.column_stack([start_s, np.minimum(start_s + window_s, next_start)])
 
 
 def worn_windows(start_s: np.ndarray, window_s: float, episodes: list[tuple[float, float]]) -> np.ndarray:
-    """True for each window whose middle lies outside every non-wear episode (most of it was worn)."""
-    middle = np.asarray(start_s, dtype=np.float64) + window_s / 2.0
-    worn = np.ones(len(middle), dtype=bool)
+    """True for each window whose time in the timeline lies wholly outside every non-wear episode.
+
+    A window's time in the timeline is the span it owns (`window_spans`: until the next window
+    starts). A window that owns any second of an episode is not worn, so no second of a non-wear
+    episode is ever given an activity; the price is under one window step of worn time at each end.
+    """
+    start_s = np.asarray(start_s, dtype=np.float64)
+    order = np.argsort(start_s, kind="stable")
+    spans = np.empty((len(start_s), 2))
+    spans[order] = window_spans(start_s[order], window_s)
+    worn = np.ones(len(start_s), dtype=bool)
     for start, end in episodes:
-        worn &= ~((middle >= start) & (middle < end))
+        worn &= ~((spans[:, 0] < end - 1e-9) & (spans[:, 1] > start + 1e-9))
     return worn
 
 

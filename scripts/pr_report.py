@@ -1,8 +1,8 @@
 """The pull-request report: what this branch did to metrics, parameters and plots against a base revision.
 
-It leads with the verdict: five lines (test macro-F1 of the model and the baseline, before →
-after; the registry gate's decision; drift on the held-out control; export parity; training
-time), then the parameters and plots that changed, then the metrics: only changed rows in the
+It leads with the verdict: six lines (test macro-F1 of the model and the baseline, before →
+after; minutes per activity on the test subjects' generated sessions, generic and per-person; the
+registry gate's decision; drift on the held-out control; export parity; training time), then the parameters and plots that changed, then the metrics: only changed rows in the
 main table (the unchanged ones counted), per-class rows and the full table in collapsed blocks.
 
 Run from the repository root, after `dvc repro`:
@@ -235,7 +235,7 @@ def before_after(rows: list[dict], path: str, metric: str, unit: str = "", digit
 
 
 def verdict(rows: list[dict]) -> list[str]:
-    """Five lines a reviewer reads first: quality against the baseline, the gate, drift, parity, time."""
+    """Six lines a reviewer reads first: quality against the baseline, minutes, the gate, drift, parity, time."""
     register, drift, export, train = (read_json(f"metrics/{name}.json") for name in ("register", "drift", "export", "train"))
     if "promoted" in register:
         decision = (f"**promoted**: v{register.get('version')} is champion" if register["promoted"] else
@@ -263,6 +263,10 @@ def verdict(rows: list[dict]) -> list[str]:
     return [
         f"- **Test macro-F1**: model {before_after(rows, 'metrics/eval.json', 'macro_f1')}; baseline "
         f"{before_after(rows, 'metrics/baseline.json', 'macro_f1')} (`metrics/eval.json`, `metrics/baseline.json`)",
+        # What a researcher reads: minutes per activity of whole sessions, as a share of the true minutes.
+        f"- **Minutes error**: generic {before_after(rows, 'metrics/sessions.json', 'test.generic.minutes_error')}; "
+        f"per-person {before_after(rows, 'metrics/sessions.json', 'personal.personal.minutes_error')} of the true "
+        f"activity minutes, test subjects' generated sessions (`metrics/sessions.json`)",
         f"- **Gate**: {gate} (`metrics/register.json`)",
         f"- **Drift on the held-out control**: {drift_line} (`metrics/drift.json`)",
         f"- **Export parity**: {parity_line} (`metrics/export.json`)",

@@ -23,6 +23,7 @@ import io
 import json
 import random
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ import httpx
 import numpy as np
 
 from serve.wire import FLOAT32, JSON, NPY, OCTET_STREAM, SHAPE_HEADER, V2_HEADER_LENGTH, v2_message, v2_tensors
+
+REQUEST_ID_HEADER = "X-Request-ID"  # the service logs it on the request's lines and echoes it (serve/logs.py)
 
 
 @dataclass
@@ -108,18 +111,24 @@ def retry_delay(retry_after: str | None, attempt: int, *, first_s: float = 1.0, 
 
 
 class ServiceError(RuntimeError):
-    """The service's refusal: its HTTP status and message."""
+    """The service's refusal: its HTTP status, message and request id (quote it: the service's log has it)."""
 
-    def __init__(self, status_code: int, message: str):
-        super().__init__(f"HTTP {status_code}: {message}")
-        self.status_code, self.message = status_code, message
+    def __init__(self, status_code: int, message: str, request_id: str | None = None):
+        super().__init__(f"HTTP {status_code}: {message}" + (f" (request id {request_id})" if request_id else ""))
+        self.status_code, self.message, self.request_id = status_code, message, request_id
+
+
+def _with_request_id(request: httpx.Request) -> None:
+    """Every request carries an X-Request-ID of its own (a caller's own header is kept)."""
+    request.headers.setdefault(REQUEST_ID_HEADER, uuid.uuid4().hex)
 
 
 class HarClient:
     def __init__(self, url: str, token: str | None = None, *, timeout: float = 120.0, model: str = "har",
                  retries: int = 5, max_retry_wait_s: float = 60.0):
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=url, headers=headers, timeout=timeout)
+        self.http = httpx.Client(base_url=url, headers=headers, timeout=timeout,
+                                 event_hooks={"request": [_with_request_id]})
         self.model = model
         self.retries, self.max_retry_wait_s = retries, max_retry_wait_s
         self.answered: Counter[int] = Counter()  # HTTP status of every attempt, retried ones included
@@ -141,7 +150,8 @@ class HarClient:
                 message = body.get("detail") or body.get("error") or response.text
             except ValueError:
                 message = response.text
-            raise ServiceError(response.status_code, message)
+            raise ServiceError(response.status_code, message, response.headers.get(REQUEST_ID_HEADER)
+                               or response.request.headers.get(REQUEST_ID_HEADER))
         return response
 
     def _retrying(self, send) -> httpx.Response:

@@ -55,6 +55,8 @@ promoted = lr > 0.2
 write("register", {"promoted": promoted, "version": 2 if promoted else 1, "champion_version": 2 if promoted else 1,
                    "reasons": ["export parity check passed", "not worse"]})
 write("drift", {"severity": "critical", "control": {"severity": "none", "windows": 100}})
+write("sessions", {"test": {"generic": {"minutes_error": round(0.2 + lr / 10, 4)}},
+                   "personal": {"personal": {"minutes_error": 0.12}}})
 curve = [f"{e}\\t{lr * (5 - e):.4f}" for e in range(5)]  # a TSV, as dvclive writes its curves
 pathlib.Path("plots/loss.tsv").write_text("epoch\\tloss\\n" + "\\n".join(curve) + "\\n")
 json.dump([{"epoch": e, "value": 1.0} for e in range(5)], open("plots/steady.json", "w"))
@@ -76,6 +78,7 @@ stages:
       - metrics/export.json: {cache: false}
       - metrics/register.json: {cache: false}
       - metrics/drift.json: {cache: false}
+      - metrics/sessions.json: {cache: false}
     plots:
       - plots/loss.tsv: {cache: false, x: epoch, y: loss}
       - plots/steady.json: {cache: false, x: epoch, y: value}
@@ -162,15 +165,16 @@ def test_report_leads_with_the_verdict_and_collapses_the_rest(project, tmp_path)
         cwd=project.repo, env=project.env)
     report = (tmp_path / "report.md").read_text()
 
-    # The five verdict lines come right after the title, before any table.
+    # The six verdict lines come right after the title, before any table.
     verdict = report.split("\n\n")[1].splitlines()
     assert [line.split("**")[1] for line in verdict] == [
-        "Test macro-F1", "Gate", "Drift on the held-out control", "Export parity", "Training time"]
+        "Test macro-F1", "Minutes error", "Gate", "Drift on the held-out control", "Export parity", "Training time"]
     assert "model 0.7900 → 0.7700 (-0.0200); baseline 0.7000 (unchanged)" in verdict[0]
-    assert "**promoted**: v2 is champion (export parity check passed; not worse)" in verdict[1]
-    assert "**none** on 100 test windows (production recording: critical)" in verdict[2]
-    assert "**passed**: max |p_keras − p_onnx| 1e-07 (tolerance 0.0001) on 100 windows" in verdict[3]
-    assert "20.0 s → 40.0 s (+20.0 s), best epoch 4 of 5" in verdict[4]
+    assert "generic 0.2100 → 0.2300 (+0.0200); per-person 0.1200 (unchanged)" in verdict[1]
+    assert "**promoted**: v2 is champion (export parity check passed; not worse)" in verdict[2]
+    assert "**none** on 100 test windows (production recording: critical)" in verdict[3]
+    assert "**passed**: max |p_keras − p_onnx| 1e-07 (tolerance 0.0001) on 100 windows" in verdict[4]
+    assert "20.0 s → 40.0 s (+20.0 s), best epoch 4 of 5" in verdict[5]
     for line in verdict:
         assert re.search(r"\(`metrics/\w+\.json`", line), f"names no metrics file: {line}"
 
@@ -187,11 +191,11 @@ def test_report_leads_with_the_verdict_and_collapses_the_rest(project, tmp_path)
     assert ["metrics/register.json", "promoted", "False", "True"] in [row[:4] for row in main_rows]
     assert all(row[2] != row[3] for row in main_rows), "an unchanged row in the main table"
     assert not any("per_class" in row[1] for row in main_rows)
-    # Unchanged: baseline macro_f1, 2 of train, 5 of export parity, 3 of drift.
-    assert "11 unchanged metrics not shown." in main_table
+    # Unchanged: baseline macro_f1, 2 of train, 5 of export parity, 3 of drift, the per-person minutes error.
+    assert "12 unchanged metrics not shown." in main_table
     assert per_class.startswith("<summary>Per-class, per-subject and per-channel metrics: 1 of 4 changed</summary>")
     assert markdown_rows(per_class)[2:] == [["metrics/eval.json", "per_class.a.f1", "0.9", "0.7", "-0.2"]]
-    assert everything.startswith("<summary>All metrics (21 rows)</summary>")
+    assert everything.startswith("<summary>All metrics (23 rows)</summary>")
     assert ["metrics/baseline.json", "macro_f1", "0.7", "0.7"] in [row[:4] for row in markdown_rows(everything)]
     assert everything.rstrip().endswith("</details>")
 
@@ -202,8 +206,8 @@ def test_verdict_says_what_is_missing_when_a_revision_has_no_metrics(tmp_path, m
     spec.loader.exec_module(pr_report)
     monkeypatch.chdir(tmp_path)  # no metrics/ here
     verdict = pr_report.verdict([])
-    assert len(verdict) == 5
-    for line, file in zip(verdict, ("eval", "register", "drift", "export", "train")):
+    assert len(verdict) == 6
+    for line, file in zip(verdict, ("eval", "sessions", "register", "drift", "export", "train")):
         assert f"`metrics/{file}.json`" in line and ("not" in line or "no decision" in line), line
 
 

@@ -167,6 +167,8 @@ def test_compose_names_only_files_that_exist():
             source = volume.split(":")[0]
             if source.startswith("."):  # a bind mount (named volumes are declared at the top level)
                 assert (ROOT / source).exists(), f"{name}: {source} does not exist"
+            elif source == "/var/run/docker.sock":  # vector reads the containers' logs from the Docker daemon
+                assert volume.endswith(":ro"), f"{name}: the Docker socket must be mounted read-only"
             else:
                 assert source in compose()["volumes"], f"{name}: volume {source} is not declared"
 

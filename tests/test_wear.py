@@ -62,9 +62,59 @@ def test_a_short_nudge_does_not_end_non_wear_but_a_long_movement_and_a_gap_do():
     assert nonwear_episodes(with_gap, np.concatenate([still1, still2]), HZ, RULE) == []
 
 
-def test_a_window_is_not_worn_when_its_middle_lies_in_an_episode():
+def test_a_window_is_not_worn_when_the_time_it_owns_touches_an_episode():
+    # Windows of 4 s every 2 s own [0, 2), [2, 4), [4, 6), [6, 8), [8, 12): the last owns its full length.
     worn = worn_windows(np.array([0.0, 2.0, 4.0, 6.0, 8.0]), 4.0, [(5.0, 9.0)])
-    assert worn.tolist() == [True, True, False, False, True]  # middles 2, 4, 6, 8, 10
+    assert worn.tolist() == [True, True, False, False, False]
+    worn = worn_windows(np.array([0.0, 2.0, 4.0, 6.0, 8.0, 10.0]), 4.0, [(4.0, 8.0)])
+    assert worn.tolist() == [True, True, False, False, True, True]  # an episode on window edges takes exactly its own
+    shuffled = worn_windows(np.array([8.0, 0.0, 4.0, 2.0, 6.0]), 4.0, [(5.0, 9.0)])
+    assert shuffled.tolist() == [False, True, False, True, False]  # windows in any order
+
+
+def rotated(acc: np.ndarray, degrees: float) -> np.ndarray:
+    """The same samples with the watch turned about its x axis: gravity points elsewhere."""
+    a = np.radians(degrees)
+    turn = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    return acc @ turn.T
+
+
+def joined(*parts):
+    """Consecutive stretches of (t, acc) on one clock, with no gap."""
+    times, values, offset = [], [], 0.0
+    for t, acc in parts:
+        times.append(offset + t)
+        values.append(acc)
+        offset += t[-1] + 1 / HZ
+    return np.concatenate(times), np.concatenate(values)
+
+
+def test_an_episode_ends_when_the_watch_is_picked_up_even_if_it_is_still_again_straight_after():
+    # 35 min on the desk, picked up (20 s of movement), then 10 min still on a resting wrist at another angle.
+    desk = still_desk(35, seed=1)
+    t, acc = joined(desk, wrist_motion(20 / 60, seed=2), (still_desk(10, seed=3)[0], rotated(still_desk(10, seed=3)[1], 60)))
+    (episode,) = nonwear_episodes(t, acc, HZ, RULE)
+    assert episode[1] == pytest.approx(35 * 60, abs=0.1)  # at the pick-up, to the sample, not 10 min later
+    before = nonwear_episodes(t, acc, HZ, WearRule(max_tilt_deg=180.0))  # the stillness rule alone
+    assert before[0][1] > 45 * 60 - 1  # absorbed the 10 still minutes on the wrist
+    # And at the start: still on the wrist, put down at another angle, 35 min on the desk.
+    t, acc = joined((still_desk(5, seed=4)[0], rotated(still_desk(5, seed=4)[1], 60)), wrist_motion(20 / 60, seed=5),
+                    still_desk(35, seed=6))
+    (episode,) = nonwear_episodes(t, acc, HZ, RULE)
+    assert episode[0] == pytest.approx(5 * 60 + 20 + 2 / HZ, abs=0.1)
+
+
+def test_a_small_nudge_at_one_orientation_does_not_end_the_episode():
+    t, acc = joined(still_desk(20, seed=1), wrist_motion(20 / 60, seed=2),
+                    (still_desk(20, seed=3)[0], rotated(still_desk(20, seed=3)[1], 5)))  # nudged: 5 degrees
+    (episode,) = nonwear_episodes(t, acc, HZ, RULE)
+    assert episode[0] == 0.0 and episode[1] == pytest.approx(t[-1] + 1 / HZ)
+
+
+def test_an_episode_ends_at_the_sample_where_movement_starts_not_on_the_epoch_grid():
+    t, acc = joined(still_desk(35 + 3.3 / 60, seed=1), wrist_motion(2, seed=2))
+    (episode,) = nonwear_episodes(t, acc, HZ, RULE)
+    assert episode[1] == pytest.approx(35 * 60 + 3.3, abs=0.05)  # the epoch grid alone would say 2100 s
 
 
 def test_the_report_states_wear_time_episodes_and_the_rule():
