@@ -22,7 +22,7 @@ from serve_helpers import ROOT, TOKEN, start_server, stop_server, write_tiny_mod
 PAIR_BYTES = GARMIN_ACC.stat().st_size + GARMIN_GYR.stat().st_size  # about 6.08 MB
 FACTOR = 15.0
 BUDGET_MB = 100  # one one-hour upload (6.08 MB x 15 = 87 MiB) fits, two do not
-WAIT_TIMEOUT_S = 0.5
+WAIT_TIMEOUT_S = 3.0  # long enough that a loaded machine queues the next request within it
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
