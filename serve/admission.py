@@ -30,8 +30,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from litestar import MediaType, Request, Response
-from litestar.openapi.spec import OpenAPIResponse, OpenAPIType, Schema
-from litestar.openapi.spec import OpenAPIHeader
+from litestar.openapi.spec import OpenAPIHeader, OpenAPIResponse, OpenAPIType, Schema
 
 from serve.contract import ERROR, json_content
 
@@ -55,17 +54,16 @@ class UploadBudget:
     """
 
     def __init__(self, budget_bytes: int | None, *, memory_per_uploaded_byte: float, max_upload_bytes: int,
-                 max_waiting: int, wait_timeout_s: float, retry_after_s: int, metrics=None):
+                 max_waiting: int, wait_timeout_s: float, retry_after_s: int, metrics):
         self.budget_bytes, self.factor, self.max_upload_bytes = budget_bytes, memory_per_uploaded_byte, max_upload_bytes
         self.max_waiting, self.wait_timeout_s, self.retry_after_s = max_waiting, wait_timeout_s, retry_after_s
-        self.metrics = metrics
+        self.metrics = metrics  # serve.monitoring.AdmissionMetrics
         self.in_flight = 0  # bytes of memory the admitted uploads are charged
         self._waiting: deque[tuple[int, asyncio.Future]] = deque()
-        if metrics is not None:
-            metrics.budget.set(budget_bytes or 0)
+        metrics.budget.set(budget_bytes or 0)
 
     @classmethod
-    def from_settings(cls, settings, metrics=None) -> "UploadBudget":
+    def from_settings(cls, settings, metrics) -> "UploadBudget":
         return cls(settings.memory_budget_bytes, memory_per_uploaded_byte=settings.memory_per_uploaded_byte,
                    max_upload_bytes=settings.max_upload_bytes, max_waiting=settings.max_waiting_uploads,
                    wait_timeout_s=settings.upload_wait_timeout_s, retry_after_s=settings.upload_retry_after_s,
@@ -110,9 +108,8 @@ class UploadBudget:
                 self._give_up(entry)
             raise
         finally:
-            if self.metrics is not None:
-                self.metrics.waits.inc()
-                self.metrics.wait_seconds.observe(time.perf_counter() - started)
+            self.metrics.waits.inc()
+            self.metrics.wait_seconds.observe(time.perf_counter() - started)
         if not future.done():
             self._give_up(entry)
             return self._refused(Refusal(503, "timeout", (
@@ -140,22 +137,18 @@ class UploadBudget:
 
     def _admitted(self, cost: int) -> None:
         self.in_flight += cost
-        if self.metrics is not None:
-            self.metrics.admitted.inc()
+        self.metrics.admitted.inc()
         self._gauge()
 
     def _refused(self, refusal: Refusal) -> Refusal:
-        if self.metrics is not None:
-            self.metrics.refusals.labels(refusal.reason).inc()
+        self.metrics.refusals.labels(refusal.reason).inc()
         return refusal
 
     def _gauge(self) -> None:
-        if self.metrics is not None:
-            self.metrics.in_flight.set(self.in_flight)
+        self.metrics.in_flight.set(self.in_flight)
 
     def _count_waiting(self) -> None:
-        if self.metrics is not None:
-            self.metrics.waiting.set(len(self._waiting))
+        self.metrics.waiting.set(len(self._waiting))
 
 
 def upload_bytes(request: Request, max_upload_bytes: int) -> int | None:
@@ -186,7 +179,8 @@ async def admit_upload(request: Request) -> Response | None:
         held.update(budget=budget, cost=cost)
         return None
     headers = {"Retry-After": str(refusal.retry_after_s)} if refusal.retry_after_s is not None else {}
-    # Connection: close would make the client resend on a new connection; keep it, the server discards the body.
+    # No Connection: close: uvicorn keeps the connection and discards the unread body, so the client still
+    # sending it reads this answer rather than a reset.
     return Response({"status_code": refusal.status_code, "detail": refusal.message}, status_code=refusal.status_code,
                     media_type=MediaType.JSON, headers=headers)
 
