@@ -56,8 +56,9 @@ class ModelCard:
         return float(self.calibration.get("threshold") or 0.0)
 
     def identity(self) -> dict:
-        """Which model answered: every answer carries this."""
-        return {"name": self.name, "version": self.version}
+        """Which model answered: every answer carries this (the sha256 tells two builds of one version apart;
+        the study store keeps one scoring per recording and model sha256)."""
+        return {"name": self.name, "version": self.version, "sha256": self.sha256}
 
     @property
     def window_length(self) -> int:

@@ -10,7 +10,9 @@ activity count only the first kind. See docs/timelines.md.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -32,6 +34,7 @@ class RecordingWindows:
     worn: np.ndarray  # bool [n]: False for windows inside a non-wear episode (never scored)
     nonwear: list[tuple[float, float]]  # non-wear episodes, seconds since the origin
     quality: dict  # fusion's report (samples, gaps, segments)
+    fused: pd.DataFrame | None = None  # the fused table the windows were cut from (the study store keeps it)
 
 
 def cut_recording(fused: pd.DataFrame, quality: dict, preprocessing: dict, wear_rule: WearRule, *,
@@ -42,7 +45,18 @@ def cut_recording(fused: pd.DataFrame, quality: dict, preprocessing: dict, wear_
                                     target_hz=target_hz)
     nonwear = recording_wear(fused, target_hz, wear_rule)
     worn = worn_windows(start_s, preprocessing["window_length"] / target_hz, nonwear)
-    return RecordingWindows(recording_id, start_time, windows, start_s, worn, nonwear, quality)
+    return RecordingWindows(recording_id, start_time, windows, start_s, worn, nonwear, quality, fused)
+
+
+def content_hash(accelerometer: bytes | str | Path, gyroscope: bytes | str | Path) -> str:
+    """sha256 over a raw pair (bytes or paths): each part's length, then its bytes, so the boundary is unambiguous.
+    The study store recognises an upload it already holds by this."""
+    digest = hashlib.sha256()
+    for part in (accelerometer, gyroscope):
+        data = part if isinstance(part, bytes) else Path(part).read_bytes()
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()
 
 
 def garmin_windows(acc_path, gyr_path, preprocessing: dict, wear_rule: WearRule, *, timezone: str | None = None,

@@ -13,8 +13,10 @@ import sys
 
 import uvicorn
 
-from serve.config import Settings
+from har.logs import add_log_arguments, setup_logging
 from har.modelfile import ModelFileError
+from serve.config import Settings
+from serve.logs import ACCESS_LOGGER
 from serve.security import ConfigurationError, load_token, require_token
 
 ACCEPTED_GRACE_S = 1.0
@@ -36,6 +38,15 @@ class DrainingServer(uvicorn.Server):
         await super().shutdown()
 
 
+def quiet_onnxruntime() -> None:
+    """onnxruntime's C++ logger writes plain-text lines straight to stderr, past logging. Every error it
+    reports also raises in Python, where the service logs it (with the request id); its warnings
+    (graph optimisation notes) say nothing a client or an operator acts on."""
+    import onnxruntime
+
+    onnxruntime.set_default_logger_severity(4)  # fatal only
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m serve", description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml", help="composed parameters (default: params.yaml)")
@@ -43,40 +54,53 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--host", help="address to bind (default: serve.host)")
     parser.add_argument("--port", type=int, help="port (default: serve.port; 0 picks a free one)")
     parser.add_argument("--threads", type=int, help="onnxruntime threads (default: serve.threads)")
+    parser.add_argument("--store", help="study store URL (default: store.url; sqlite:///... or postgresql+psycopg://...)")
     parser.add_argument("--token-file", help="file holding the bearer token (used when $HAR_SERVE_TOKEN is unset)")
     parser.add_argument("--batching", choices=["on", "off"], help="dynamic batching (default: serve.batching.enabled)")
     parser.add_argument("--insecure-local", action="store_true",
                         help="serve WITHOUT a token, on a loopback address only (local try-outs)")
-    parser.add_argument("--no-access-log", action="store_true", help="skip uvicorn's per-request log lines")
+    parser.add_argument("--no-access-log", action="store_true", help="skip the per-request access events")
     parser.add_argument("--http", choices=["httptools", "h11"], default="httptools",
                         help="HTTP parser (default httptools; h11 is uvicorn's pure-Python one)")
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop", help="event loop (default uvloop)")
-    parser.add_argument("--log-level", default="info")
+    add_log_arguments(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.log_format, args.log_level)
+    log = logging.getLogger("serve")
+    if args.no_access_log:
+        logging.getLogger(ACCESS_LOGGER).setLevel(logging.WARNING)
+    quiet_onnxruntime()
     batching = None if args.batching is None else args.batching == "on"
     settings = Settings.load(args.params, model_path=args.model_path, host=args.host, port=args.port,
-                             threads=args.threads, token_file=args.token_file, batching=batching)
+                             threads=args.threads, token_file=args.token_file, batching=batching,
+                             store_url=args.store)
     try:
         token = load_token(settings.token_env, settings.token_file)
         require_token(token, insecure=args.insecure_local, host=settings.host, env_var=settings.token_env)
         from serve.app import create_app  # the web stack and the model load only once the token question is settled
 
-        app = create_app(settings, token=token, insecure=args.insecure_local)
+        read_token = load_token(settings.read_token_env, None)
+        if read_token is not None and (token is None or read_token == token):
+            raise ConfigurationError(f"${settings.read_token_env} (the read-only token) needs the service's token "
+                                     "beside it, and must differ from it")
+        app = create_app(settings, token=token, insecure=args.insecure_local, read_token=read_token)
     except (ConfigurationError, ModelFileError) as error:
-        print(f"serve: refusing to start: {error}", file=sys.stderr)
+        log.error("serve: refusing to start: %s", error)
         return 2
     if token is None:
-        logging.getLogger("serve").warning("serving WITHOUT authentication (--insecure-local) on %s", settings.host)
+        log.warning("serving WITHOUT authentication (--insecure-local) on %s", settings.host)
+    # One access event per request comes from serve/logs.py (route template, model, windows), so
+    # uvicorn's own access line (raw path and query) stays off; log_config=None: its other lines go
+    # through the handler setup_logging installed.
     # httptools (C) parses HTTP and uvloop (libuv) runs the event loop: on megabyte bodies uvicorn's
     # default pure-Python h11 parser cost more than the model (bench/serve.py, docs/binary-and-client.md)
     DrainingServer(uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level,
-                                  http=args.http, loop=args.loop, access_log=not args.no_access_log,
-                                  server_header=False)).run()
+                                  http=args.http, loop=args.loop, access_log=False,
+                                  log_config=None, server_header=False)).run()
     return 0
 
 

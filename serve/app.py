@@ -18,14 +18,16 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from har.runtime import ModelRuntime
 from serve.config import Settings
+from serve.logs import install as install_request_log
 from serve.controllers.health import HealthController
 from serve.controllers.monitoring import MonitoringController
 from serve.controllers.page import STATIC_FILES, TEMPLATES, PageController
 from serve.controllers.predict import predict_controller
 from serve.controllers.recordings import recordings_controller
+from serve.controllers.subjects import StudyStore, subjects_controller
 from serve.controllers.v2 import v2_controller
 from serve.monitoring import Observer
-from serve.security import require_token
+from serve.security import bearer_guard, require_token
 from serve.service import Service, service_from_state
 from serve.validation import RequestError
 
@@ -38,7 +40,7 @@ def route_handlers(service: Service) -> list:
     card, settings = service.card, service.settings
     limit = settings.max_windows_per_request
     return [HealthController, predict_controller(card, limit), v2_controller(card, limit),
-            recordings_controller(settings.max_upload_bytes),
+            recordings_controller(settings.max_upload_bytes), subjects_controller(settings.max_upload_bytes),
             MonitoringController, PageController, STATIC_FILES]
 
 
@@ -52,14 +54,17 @@ def _error_response(request: Request, status_code: int, message: str) -> Respons
 
 
 def create_app(settings: Settings, *, token: str | None, insecure: bool = False, runtime: ModelRuntime | None = None,
-               observers: list[Observer] | None = None, extra_route_handlers: list | None = None) -> Litestar:
+               observers: list[Observer] | None = None, extra_route_handlers: list | None = None,
+               read_token: str | None = None) -> Litestar:
     """The service for `settings.model_path` (or a given runtime).
 
-    `token` None is refused unless `insecure` (local try-outs only). `observers` receive every
+    `token` None is refused unless `insecure` (local try-outs only); `read_token` may only read the study
+    store's routes. `observers` receive every
     scored batch; `extra_route_handlers` add routes (a drift monitor's `GET /drift`, say).
     """
     require_token(token, insecure=insecure, host=settings.host, env_var=settings.token_env)
     service = Service.build(settings, token=token, runtime=runtime, observers=observers)
+    study = StudyStore(settings)
 
     def request_error(request: Request, error: RequestError) -> Response:
         return _error_response(request, error.status_code, error.message)
@@ -67,7 +72,8 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
     def http_error(request: Request, error: HTTPException) -> Response:
         detail = error.detail
         if error.status_code == 413:  # Litestar's body-size refusal: say what the limit is
-            limit = settings.max_upload_bytes if request.url.path == "/recordings" else settings.max_body_bytes
+            uploads = request.url.path == "/recordings" or request.url.path.startswith("/subjects/")
+            limit = settings.max_upload_bytes if uploads else settings.max_body_bytes
             detail = f"request body exceeds {limit} bytes (serve.max_body_mb / serve.max_upload_mb)"
         response = _error_response(request, error.status_code, detail)
         response.headers.update(error.headers or {})
@@ -81,13 +87,14 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
                   exc_info=error)
         return _error_response(request, 500, "internal server error")
 
-    return Litestar(
+    return install_request_log(Litestar(  # request ids and the access event around everything (serve/logs.py)
         route_handlers=[*route_handlers(service), *(extra_route_handlers or [])],
-        state=State({"service": service}),
+        state=State({"service": service, "study": study, "read_guard": bearer_guard(token, read_token, write=False),
+                     "write_guard": bearer_guard(token, read_token, write=True)}),
         dependencies={"service": Provide(service_from_state, sync_to_thread=False)},
         template_config=TEMPLATES,
         on_startup=[service.start],
-        on_shutdown=[service.stop],
+        on_shutdown=[service.stop, study.close],
         middleware=[service.metrics.middleware],
         request_max_body_size=settings.max_body_bytes,
         exception_handlers={RequestError: request_error, HTTPException: http_error, Exception: unexpected_error},
@@ -96,4 +103,4 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
                                      components=Components(security_schemes={
                                          "bearer": SecurityScheme(type="http", scheme="bearer")})),
         debug=False,
-    )
+    ))

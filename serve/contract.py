@@ -25,7 +25,8 @@ SUBJECT_ID = Schema(type=OpenAPIType.STRING, pattern=SUBJECT_PATTERN, descriptio
     "whose windows: scored by that person's model (serve/personal.py) if there is one, else by the generic model"))
 
 REASONS = {400: "Body is not valid JSON, or not a well-formed multipart form",
-           401: "Missing or wrong bearer token", 404: "No such model or resource",
+           401: "Missing or wrong bearer token", 403: "The read-only token may not write",
+           404: "No such model or resource",
            413: "Body or window count over the configured limits",
            415: "Content-Type is not one the route accepts",
            422: "Well-formed but invalid: the message names the position and what was expected",

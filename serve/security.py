@@ -53,11 +53,16 @@ def require_token(token: str | None, *, insecure: bool, host: str, env_var: str)
         raise ConfigurationError(f"--insecure-local serves without a token on a loopback address only, not {host}")
 
 
-def bearer_guard(token: str | None):
-    """A Litestar guard: requests must carry `Authorization: Bearer <token>` (no-op when token is None)."""
-    from litestar.exceptions import NotAuthorizedException  # here, so that the start-up checks need no web stack
+def bearer_guard(token: str | None, read_token: str | None = None, *, write: bool = True):
+    """A Litestar guard: requests must carry `Authorization: Bearer <token>` (no-op when token is None).
+
+    `read_token` (the study store's read-only token) is accepted too where `write` is False, and refused
+    with 403 where it is True: it is known, but may not do this.
+    """
+    from litestar.exceptions import NotAuthorizedException, PermissionDeniedException  # start-up checks need no web stack
 
     expected = token.encode() if token else None
+    reader = read_token.encode() if read_token else None
 
     async def guard(connection, _route_handler) -> None:
         # async: Litestar runs a plain-function guard in a worker thread, a thread hop per request
@@ -68,8 +73,14 @@ def bearer_guard(token: str | None):
         if scheme.lower() != "bearer" or not credentials:
             raise NotAuthorizedException("missing bearer token: send 'Authorization: Bearer <token>'",
                                          headers={"WWW-Authenticate": 'Bearer realm="har"'})
-        if not hmac.compare_digest(credentials.strip().encode(), expected):
-            raise NotAuthorizedException("invalid bearer token",
-                                         headers={"WWW-Authenticate": 'Bearer realm="har", error="invalid_token"'})
+        given = credentials.strip().encode()
+        if hmac.compare_digest(given, expected):
+            return
+        if reader is not None and hmac.compare_digest(given, reader):
+            if write:
+                raise PermissionDeniedException("the read-only token may not write: use the service's token")
+            return
+        raise NotAuthorizedException("invalid bearer token",
+                                     headers={"WWW-Authenticate": 'Bearer realm="har", error="invalid_token"'})
 
     return guard

@@ -23,6 +23,7 @@ def test_schemathesis_finds_no_contract_failures(tmp_path):
         pytest.fail(f"schemathesis is not installed next to {sys.executable}: pip install -r requirements.txt")
     params = load_params(ROOT / "params.yaml")
     params["serve"].update(max_windows_per_request=2, max_body_mb=1)
+    params["store"].update(url=f"sqlite:///{tmp_path}/study.db", blob_root=str(tmp_path / "blobs"))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     model = write_tiny_model(tmp_path / "model.onnx")
     process, url = start_server(model, tmp_path / "server.log", "--params", str(tmp_path / "params.yaml"),

@@ -1,0 +1,74 @@
+"""Study-wide tables from the store: participants, days, hours, episodes (docs/data-dictionary.md).
+
+Column names are plain and stable, in the field's style (stepcount's and GGIR's day summaries):
+`date`, `worn_min`, `<activity>_min`, `valid_day`. The activity columns are the union of the activities
+of every participant's newest scorings, in the order first seen, so all participants share one set.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from store.days import NOT_WORN, UNCERTAIN
+
+STATE_COLUMNS = {"recorded_min": "recorded_minutes", "worn_min": "worn_minutes", "not_worn_min": "not_worn_minutes",
+                 "uncertain_min": "uncertain_minutes", "overlap_min": "overlap_minutes"}
+
+
+def days_frame(subject: str, days: list[dict], activities: list[str]) -> pd.DataFrame:
+    """GET /subjects/{subject}/days as a table: one row per participant-day."""
+    rows = [{"subject": subject, "date": d["date"], "weekday": d["weekday"], "day_hours": d["day_hours"],
+             "recordings": d["recordings"], **{c: d[k] for c, k in STATE_COLUMNS.items()},
+             **{f"{a}_min": d["minutes_per_activity"].get(a, 0.0) for a in activities},
+             **{f"{a}_episodes": d["episodes_per_activity"].get(a, 0) for a in activities},
+             "valid_day": d["valid"]} for d in days]
+    columns = ["subject", "date", "weekday", "day_hours", "recordings", *STATE_COLUMNS,
+               *[f"{a}_min" for a in activities], *[f"{a}_episodes" for a in activities], "valid_day"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def hours_frame(subject: str, hours: pd.DataFrame, activities: list[str]) -> pd.DataFrame:
+    """One row per participant and local hour (a 25-hour day has one `hour` twice; `hour_start` tells them apart)."""
+    minutes = lambda seconds: np.round(seconds / 60.0, 3)
+    frame = pd.DataFrame({"subject": subject, "date": [d.isoformat() for d in hours["date"]],
+                          "hour": hours["hour"].astype(int), "hour_start": hours["hour_start"],
+                          "recorded_min": minutes(hours["recorded_s"]),
+                          "worn_min": minutes(hours["recorded_s"] - hours[NOT_WORN]),
+                          "not_worn_min": minutes(hours[NOT_WORN]), "uncertain_min": minutes(hours[UNCERTAIN]),
+                          "overlap_min": minutes(hours["overlap_s"])})
+    for activity in activities:
+        frame[f"{activity}_min"] = minutes(hours[activity]) if activity in hours else 0.0
+    return frame.reset_index(drop=True)
+
+
+def participants_frame(people: list[dict], days: pd.DataFrame, activities: list[str]) -> pd.DataFrame:
+    """One row per participant: days, valid days, and weekday and weekend means over the valid days."""
+    rows = []
+    for person in people:
+        mine = days[days["subject"] == person["subject"]]
+        valid = mine[mine["valid_day"].astype(bool)]
+        weekend = valid["weekday"].isin(["Saturday", "Sunday"])
+        row = {"subject": person["subject"], "timezone": person["timezone"], "recordings": person["recordings"],
+               "first_date": person["first_day"], "last_date": person["last_day"], "days": len(mine),
+               "valid_days": len(valid), "valid_weekdays": int((~weekend).sum()), "valid_weekend_days": int(weekend.sum())}
+        for column in ["worn_min", *[f"{a}_min" for a in activities]]:
+            for group, part in (("weekday", valid[~weekend]), ("weekend", valid[weekend])):
+                row[f"{column}_{group}_mean"] = round(float(part[column].mean()), 3) if len(part) else np.nan
+        rows.append(row)
+    columns = ["subject", "timezone", "recordings", "first_date", "last_date", "days", "valid_days", "valid_weekdays",
+               "valid_weekend_days", "worn_min_weekday_mean", "worn_min_weekend_mean",
+               *[f"{a}_min_weekday_mean" for a in activities], *[f"{a}_min_weekend_mean" for a in activities]]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def study_tables(store) -> dict[str, pd.DataFrame]:
+    """participants, days, hours, episodes of everyone in the store."""
+    people, episodes = store.study()
+    activities = list(dict.fromkeys(a for p in people for a in p["labels"]))
+    days = [days_frame(p["subject"], p["days"], activities) for p in people]
+    hours = [hours_frame(p["subject"], p["hours"], activities) for p in people]
+    days = pd.concat(days, ignore_index=True) if days else days_frame("", [], activities)
+    empty_hours = hours_frame("", pd.DataFrame(columns=["date", "hour", "hour_start", "recorded_s", "overlap_s",
+                                                        NOT_WORN, UNCERTAIN]), activities)
+    return {"participants": participants_frame(people, days, activities), "days": days,
+            "hours": pd.concat(hours, ignore_index=True) if hours else empty_hours, "episodes": episodes}

@@ -1,0 +1,60 @@
+"""`python -m serve.collate`: the study-wide tables, and docs/data-dictionary.md equal to what is written."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pandas as pd
+
+from store_db import postgres_server, store, store_url  # noqa: F401  (fixtures)
+from store_helpers import ACTIVITIES, answer, fused
+from test_store import ROOT_DIR
+
+DICTIONARY = ROOT_DIR / "docs" / "data-dictionary.md"
+
+
+def documented_columns(activities: list[str]) -> dict[str, list[str]]:
+    """Each table's columns as the dictionary lists them, `<activity>` expanded."""
+    tables, current = {}, None
+    for line in DICTIONARY.read_text().splitlines():
+        heading = re.match(r"^## (\w+)$", line)
+        if heading:
+            current = tables.setdefault(heading.group(1), [])
+        cell = re.match(r"^\| `([^`]+)` \|", line)
+        if cell and current is not None:
+            name = cell.group(1)
+            current.extend([name.replace("<activity>", a) for a in activities] if "<activity>" in name else [name])
+    return tables
+
+
+def test_collate_writes_the_tables_the_data_dictionary_describes(store, store_url, tmp_path):
+    store.ingest("p1", content_hash="a", fused=fused(60, 1), timezone="Europe/Berlin", answer=answer(
+        "2025-06-07T00:00:00", [("sitting", 0, 17 * 3600), ("not_worn", 17 * 3600, 24 * 3600)]))
+    store.ingest("p1", content_hash="b", fused=fused(60, 2), timezone="Europe/Berlin", answer=answer(
+        "2025-06-09T22:30:00", [("typing", 0, 3600), ("clapping", 3600, 7200)]))
+    store.ingest("p2", content_hash="c", fused=fused(60, 3), timezone="UTC",
+                 answer=answer("2025-06-09T08:00:00", [("typing", 0, 3600)]))
+    out = tmp_path / "tables"
+    done = subprocess.run([sys.executable, "-m", "serve.collate", "--store", store_url, "--out", str(out)],
+                          cwd=ROOT_DIR, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["rows"] == {"participants": 2, "days": 5, "hours": 24 * 5, "episodes": 5}
+    documented = documented_columns(ACTIVITIES)
+    assert sorted(documented) == ["days", "episodes", "hours", "participants"]
+    for table, columns in documented.items():
+        assert list(pd.read_csv(out / f"{table}.csv").columns) == columns, table
+        assert list(pd.read_parquet(out / f"{table}.parquet").columns) == columns, table
+    days = pd.read_parquet(out / "days.parquet")
+    p1 = days[days["subject"] == "p1"].set_index("date")
+    assert list(p1.index) == ["2025-06-07", "2025-06-08", "2025-06-09", "2025-06-10"]  # the 8th: nothing recorded
+    assert p1.loc["2025-06-07", "sitting_min"] == 1020.0 and bool(p1.loc["2025-06-07", "valid_day"])
+    assert p1.loc["2025-06-08", "recorded_min"] == 0.0 and not p1.loc["2025-06-08", "valid_day"]
+    assert p1.loc["2025-06-09", "typing_min"] == 60.0  # clapping 23:30-00:30 is split at midnight:
+    assert (p1.loc["2025-06-09", "clapping_min"], p1.loc["2025-06-10", "clapping_min"]) == (30.0, 30.0)
+    people = pd.read_csv(out / "participants.csv").set_index("subject")
+    assert people.loc["p1", "valid_days"] == 1 and people.loc["p1", "sitting_min_weekend_mean"] == 1020.0
+    assert pd.isna(people.loc["p1", "sitting_min_weekday_mean"])  # no valid weekday
+    hours = pd.read_csv(out / "hours.csv")
+    assert hours.groupby("subject")["typing_min"].sum().to_dict() == {"p1": 60.0, "p2": 60.0}

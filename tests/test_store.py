@@ -1,0 +1,232 @@
+"""The study store on SQLite and on a real PostgreSQL server: days and hours worked out by hand, idempotent
+ingest under concurrency, a killed ingest, re-scoring, erasure."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from store import NotFound, Store, queries, subject_hash
+from store.tables import Audit, Episode, Participant, Recording, Scoring
+from store_db import postgres_server, store, store_url  # noqa: F401  (fixtures)
+from store_helpers import ACTIVITIES, MODEL, answer, fused
+
+BERLIN = "Europe/Berlin"
+ROOT_DIR = Path(__file__).resolve().parent.parent
+
+
+def ingest(store, subject, start, episodes, *, content="c", tz=BERLIN, model=MODEL, seed=0):
+    return store.ingest(subject, content_hash=content, fused=fused(60, seed), timezone=tz,
+                        answer=answer(start, episodes, model=model))
+
+
+def day(days, date):
+    return next(d for d in days if d["date"] == date)
+
+
+def table_counts(store) -> dict:
+    with store.transaction() as conn:
+        return {t.__tablename__: conn.execute(select(func.count()).select_from(t)).scalar()
+                for t in (Participant, Recording, Scoring, Episode, Audit)}
+
+
+def test_a_recording_crossing_midnight_is_split_between_its_two_days(store):
+    rec, created = ingest(store, "p1", "2025-06-10T23:00:00", [("sitting", 0, 1800), ("typing", 1800, 5400),
+                                                                ("not_worn", 5400, 7200)])
+    assert created and rec["days"] == ["2025-06-10", "2025-06-11"]
+    assert rec["start_time"] == "2025-06-10T23:00:00.000+02:00" and rec["end_time"] == "2025-06-11T01:00:00.000+02:00"
+    first, second = store.days("p1")
+    assert first == {"date": "2025-06-10", "weekday": "Tuesday", "day_hours": 24.0, "recorded_minutes": 60.0,
+                     "worn_minutes": 60.0, "not_worn_minutes": 0.0, "uncertain_minutes": 0.0, "overlap_minutes": 0.0,
+                     "minutes_per_activity": {"sitting": 30.0, "typing": 30.0, "clapping": 0.0},
+                     "episodes_per_activity": {"sitting": 1, "typing": 1, "clapping": 0}, "recordings": 1,
+                     "valid": False}
+    # typing runs on from 23:30 to 00:30: its episode is counted on the day it started
+    assert second["minutes_per_activity"] == {"sitting": 0.0, "typing": 30.0, "clapping": 0.0}
+    assert second["episodes_per_activity"]["typing"] == 0
+    assert (second["worn_minutes"], second["not_worn_minutes"]) == (30.0, 30.0)
+
+
+def test_daylight_saving_days_have_23_and_25_hours(store):
+    ingest(store, "p1", "2025-03-30T00:00:00", [("sitting", 0, 23 * 3600)], content="spring")
+    ingest(store, "p1", "2025-10-26T00:00:00", [("typing", 0, 25 * 3600)], content="autumn")
+    spring, autumn = day(store.days("p1"), "2025-03-30"), day(store.days("p1"), "2025-10-26")
+    assert spring["day_hours"] == 23.0 and spring["recorded_minutes"] == 23 * 60
+    assert autumn["day_hours"] == 25.0 and autumn["recorded_minutes"] == 25 * 60
+    assert [d["date"] for d in store.days("p1", "2025-03-29", "2025-03-31")] == ["2025-03-30", "2025-03-31"]
+    assert day(store.days("p1"), "2025-03-31")["recorded_minutes"] == 0.0  # nothing recorded between the two
+    profile = {h["hour"]: h for h in store.hours("p1")["weekend"]}  # both are Sundays
+    # 02:00-03:00 happens twice in October (120 min that day), and not at all in March
+    assert profile[2]["days"] == 1 and profile[2]["minutes_per_activity"]["typing"] == 120.0
+    assert profile[3]["days"] == 2 and profile[3]["recorded_minutes"] == 60.0
+    assert store.hours("p1")["weekday"][3]["days"] == 0
+
+
+def test_overlapping_recordings_count_each_second_once_and_report_the_overlap(store):
+    ingest(store, "p1", "2025-06-10T10:00:00", [("sitting", 0, 3600)], content="a")
+    ingest(store, "p1", "2025-06-10T10:30:00", [("typing", 0, 3600)], content="b")
+    (only,) = store.days("p1")
+    assert only["recorded_minutes"] == 90.0 and only["overlap_minutes"] == 30.0 and only["recordings"] == 2
+    # the recording that started first gives the overlapping half hour its label
+    assert only["minutes_per_activity"] == {"sitting": 60.0, "typing": 30.0, "clapping": 0.0}
+
+
+def test_a_day_is_valid_with_the_configured_minimum_of_worn_hours(store):
+    ingest(store, "p1", "2025-06-10T00:00:00", [("sitting", 0, 16 * 3600), ("not_worn", 16 * 3600, 24 * 3600)],
+           content="a")
+    ingest(store, "p1", "2025-06-11T00:00:00", [("sitting", 0, 16 * 3600 - 60), ("uncertain", 16 * 3600 - 60, 16 * 3600),
+                                                ("not_worn", 16 * 3600, 24 * 3600)], content="b")
+    ingest(store, "p1", "2025-06-12T00:00:00", [("sitting", 0, 16 * 3600 - 1)], content="c")
+    assert [d["valid"] for d in store.days("p1")] == [True, True, False]  # uncertain time is worn time
+    assert [d["valid"] for d in store.days("p1", min_worn_hours=21)] == [False, False, False]
+    assert store.subjects() == [{"subject": "p1", "timezone": BERLIN, "recordings": 3, "first_day": "2025-06-10",
+                                 "last_day": "2025-06-12", "days": 3, "valid_days": 2}]
+
+
+def test_a_persons_days_add_up_to_their_per_recording_answers(store):
+    rng = np.random.default_rng(3)
+    answers, start = [], np.datetime64("2025-10-24T20:00:00")
+    for i in range(12):  # back to back, across midnights and the October clock change
+        cuts = np.sort(rng.uniform(0, 3 * 3600, 6)).round(1)
+        bounds = [0.0, *cuts, 3 * 3600.0]
+        labels = rng.choice([*ACTIVITIES, "uncertain", "not_worn"], len(bounds) - 1)
+        episodes = [(str(label), a, b) for label, a, b in zip(labels, bounds[:-1], bounds[1:])]
+        rec, _ = ingest(store, "p1", str(start + np.timedelta64(i * 3 * 3600 + 7, "s")), episodes, content=f"r{i}")
+        answers.append(rec["answer"])
+    days = store.days("p1")
+    assert len(days) >= 3 and sum(d["overlap_minutes"] for d in days) == 0
+    tolerance = 1e-3 * (len(days) + len(answers))  # both sides round to thousandths of a minute
+    for activity in ACTIVITIES:
+        assert sum(d["minutes_per_activity"][activity] for d in days) == pytest.approx(
+            sum(a["minutes_per_activity"][activity] for a in answers), abs=tolerance)
+    for state in ("uncertain", "not_worn"):
+        assert sum(d[f"{state}_minutes"] for d in days) == pytest.approx(sum(a[f"{state}_minutes"] for a in answers),
+                                                                         abs=tolerance)
+    assert sum(d["recorded_minutes"] for d in days) == pytest.approx(sum(a["covered_minutes"] for a in answers),
+                                                                     abs=tolerance)
+
+
+def test_the_same_upload_twice_stores_nothing_new(store):
+    first, created = ingest(store, "p1", "2025-06-10T10:00:00", [("sitting", 0, 600)])
+    counts = table_counts(store)
+    again, created_again = ingest(store, "p1", "2025-06-10T10:00:00", [("sitting", 0, 600)])
+    assert created and not created_again and again == first and table_counts(store) == counts
+    assert store.has_scoring("c", MODEL["sha256"]) and not store.has_scoring("c", "b" * 64)
+
+
+def test_sixteen_concurrent_identical_uploads_store_one_recording(store):
+    barrier, results, errors = threading.Barrier(16), [], []
+
+    def upload():
+        try:
+            barrier.wait(timeout=30)
+            results.append(ingest(store, "p1", "2025-06-10T10:00:00", [("sitting", 0, 300), ("typing", 300, 600)]))
+        except Exception as error:  # reported below: a thread's exception would otherwise vanish
+            errors.append(error)
+
+    threads = [threading.Thread(target=upload) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors and len(results) == 16
+    assert sorted(created for _, created in results) == [False] * 15 + [True]
+    assert len({rec["id"] for rec, _ in results}) == 1
+    assert {k: v for k, v in table_counts(store).items()} == {"participants": 1, "recordings": 1, "scorings": 1,
+                                                              "episodes": 2, "audit": 0}
+
+
+KILLED_INGEST = """
+import os, sys, time
+sys.path.insert(0, "tests")
+from store import Store, queries
+from store_helpers import answer, fused
+original = queries.add_scoring
+def add_scoring_then_hang(conn, recording_id, answer_):
+    scoring = original(conn, recording_id, answer_)
+    print("inside the transaction", flush=True)
+    time.sleep(60)
+queries.add_scoring = add_scoring_then_hang
+store = Store.open(sys.argv[1], blob_root=sys.argv[2])
+store.ingest("p1", content_hash="c", fused=fused(60), timezone="UTC",
+             answer=answer("2025-06-10T10:00:00", [("sitting", 0, 600)]))
+"""
+
+
+def test_an_ingest_killed_mid_transaction_leaves_no_recording(store, store_url, tmp_path):
+    process = subprocess.Popen([sys.executable, "-c", textwrap.dedent(KILLED_INGEST), store_url, str(tmp_path / "blobs")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        assert line.strip() == "inside the transaction", process.stderr.read()
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+    assert table_counts(store) == {"participants": 0, "recordings": 0, "scorings": 0, "episodes": 0, "audit": 0}
+    # its blob was written before the transaction; nothing refers to it, and gc takes it
+    assert len(list((tmp_path / "blobs").glob("*.parquet"))) == 1
+    assert store.collect_garbage(min_age_s=0) == {"blobs": 1}
+    assert not list((tmp_path / "blobs").glob("*.parquet"))
+    rec, created = ingest(store, "p1", "2025-06-10T10:00:00", [("sitting", 0, 600)])  # the retry goes through
+    assert created and store.days("p1")[0]["recorded_minutes"] == 10.0
+
+
+def test_a_new_scoring_keeps_the_old_one_and_days_follow_it(store):
+    rec, _ = ingest(store, "p1", "2025-06-10T10:00:00", [("sitting", 0, 600)])
+    champion = {"name": "har", "version": "v2", "sha256": "b" * 64}
+    with_labels = answer("2025-06-10T10:00:00", [("typing", 0, 300), ("drinking", 300, 600)], model=champion,
+                         activities=["typing", "drinking"])
+    assert store.add_scoring(rec["id"], with_labels) and not store.add_scoring(rec["id"], with_labels)
+    (only,) = store.days("p1")
+    # the union of both models' activities, in the order first seen; the newest scoring's minutes
+    assert only["minutes_per_activity"] == {"typing": 5.0, "drinking": 5.0}
+    stored = store.recording("p1", rec["id"])
+    assert [s["version"] for s in stored["scorings"]] == ["v1", "v2"] and stored["answer"]["model"]["version"] == "v2"
+    assert [s["version"] for s in store.recordings("p1")[0]["scorings"]] == ["v1", "v2"]
+
+
+def test_erasure_leaves_nothing_of_the_person(store, store_url, tmp_path):
+    (tmp_path / "personal").mkdir()
+    (tmp_path / "personal" / "p1.onnx").write_bytes(b"model of p1")
+    (tmp_path / "personal" / "p2.onnx").write_bytes(b"model of p2")
+    ingest(store, "p1", "2025-06-10T10:00:00", [("sitting", 0, 600)], content="a", seed=1)
+    ingest(store, "p1", "2025-06-11T10:00:00", [("typing", 0, 600), ("sitting", 600, 900)], content="b", seed=2)
+    ingest(store, "p2", "2025-06-10T10:00:00", [("sitting", 0, 600)], content="c", seed=3)
+    blobs_before = set((tmp_path / "blobs").glob("*.parquet"))
+    counts = store.erase("p1")
+    assert {k: v for k, v in counts.items() if k != "at"} == {
+        "episodes": 3, "scorings": 2, "recordings": 2, "participants": 1, "blobs": 2, "personal_models": 1}
+    assert [s["subject"] for s in store.subjects()] == ["p2"]
+    assert len(blobs_before) == 3 and len(list((tmp_path / "blobs").glob("*.parquet"))) == 1
+    assert sorted(p.name for p in (tmp_path / "personal").iterdir()) == ["p2.onnx"]
+    (audit,) = store.audit_rows()
+    assert audit["subject_hash"] == subject_hash("p1") and audit["counts"] == {k: v for k, v in counts.items()
+                                                                               if k != "at"}
+    with pytest.raises(NotFound):
+        store.days("p1")
+    with store.transaction() as conn:  # no row of the store's tables names p1 any more
+        rows = [str(tuple(row)) for table in (Participant, Recording, Scoring, Episode, Audit)
+                for row in conn.execute(select(table)).all()]
+    assert rows and not any("'p1'" in row for row in rows)
+    if store_url.startswith("sqlite"):  # nor do the database's bytes (secure_delete, the WAL folded in)
+        database = tmp_path / "study.db"
+        files = [database, *database.parent.glob("study.db-*")]
+        assert not any(b"p1" in path.read_bytes() for path in files)
+
+
+def test_unknown_time_zones_and_start_times_are_refused_with_the_reason(store):
+    from store import StoreError
+
+    with pytest.raises(StoreError, match="Mars/Olympus"):
+        ingest(store, "p1", "2025-06-10T10:00:00", [("sitting", 0, 60)], tz="Mars/Olympus")
+    with pytest.raises(StoreError, match="no wall-clock start time"):
+        store.ingest("p1", content_hash="x", fused=fused(60), answer=answer(None, [("sitting", 0, 60)]))
+    ingest(store, "p1", "2025-06-10T10:00:00", [("sitting", 0, 60)])
+    with pytest.raises(StoreError, match="stored with time zone 'Europe/Berlin'"):
+        ingest(store, "p1", "2025-06-11T10:00:00", [("sitting", 0, 60)], content="d", tz="UTC")
