@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from browser_helpers import (chromium_driver, foreign_requests, must_have_chromium, quit_driver, requested_urls,
+from browser_helpers import (chromium_driver, foreign_requests, quit_driver, require_chromium, wait_for, requested_urls,
                              write_params)
 from conftest import GARMIN_ACC, GARMIN_GYR, ROOT, WISDM_DIR
 from har.config import load_params
@@ -25,7 +25,6 @@ from serve_helpers import LABELS, TOKEN, start_server, stop_server, write_tiny_m
 
 READ_TOKEN = "read-only-token-0123456789abcdef"
 READ_TOKEN_ENV = "HAR_SERVE_READ_TOKEN"
-WAIT_S = 90  # a busy 2-core CI machine; seconds on a laptop
 ZONE = "Europe/Berlin"
 SUBJECT = "P001"
 PLAN = StudyPlan(days=2, sessions_per_day=2, first_day="2025-03-29", timezone=ZONE, midnight=True, seed=4,
@@ -33,11 +32,7 @@ PLAN = StudyPlan(days=2, sessions_per_day=2, first_day="2025-03-29", timezone=ZO
 
 
 def setup_module(_module):
-    missing = must_have_chromium()
-    if missing and os.environ.get("CI"):
-        pytest.fail(missing, pytrace=False)
-    if missing:
-        pytest.skip(missing, allow_module_level=True)
+    require_chromium()
 
 
 def start_study_server(folder, model, params):
@@ -92,12 +87,6 @@ def browser(study):
     driver.set_script_timeout(30)
     yield driver
     quit_driver(driver)
-
-
-def wait_for(driver, condition, timeout=WAIT_S, message=""):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition, message)
 
 
 def sign_in(driver, url, token, subject=None):
@@ -220,8 +209,12 @@ def test_a_participants_days_hours_and_a_day_equal_the_api(study, browser):
         assert shown[rec["id"]] == clipped_episodes(client.get(f"/subjects/{SUBJECT}/recordings/{rec['id']}").json(), day)
     assert "23-hour day" in browser.find_element(By.ID, "day-summary").text  # the spring clock change
 
-    # Trend and profiles are drawn; nothing left the page, no console error.
-    assert browser.find_elements(By.CSS_SELECTOR, "#trend svg") and browser.find_elements(By.CSS_SELECTOR, "#profiles svg")
+    # The trend's dots are the days' minutes per activity (days with nothing recorded have none); profiles drawn.
+    dots = {(c.get_attribute("data-date"), c.get_attribute("data-label")): float(c.get_attribute("data-minutes"))
+            for c in browser.find_elements(By.CSS_SELECTOR, "#trend circle[data-date]")}
+    assert dots == pytest.approx({(d["date"], label): minutes for d in days if d["recorded_minutes"] > 0
+                                  for label, minutes in d["minutes_per_activity"].items()})
+    assert browser.find_elements(By.CSS_SELECTOR, "#profiles svg")
     assert TOKEN not in browser.page_source
     only_the_service_was_asked(browser, url)
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
