@@ -22,6 +22,7 @@ from conftest import GARMIN_ACC, GARMIN_GYR, ROOT, WISDM_DIR
 from har.config import load_params
 from har.study import StudyPlan, generate_study
 from serve_helpers import LABELS, TOKEN, start_server, stop_server, write_tiny_model
+from store_helpers import garmin_slice
 
 READ_TOKEN = "read-only-token-0123456789abcdef"
 READ_TOKEN_ENV = "HAR_SERVE_READ_TOKEN"
@@ -247,12 +248,13 @@ def test_a_bad_upload_shows_the_readers_words_and_days_csv_downloads(study, brow
     only_the_service_was_asked(browser, url)
 
 
-def test_erase_after_typing_the_id(study, browser):
+def test_erase_after_typing_the_id(study, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
     url, client = study["url"], study["client"]
     other = "P-erase"
-    with open(GARMIN_ACC, "rb") as acc, open(GARMIN_GYR, "rb") as gyr:
+    acc_path, gyr_path = garmin_slice(GARMIN_ACC, GARMIN_GYR, tmp_path, minutes=3)  # 3 minutes of the real hour
+    with open(acc_path, "rb") as acc, open(gyr_path, "rb") as gyr:
         assert client.post(f"/subjects/{other}/recordings", files={"accelerometer": acc, "gyroscope": gyr}).status_code == 201
     sign_in(browser, url, TOKEN, other)
     wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#heatmap rect[data-date]"))
