@@ -32,14 +32,14 @@ spring change, so with two or more days one local day has 23 hours. A session ma
 daylight-saving change itself: the export's text times carry no offset, so a reader would see an hour
 missing or time running backwards; the generator refuses such a plan by name.
 
-The same plan, sources and seed give the same files (byte for byte for the CSV, JSON and parquet; the
-workbooks' cells are the same). Participant p's sessions depend only on the seed and p, not on how many
-participants are asked for.
+The same plan, sources and seed give the same files, byte for byte (workbooks included). Participant p's
+sessions depend only on the seed and p, not on how many participants are asked for.
 """
 from __future__ import annotations
 
 import functools
 import json
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -401,8 +401,10 @@ def generate_study(out, source, subjects: list[str], *, labels: list[str], plan:
     data = data or {}
     fusion = fusion or {"target_hz": 50.0, "max_gap_s": 0.5, "lowpass_hz": 10.0}
     recordings_folder, truth_folder = out / "recordings", out / "truth"
-    for folder in (recordings_folder, truth_folder):
-        folder.mkdir(parents=True, exist_ok=True)
+    for folder in (recordings_folder, truth_folder):  # a study is rewritten whole: no session of an older one stays
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
     hour, still = garmin_hour(*(str(g) for g in garmin))
     first_day = pd.Timestamp(plan.first_day)
 
