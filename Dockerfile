@@ -8,19 +8,23 @@
 # /run/secrets/har_serve_token; with neither the service refuses to start.
 FROM python:3.11-slim
 
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HAR_LOG_FORMAT=json
 
 WORKDIR /app
 COPY requirements.lock ./
 # Only what serving needs, at the project's pinned versions (the lock file acts as the constraints).
 RUN pip install -c requirements.lock numpy pandas scipy PyYAML python-calamine onnx onnxruntime \
-        litestar uvicorn httptools uvloop prometheus-client httpx Jinja2
+        litestar uvicorn httptools uvloop prometheus-client httpx Jinja2 \
+        SQLAlchemy alembic psycopg psycopg-binary pyarrow structlog
 
 COPY params.yaml ./
 COPY har/ har/
 COPY serve/ serve/
+COPY store/ store/
 
-RUN useradd --create-home --uid 10001 serve
+# The study store's default SQLite file and its fused blobs live under /app/data/store (mount a volume there).
+RUN useradd --create-home --uid 10001 serve && mkdir -p data/store/blobs && chown -R serve data
 USER serve
 
 EXPOSE 8000

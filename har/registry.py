@@ -19,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+from har.audit import audit, local_actor
+
 ROOT = Path(__file__).resolve().parent.parent
 CHAMPION, CHALLENGER = "champion", "challenger"
 MODEL_ARTIFACT = "model"
@@ -239,11 +241,13 @@ def runtime_requirements() -> list[str]:
 def register_model(model_path, *, name: str, experiment: str, params: dict, eval_metrics: dict, export_metrics: dict,
                    tolerance: float, require_parity: bool = True, uri: str | None = None,
                    provenance: dict | None = None, extra_files: list = (), artifact_dirs: list = (),
-                   rescore=None) -> dict:
+                   rescore=None, actor: str | None = None) -> dict:
     """Log the run and the ONNX model, register a version as challenger, move champion if the gate passes.
 
     `rescore` scores a champion evaluated on other data on the current test windows (see
     comparable_champion). Returns the decision (the register stage writes it to metrics/register.json).
+    Audited (har/audit.py): registry.register, and registry.promote when champion moved; `actor`
+    defaults to local_actor().
     """
     import hashlib
 
@@ -289,8 +293,13 @@ def register_model(model_path, *, name: str, experiment: str, params: dict, eval
                                           require_parity=require_parity)
     reasons = notes + reasons
     client.set_model_version_tag(name, version.version, "gate", "passed" if promote else "failed")
+    actor = actor or local_actor()
+    audit("registry.register", actor=actor, model=name, version=version.version, run_id=run_id,
+          alias=CHALLENGER, gate="passed" if promote else "failed")
     if promote:
         client.set_registered_model_alias(name, CHAMPION, version.version)
+        audit("registry.promote", actor=actor, model=name, version=version.version,
+              champion_before=champion_before["version"] if champion_before else None, macro_f1=macro_f1)
     champion_after = current_champion(client, name)
     return {"model_name": name, "version": int(version.version), "run_id": run_id, "promoted": promote,
             "reasons": reasons, "macro_f1": macro_f1, "parity_passed": parity, "tolerance": tolerance,
@@ -298,8 +307,9 @@ def register_model(model_path, *, name: str, experiment: str, params: dict, eval
             "model_uri": f"models:/{name}@{CHAMPION}", **{k: tags[k] for k in ("git_commit", "data_hash", "model_sha256")}}
 
 
-def rollback(name: str, version: int, *, reason: str = "", uri: str | None = None) -> dict:
-    """Point `champion` at an earlier version (it must exist), recording who it replaced and why."""
+def rollback(name: str, version: int, *, reason: str = "", uri: str | None = None, actor: str | None = None) -> dict:
+    """Point `champion` at an earlier version (it must exist), recording who it replaced and why
+    (tags on the version, and a registry.rollback audit event; `actor` defaults to local_actor())."""
     from mlflow.exceptions import MlflowException
 
     client = connect(uri or tracking_uri())
@@ -314,6 +324,8 @@ def rollback(name: str, version: int, *, reason: str = "", uri: str | None = Non
                                  str(before["version"]) if before else "none")
     if reason:
         client.set_model_version_tag(name, target.version, "rollback_reason", reason)
+    audit("registry.rollback", actor=actor or local_actor(), model=name, version=target.version,
+          champion_before=before["version"] if before else None, reason=reason, gate=target.tags.get("gate"))
     return {"model_name": name, "champion_before": before["version"] if before else None,
             "champion_version": int(target.version), "gate": target.tags.get("gate"), "reason": reason}
 
@@ -353,11 +365,12 @@ def registry_source(model_path) -> dict | None:
 
 
 def register_personal_model(model_path, *, name: str, experiment: str, tags: dict, generic_name: str,
-                            uri: str | None = None) -> dict:
+                            uri: str | None = None, actor: str | None = None) -> dict:
     """Log and register one person's model as its own registered model `name` (<generic name>-<subject>).
 
     No gate: a person's model has no test split of its own. The newest version takes `champion`
     (what the service would load); its tags name the subject and the generic version it came from.
+    Audited as registry.register and registry.promote, with the subject.
     """
     import mlflow
     import onnx
@@ -371,6 +384,12 @@ def register_personal_model(model_path, *, name: str, experiment: str, tags: dic
         info = mlflow.onnx.log_model(model, name=MODEL_ARTIFACT, signature=onnx_signature(model),
                                      save_as_external_data=False, pip_requirements=runtime_requirements())
     version = mlflow.register_model(info.model_uri, name, tags=tags)
+    actor = actor or local_actor()
+    audit("registry.register", actor=actor, subject=tags.get("subject"), model=name, version=version.version,
+          run_id=run.info.run_id, alias=CHAMPION, gate="none (personal model)")
+    before = current_champion(client, name)
     client.set_registered_model_alias(name, CHAMPION, version.version)
+    audit("registry.promote", actor=actor, subject=tags.get("subject"), model=name, version=version.version,
+          champion_before=before["version"] if before else None)
     return {"model_name": name, "version": int(version.version), "run_id": run.info.run_id,
             "model_uri": f"models:/{name}@{CHAMPION}", **tags}

@@ -63,7 +63,8 @@ class WearRule:
     def describe(self) -> str:
         return (f"still: >= {self.min_axes} of 3 accelerometer axes with SD < {self.std_mg:g} mg and range < "
                 f"{self.range_mg:g} mg per {self.epoch_s:g}-s epoch; not worn: >= {self.min_duration_min:g} min "
-                f"of consecutive still epochs")
+                f"of consecutive still epochs, ended where the watch comes to rest turned by more than "
+                f"{self.max_tilt_deg:g} degrees (picked up)")
 
 
 def still_epochs(t: np.ndarray, acc: np.ndarray, target_hz: float, rule: WearRule) -> tuple[np.ndarray, np.ndarray]:

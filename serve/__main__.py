@@ -13,8 +13,10 @@ import sys
 
 import uvicorn
 
-from serve.config import Settings
+from har.logs import add_log_arguments, setup_logging
 from har.modelfile import ModelFileError
+from serve.config import Settings
+from serve.logs import ACCESS_LOGGER
 from serve.security import ConfigurationError, load_token, require_token
 
 ACCEPTED_GRACE_S = 1.0
@@ -36,6 +38,15 @@ class DrainingServer(uvicorn.Server):
         await super().shutdown()
 
 
+def quiet_onnxruntime() -> None:
+    """onnxruntime's C++ logger writes plain-text lines straight to stderr, past logging. Every error it
+    reports also raises in Python, where the service logs it (with the request id); its warnings
+    (graph optimisation notes) say nothing a client or an operator acts on."""
+    import onnxruntime
+
+    onnxruntime.set_default_logger_severity(4)  # fatal only
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m serve", description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml", help="composed parameters (default: params.yaml)")
@@ -48,17 +59,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batching", choices=["on", "off"], help="dynamic batching (default: serve.batching.enabled)")
     parser.add_argument("--insecure-local", action="store_true",
                         help="serve WITHOUT a token, on a loopback address only (local try-outs)")
-    parser.add_argument("--no-access-log", action="store_true", help="skip uvicorn's per-request log lines")
+    parser.add_argument("--no-access-log", action="store_true", help="skip the per-request access events")
     parser.add_argument("--http", choices=["httptools", "h11"], default="httptools",
                         help="HTTP parser (default httptools; h11 is uvicorn's pure-Python one)")
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop", help="event loop (default uvloop)")
-    parser.add_argument("--log-level", default="info")
+    add_log_arguments(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.log_format, args.log_level)
+    log = logging.getLogger("serve")
+    if args.no_access_log:
+        logging.getLogger(ACCESS_LOGGER).setLevel(logging.WARNING)
+    quiet_onnxruntime()
     batching = None if args.batching is None else args.batching == "on"
     settings = Settings.load(args.params, model_path=args.model_path, host=args.host, port=args.port,
                              threads=args.threads, token_file=args.token_file, batching=batching,
@@ -74,15 +89,18 @@ def main(argv=None) -> int:
                                      "beside it, and must differ from it")
         app = create_app(settings, token=token, insecure=args.insecure_local, read_token=read_token)
     except (ConfigurationError, ModelFileError) as error:
-        print(f"serve: refusing to start: {error}", file=sys.stderr)
+        log.error("serve: refusing to start: %s", error)
         return 2
     if token is None:
-        logging.getLogger("serve").warning("serving WITHOUT authentication (--insecure-local) on %s", settings.host)
+        log.warning("serving WITHOUT authentication (--insecure-local) on %s", settings.host)
+    # One access event per request comes from serve/logs.py (route template, model, windows), so
+    # uvicorn's own access line (raw path and query) stays off; log_config=None: its other lines go
+    # through the handler setup_logging installed.
     # httptools (C) parses HTTP and uvloop (libuv) runs the event loop: on megabyte bodies uvicorn's
     # default pure-Python h11 parser cost more than the model (bench/serve.py, docs/binary-and-client.md)
     DrainingServer(uvicorn.Config(app, host=settings.host, port=settings.port, log_level=args.log_level,
-                                  http=args.http, loop=args.loop, access_log=not args.no_access_log,
-                                  server_header=False)).run()
+                                  http=args.http, loop=args.loop, access_log=False,
+                                  log_config=None, server_header=False)).run()
     return 0
 
 

@@ -18,6 +18,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from har.runtime import ModelRuntime
 from serve.config import Settings
+from serve.logs import install as install_request_log
 from serve.controllers.health import HealthController
 from serve.controllers.monitoring import MonitoringController
 from serve.controllers.page import STATIC_FILES, TEMPLATES, PageController
@@ -86,7 +87,7 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
                   exc_info=error)
         return _error_response(request, 500, "internal server error")
 
-    return Litestar(
+    return install_request_log(Litestar(  # request ids and the access event around everything (serve/logs.py)
         route_handlers=[*route_handlers(service), *(extra_route_handlers or [])],
         state=State({"service": service, "study": study, "read_guard": bearer_guard(token, read_token, write=False),
                      "write_guard": bearer_guard(token, read_token, write=True)}),
@@ -102,4 +103,4 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
                                      components=Components(security_schemes={
                                          "bearer": SecurityScheme(type="http", scheme="bearer")})),
         debug=False,
-    )
+    ))

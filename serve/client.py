@@ -7,14 +7,24 @@
         result.labels, result.probabilities         # list of n labels, float32 [n, classes]
         timeline = client.recording("acc.xlsx", "gyr.xlsx")   # the /recordings answer (timeline, episodes)
 
+A 503 (the service's upload budget is taken, or it is not ready yet) is retried up to `retries` times,
+after the server's Retry-After, doubled for each refusal before, plus up to as much again at random
+(so a burst of refused clients does not come back all at once). Every other answer is returned or
+raised at once.
+
 The request encoders (`predict_request`, `v2_request`) and `parse_v2_response` are plain functions
 over arrays and bytes, so a benchmark or another HTTP stack can reuse them without this class.
 Needs only httpx and numpy (not the server's dependencies).
 """
 from __future__ import annotations
 
+import email.utils
 import io
 import json
+import random
+import time
+import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +32,8 @@ import httpx
 import numpy as np
 
 from serve.wire import FLOAT32, JSON, NPY, OCTET_STREAM, SHAPE_HEADER, V2_HEADER_LENGTH, v2_message, v2_tensors
+
+REQUEST_ID_HEADER = "X-Request-ID"  # the service logs it on the request's lines and echoes it (serve/logs.py)
 
 
 @dataclass
@@ -73,19 +85,53 @@ def parse_v2_response(headers, body: bytes) -> dict:
     return v2_tensors(json.loads(body[:size]), memoryview(body)[size:])
 
 
-class ServiceError(RuntimeError):
-    """The service's refusal: its HTTP status and message."""
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """A Retry-After header in seconds: delay-seconds or an HTTP date (RFC 9110 10.2.3); None if absent or unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
 
-    def __init__(self, status_code: int, message: str):
-        super().__init__(f"HTTP {status_code}: {message}")
-        self.status_code, self.message = status_code, message
+
+def retry_delay(retry_after: str | None, attempt: int, *, first_s: float = 1.0, max_s: float = 60.0,
+                jitter=random.random) -> float:
+    """Seconds to sleep before retry number `attempt` (0 first): the server's Retry-After (else `first_s`)
+    doubled for every refusal before, plus up to as much again at random; at most `max_s`. Never sooner
+    than the server asked; backing off further while it keeps refusing lets a queue that drains slower
+    than it said catch up."""
+    base = retry_after_seconds(retry_after)
+    base = first_s if base is None else base
+    return min(max_s, base * 2 ** attempt * (1.0 + jitter()))
+
+
+class ServiceError(RuntimeError):
+    """The service's refusal: its HTTP status, message and request id (quote it: the service's log has it)."""
+
+    def __init__(self, status_code: int, message: str, request_id: str | None = None):
+        super().__init__(f"HTTP {status_code}: {message}" + (f" (request id {request_id})" if request_id else ""))
+        self.status_code, self.message, self.request_id = status_code, message, request_id
+
+
+def _with_request_id(request: httpx.Request) -> None:
+    """Every request carries an X-Request-ID of its own (a caller's own header is kept)."""
+    request.headers.setdefault(REQUEST_ID_HEADER, uuid.uuid4().hex)
 
 
 class HarClient:
-    def __init__(self, url: str, token: str | None = None, *, timeout: float = 120.0, model: str = "har"):
+    def __init__(self, url: str, token: str | None = None, *, timeout: float = 120.0, model: str = "har",
+                 retries: int = 5, max_retry_wait_s: float = 60.0):
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=url, headers=headers, timeout=timeout)
+        self.http = httpx.Client(base_url=url, headers=headers, timeout=timeout,
+                                 event_hooks={"request": [_with_request_id]})
         self.model = model
+        self.retries, self.max_retry_wait_s = retries, max_retry_wait_s
+        self.answered: Counter[int] = Counter()  # HTTP status of every attempt, retried ones included
         self._classes: list[str] | None = None
 
     def __enter__(self) -> "HarClient":
@@ -104,8 +150,20 @@ class HarClient:
                 message = body.get("detail") or body.get("error") or response.text
             except ValueError:
                 message = response.text
-            raise ServiceError(response.status_code, message)
+            raise ServiceError(response.status_code, message, response.headers.get(REQUEST_ID_HEADER)
+                               or response.request.headers.get(REQUEST_ID_HEADER))
         return response
+
+    def _retrying(self, send) -> httpx.Response:
+        """`send()` (a fresh request each time: an upload's files are reopened) until it is not a 503, at most
+        1 + `retries` times."""
+        for attempt in range(self.retries + 1):
+            response = send()
+            self.answered[response.status_code] += 1
+            if response.status_code != 503 or attempt == self.retries:
+                return response
+            time.sleep(retry_delay(response.headers.get("retry-after"), attempt, max_s=self.max_retry_wait_s))
+        raise AssertionError("unreachable")
 
     @property
     def classes(self) -> list[str]:
@@ -116,7 +174,8 @@ class HarClient:
     def predict(self, windows, *, media_type: str = OCTET_STREAM) -> Predictions:
         """POST /predict: labels and probabilities of float32 [n, samples, channels] windows."""
         headers, body = predict_request(windows, media_type)
-        answer = self._checked(self.http.post("/predict", content=body, headers=headers)).json()["predictions"]
+        answer = self._checked(self._retrying(lambda: self.http.post("/predict", content=body, headers=headers)))
+        answer = answer.json()["predictions"]
         classes = list(answer[0]["probabilities"]) if answer else self.classes
         probabilities = np.array([[p["probabilities"][c] for c in classes] for p in answer], dtype=np.float32)
         return Predictions([p["label"] for p in answer], probabilities.reshape(len(answer), len(classes)), classes)
@@ -124,12 +183,16 @@ class HarClient:
     def infer(self, windows, *, binary: bool = True, input_name: str = "windows") -> Predictions:
         """POST /v2/models/{model}/infer (Open Inference Protocol), binary data extension by default."""
         headers, body = v2_request(windows, input_name=input_name, binary=binary)
-        response = self._checked(self.http.post(f"/v2/models/{self.model}/infer", content=body, headers=headers))
+        response = self._checked(self._retrying(
+            lambda: self.http.post(f"/v2/models/{self.model}/infer", content=body, headers=headers)))
         outputs = parse_v2_response(response.headers, response.content)
         return Predictions(outputs["label"], outputs["probabilities"], self.classes)
 
     def recording(self, accelerometer: str | Path, gyroscope: str | Path) -> dict:
         """POST /recordings: the activity timeline of a Garmin accelerometer + gyroscope workbook pair."""
-        with open(accelerometer, "rb") as acc, open(gyroscope, "rb") as gyr:
-            files = {"accelerometer": (Path(accelerometer).name, acc), "gyroscope": (Path(gyroscope).name, gyr)}
-            return self._checked(self.http.post("/recordings", files=files)).json()
+        def post() -> httpx.Response:
+            with open(accelerometer, "rb") as acc, open(gyroscope, "rb") as gyr:
+                files = {"accelerometer": (Path(accelerometer).name, acc), "gyroscope": (Path(gyroscope).name, gyr)}
+                return self.http.post("/recordings", files=files)
+
+        return self._checked(self._retrying(post)).json()

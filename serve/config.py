@@ -35,6 +35,12 @@ class Settings:
     store_blob_root: Path | None = None
     store_timezone: str = "UTC"  # a new participant's zone when the upload names none
     min_worn_hours: float = 16.0  # the valid-day rule (store.min_worn_hours)
+    # Admission of recording uploads (serve/admission.py), the `serve.recordings` params; None: unbounded.
+    memory_budget_bytes: int | None = 1024 * MB
+    memory_per_uploaded_byte: float = 22.0
+    max_waiting_uploads: int = 16
+    upload_wait_timeout_s: float = 30.0
+    upload_retry_after_s: int = 5
 
     @classmethod
     def from_params(cls, params: dict, **overrides) -> "Settings":
@@ -43,6 +49,8 @@ class Settings:
         personal = serve.get("personal", {})
         store = params.get("store", {})
         personal_dir = personal.get("models_dir", cls.personal_dir)  # null in params: no per-person models
+        recordings = serve.get("recordings", {})
+        budget_mb = recordings.get("memory_budget_mb", cls.memory_budget_bytes / MB)  # null: no budget
         values = dict(
             model_path=Path(serve.get("model_path", cls.model_path)),
             host=serve.get("host", cls.host),
@@ -67,6 +75,11 @@ class Settings:
             store_blob_root=Path(store["blob_root"]) if store.get("blob_root") else None,
             store_timezone=store.get("timezone", cls.store_timezone),
             min_worn_hours=float(store.get("min_worn_hours", cls.min_worn_hours)),
+            memory_budget_bytes=None if budget_mb is None else int(float(budget_mb) * MB),
+            memory_per_uploaded_byte=float(recordings.get("memory_per_uploaded_byte", cls.memory_per_uploaded_byte)),
+            max_waiting_uploads=int(recordings.get("max_waiting", cls.max_waiting_uploads)),
+            upload_wait_timeout_s=float(recordings.get("wait_timeout_s", cls.upload_wait_timeout_s)),
+            upload_retry_after_s=int(recordings.get("retry_after_s", cls.upload_retry_after_s)),
         )
         return replace(cls(**values), **{k: v for k, v in overrides.items() if v is not None})
 

@@ -22,12 +22,35 @@ from har.modelfile import ModelCard
 LATENCY_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 CONFIDENCE_BUCKETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+WAIT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
+REFUSAL_REASONS = ("queue_full", "timeout", "too_large")  # serve/admission.py
 RECENT_WINDOWS = 1000  # the mean-confidence gauge covers this many most recent windows
 
 
 class Observer(Protocol):
     def observe(self, windows: np.ndarray, probabilities: np.ndarray) -> None:
         """Called once per model call: windows float32 [n, length, 6], probabilities [n, labels]."""
+
+
+class AdmissionMetrics:
+    """The upload admission budget (serve/admission.py): what it holds, who waits, who is refused."""
+
+    def __init__(self, registry: CollectorRegistry):
+        r = registry
+        self.budget = Gauge("har_admission_budget_bytes", "Memory budget for recording uploads in flight "
+                            "(serve.recordings.memory_budget_mb; 0: unbounded)", registry=r)
+        self.in_flight = Gauge("har_admission_in_flight_bytes", "Memory charged to the recording uploads being "
+                               "scored now (upload bytes x serve.recordings.memory_per_uploaded_byte)", registry=r)
+        self.waiting = Gauge("har_admission_waiting", "Recording uploads waiting for room in the budget", registry=r)
+        self.admitted = Counter("har_admission_admitted", "Recording uploads admitted (at once or after a wait)",
+                                registry=r)
+        self.waits = Counter("har_admission_waits", "Recording uploads that had to wait (admitted or not)", registry=r)
+        self.wait_seconds = Histogram("har_admission_wait_seconds", "How long uploads that had to wait waited",
+                                      buckets=WAIT_BUCKETS, registry=r)
+        self.refusals = Counter("har_admission_refusals", "Recording uploads refused before their body was read: "
+                                "queue_full and timeout (503 + Retry-After), too_large (413)", ["reason"], registry=r)
+        for reason in REFUSAL_REASONS:  # every reason present from the start, so rates exist before the first
+            self.refusals.labels(reason)
 
 
 class ServiceMetrics:
@@ -53,6 +76,7 @@ class ServiceMetrics:
         Info("har_model", "The model being served", registry=r).info(
             {"name": card.name, "version": card.version, "git_commit": card.git_commit or "",
              "data_hash": card.data_hash or "", "sha256": card.sha256})
+        self.admission = AdmissionMetrics(r)
         for label in self.labels:  # every label present from the start, so rates exist before the first hit
             self.windows.labels(label)
         self._recent = np.full(RECENT_WINDOWS, np.nan)

@@ -23,8 +23,10 @@ from har.recording import InputError
 from har.registry import registry_source
 from har.runtime import ModelRuntime, model_file
 from har.timeline import RecordingWindows, garmin_windows, recording_answer, recording_preprocessing
+from serve.admission import UploadBudget
 from serve.batching import DynamicBatcher
 from serve.config import Settings
+from serve.logs import note as note_access
 from serve.monitoring import Observer, ServiceMetrics
 from serve.personal import PersonalModels
 from serve.security import bearer_guard
@@ -104,6 +106,7 @@ class Service:
     batcher: DynamicBatcher | None
     personal: PersonalModels
     observers: list[Observer]
+    upload_budget: UploadBudget  # admission of recording uploads (serve/admission.py)
     ready: bool = False
     preprocessing: dict = field(default_factory=dict)
 
@@ -130,7 +133,8 @@ class Service:
         return cls(settings=settings, token=token, runtime=runtime, model_path=model_path,
                    registry=registry_source(model_path), metrics=metrics, drift=drift, reference_path=reference_path,
                    predictor=Predictor(score, batcher, on_direct_call=metrics.on_batch), batcher=batcher,
-                   personal=personal, observers=observers_all, preprocessing=recording_preprocessing(card))
+                   personal=personal, observers=observers_all, preprocessing=recording_preprocessing(card),
+                   upload_budget=UploadBudget.from_settings(settings, metrics.admission))
 
     @property
     def card(self) -> ModelCard:
@@ -142,6 +146,7 @@ class Service:
 
     async def person_for(self, subject: str | None) -> tuple[ModelRuntime | None, object]:
         """A person's model and its scorer (with the service's observers), or (None, None): the generic model."""
+        note_access(subject=subject)  # on the access event even when the request fails after this
         if subject is None:  # most requests: no thread hop on the hot path
             return None, None
         person = await anyio.to_thread.run_sync(self.personal.runtime_for, subject)
@@ -184,8 +189,11 @@ class Service:
         not_worn = int(len(scored.windows) - len(worn))
         if self.drift is not None:
             self.drift.observe_not_worn(not_worn)
-        answer = recording_answer((person or self.runtime).card, scored, probabilities, self.settings.wear,
+        scored_by = (person or self.runtime).card
+        answer = recording_answer(scored_by, scored, probabilities, self.settings.wear,
                                   subject=subject, personal=person is not None)
+        note_access(windows=len(worn), model=scored_by.name, model_version=scored_by.version,
+                    personal=person is not None)
         if self.drift is not None:  # this recording alone against the training reference (the page shows it)
             answer["drift"] = await anyio.to_thread.run_sync(lambda: recording_drift(
                 self.drift.reference, worn, probabilities, self.card.labels, not_worn=not_worn))

@@ -32,6 +32,7 @@ from sklearn.metrics import f1_score
 
 from har.annotations import subject_recordings
 from har.config import load_params, write_json
+from har.logs import add_log_arguments, setup_logging
 from har.personalize import (Head, LabelledWindows, calibration_hash, calibration_split, embed, fit_head, generic_head, metadata_of,
                              personal_metadata, prototype_probabilities, recordings_to_windows, seconds_per_class,
                              write_head)
@@ -260,7 +261,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, help="use only the first SECONDS of each recording (default: all)")
     parser.add_argument("--register", action="store_true", help="register as <registry.model_name>-<subject> in MLflow")
     parser.add_argument("--evaluate", action="store_true", help="the DVC stage: metrics/personalize.json")
+    add_log_arguments(parser)
     args = parser.parse_args(argv)
+    setup_logging(args.log_format, args.log_level)  # --register's audit events go to stderr
     params = load_params()
 
     if args.evaluate:

@@ -16,6 +16,7 @@ from pathlib import Path
 from har.config import load_params, write_json
 from har.drift import reference_path_for
 from har.evaluation import macro_f1
+from har.logs import setup_logging
 from har.registry import (RegistryUnreachable, check_reachable, git_commit, load_onnx_from_registry, register_model,
                           tracking_uri)
 from har.modelfile import read_card
@@ -62,6 +63,7 @@ def scorer_on_test_split(tracking: str):
 
 
 def main() -> None:
+    setup_logging()  # the registry's audit events (register, promote) as log lines on stderr
     params = load_params()
     registry = params["registry"]
     # Commit and data hash as stamped into the model at export, so registry and service agree;

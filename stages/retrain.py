@@ -23,9 +23,11 @@ from pathlib import Path
 import pandas as pd
 
 from har.annotations import annotation_activities, find_labelled_sessions, session_folders, session_recording_id
+from har.audit import audit, local_actor
 from har.config import load_params, resolve_raw
 from har.drift import SEVERITIES, worst
 from har.labelled import find_wisdm_pairs, read_long_table, wisdm_recording_id
+from har.logs import add_log_arguments, setup_logging
 
 KNOWN_INDEX = Path("data/fused/labelled/index.csv")
 REGISTER_METRICS = Path("metrics/register.json")
@@ -130,7 +132,9 @@ def main(argv=None, run=subprocess.run) -> int:
                         help="where the labelled data, new recordings included, is (same format as data.raw)")
     parser.add_argument("--known-index", default=str(KNOWN_INDEX), help="the recordings the last training used")
     parser.add_argument("--last-trained", help="ISO time of the last training (default: newest registry version)")
+    add_log_arguments(parser)
     args = parser.parse_args(argv)
+    setup_logging(args.log_format, args.log_level)
 
     now = datetime.now(timezone.utc)
     drift_path = Path(args.drift)
@@ -160,6 +164,8 @@ def main(argv=None, run=subprocess.run) -> int:
         print("dry run: would run `" + " ".join(command) + "`, then report the register gate's decision")
         return 0
     print("running `" + " ".join(command) + "`", flush=True)
+    audit("retrain.trigger", actor=local_actor(), model=params["registry"]["model_name"],
+          counts={"new_recordings": len(new)}, severity=worst(severities), command=" ".join(command))
     before = REGISTER_METRICS.stat().st_mtime_ns if REGISTER_METRICS.exists() else None
     result = run(command)
     if result.returncode != 0:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from har.config import load_params
+from har.logs import add_log_arguments, setup_logging
 from har.registry import RegistryUnreachable, rollback, tracking_uri
 
 
@@ -20,7 +21,9 @@ def main(argv=None) -> None:
     parser.add_argument("version", type=int, help="the registered version to make champion")
     parser.add_argument("--model", default=registry["model_name"], help="registered model name (default from params.yaml)")
     parser.add_argument("--reason", default="", help="why, kept as a tag on the version")
+    add_log_arguments(parser)
     args = parser.parse_args(argv)
+    setup_logging(args.log_format, args.log_level)  # the registry.rollback audit event goes to stderr
     try:
         result = rollback(args.model, args.version, reason=args.reason, uri=tracking_uri(registry["tracking_uri"]))
     except (ValueError, RegistryUnreachable) as error:

@@ -103,13 +103,15 @@ def with_timeline(card: ModelCard, switch_probability: float, threshold: float) 
     return dataclasses.replace(card, calibration=calibration)
 
 
-def figures(sessions: list[Scored], card: ModelCard, params: dict, *, personal: bool = False) -> dict:
-    """recording_answer for every session with `card`'s timeline settings, pooled against the truth."""
+def figures(sessions: list[Scored], card_of, params: dict, *, personal: bool = False) -> dict:
+    """recording_answer for every session with the card `card_of(subject)` (its timeline settings), pooled
+    against the truth."""
     wear_rule = WearRule.from_params(params.get("wear"))
-    comparisons = [compare_session(s.truth, recording_answer(card, s.windows, s.probabilities, wear_rule,
-                                                             subject=s.subject, personal=personal), card.labels)
+    comparisons = [compare_session(s.truth, recording_answer(card_of(s.subject), s.windows, s.probabilities, wear_rule,
+                                                             subject=s.subject, personal=personal),
+                                   card_of(s.subject).labels)
                    for s in sessions]
-    return study_figures(comparisons, card.labels)
+    return study_figures(comparisons, card_of(sessions[0].subject).labels)
 
 
 def headline(result: dict) -> dict:
@@ -125,7 +127,8 @@ def timeline_candidates(card: ModelCard, sessions: list[Scored], params: dict) -
     rows = []
     for s in settings["switch_probabilities"]:
         for threshold in settings["thresholds"]:
-            result = figures(sessions, with_timeline(card, float(s), float(threshold)), params)
+            variant = with_timeline(card, float(s), float(threshold))
+            result = figures(sessions, lambda _: variant, params)
             rows.append({"switch_probability": float(s), "threshold": float(threshold),
                          "minutes_error": result["minutes_error"], "coverage": result["coverage"],
                          "given_accuracy": result["given_accuracy"], "macro_f1": result["macro_f1"]})
@@ -191,36 +194,30 @@ def evaluate(params: dict, work: Path) -> dict:
     started = time.perf_counter()
     personal = personal_runtimes(test_subjects, params, work / "personal")
     timings["personalise_s"] = round(time.perf_counter() - started, 1)
-    rest_generic = scored(rest_folder, rest_manifest, {None: runtime}, "rest_generic")
-    rest_personal = scored(rest_folder, rest_manifest, {None: runtime, **personal}, "rest_personal")
+    rest_generic = scored(rest_folder, rest_manifest, {None: runtime}, "rest")
+    # The same windows (the same workbooks, read once), answered by each subject's own model.
+    rest_personal = [dataclasses.replace(s, probabilities=worn_probabilities(personal[s.subject].predict, s.windows,
+                                                                             len(card.labels))) for s in rest_generic]
     personal_cards = {s: r.card for s, r in personal.items()}
-
-    def personal_figures(timeline) -> dict:
-        """Each subject's sessions with their own model (the timeline settings of `timeline(card)`)."""
-        comparisons_wear = WearRule.from_params(params.get("wear"))
-        comparisons = [compare_session(s.truth, recording_answer(timeline(personal_cards[s.subject]), s.windows,
-                                                                 s.probabilities, comparisons_wear, subject=s.subject,
-                                                                 personal=True), card.labels)
-                       for s in rest_personal]
-        return study_figures(comparisons, card.labels)
-
-    shipped = figures(test, card, params)
+    chosen = (choice["chosen"]["switch_probability"], choice["chosen"]["threshold"])
+    generic, generic_chosen = (lambda _: card), (lambda _: chosen_card)
+    own, own_chosen = (lambda subject: personal_cards[subject]), (lambda subject: with_timeline(personal_cards[subject], *chosen))
+    shipped = figures(test, generic, params)
     return {
         "model_version": card.version,
         "plan": {"sessions_per_subject": 1, "nonwear_minutes": list(settings["nonwear_minutes"]),
                  "timezone": settings["timezone"], "seed": settings["seed"],
                  "personal_seconds": settings["personal_seconds"], "window_s": window_s},
         "shipped_timeline": {"switch_probability": card.switch_probability, "threshold": card.abstain_threshold},
-        "validation": {"shipped": headline(figures(val, card, params)), "timeline": choice},
+        "validation": {"shipped": headline(figures(val, generic, params)), "timeline": choice},
         "test": {"generic": headline(shipped),
-                 "generic_chosen_timeline": headline(figures(test, chosen_card, params)),
+                 "generic_chosen_timeline": headline(figures(test, generic_chosen, params)),
                  "minutes": shipped["minutes"]},
         "personal": {"subjects": test_subjects,
-                     "generic": headline(figures(rest_generic, card, params)),
-                     "personal": headline(personal_figures(lambda c: c)),
-                     "generic_chosen_timeline": headline(figures(rest_generic, chosen_card, params)),
-                     "personal_chosen_timeline": headline(personal_figures(
-                         lambda c: with_timeline(c, choice["chosen"]["switch_probability"], choice["chosen"]["threshold"])))},
+                     "generic": headline(figures(rest_generic, generic, params)),
+                     "personal": headline(figures(rest_personal, own, params, personal=True)),
+                     "generic_chosen_timeline": headline(figures(rest_generic, generic_chosen, params)),
+                     "personal_chosen_timeline": headline(figures(rest_personal, own_chosen, params, personal=True))},
         "seconds": timings,
     }
 

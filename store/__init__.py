@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone as dt_timezone
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import make_url
@@ -144,7 +145,8 @@ class Store:
     def put_blob(self, fused: pd.DataFrame) -> str:
         """The fused table as Parquet under its own sha256; written once (a temporary file, then a rename)."""
         buffer = io.BytesIO()
-        fused.to_parquet(buffer, index=False)
+        # no dictionary encoding: sensor floats hardly repeat, and trying costs 20 times the write (bench/store.py)
+        fused.to_parquet(buffer, index=False, use_dictionary=False)
         data = buffer.getvalue()
         sha = hashlib.sha256(data).hexdigest()
         path = self.blob_path(sha)
@@ -265,7 +267,7 @@ class Store:
         labels = _labels([r.labels for r in queries.newest_labels(conn, [person.id])])
         hours, runs = day_math.hours_table(_episode_frame(rows), person.timezone, labels)
         per_day = self._recordings_per_day(conn, person)
-        value = (hours, runs, labels, per_day)
+        value = (hours, runs, labels, per_day, {})  # the last: day rows by valid-day rule, made on first use
         with self._cache_lock:
             self._cache[key] = value
             while len(self._cache) > 256:
@@ -283,23 +285,24 @@ class Store:
 
     def days(self, subject: str, date_from=None, date_to=None, *, min_worn_hours: float | None = None) -> list[dict]:
         """One dict per local day from the first to the last recorded day (within [date_from, date_to])."""
+        rule = self.min_worn_hours if min_worn_hours is None else float(min_worn_hours)
         with self.transaction() as conn:
-            hours, runs, labels, per_day = self._timeline(conn, self._participant(conn, subject))
-        rows = day_math.day_rows(hours, runs, labels, recordings_per_day=per_day,
-                                 min_worn_hours=self.min_worn_hours if min_worn_hours is None else min_worn_hours)
-        return [d for d in rows if (date_from is None or d["date"] >= str(date_from))
+            hours, runs, labels, per_day, made = self._timeline(conn, self._participant(conn, subject))
+        if rule not in made:
+            made[rule] = day_math.day_rows(hours, runs, labels, recordings_per_day=per_day, min_worn_hours=rule)
+        return [d for d in made[rule] if (date_from is None or d["date"] >= str(date_from))
                 and (date_to is None or d["date"] <= str(date_to))]
 
     def hours(self, subject: str) -> dict:
         """The 24-hour profile per activity and of wear: all days, weekdays, weekend days."""
         with self.transaction() as conn:
             person = self._participant(conn, subject)
-            hours, _, labels, _ = self._timeline(conn, person)
+            hours, _, labels, _, _ = self._timeline(conn, person)
         return {"subject": subject, "timezone": person.timezone, **day_math.hour_profile(hours, labels)}
 
     def hour_rows(self, subject: str) -> pd.DataFrame:
         with self.transaction() as conn:
-            hours, _, _, _ = self._timeline(conn, self._participant(conn, subject))
+            hours, _, _, _, _ = self._timeline(conn, self._participant(conn, subject))
         return hours
 
     def participant(self, subject: str) -> dict:
@@ -316,8 +319,11 @@ class Store:
             for row in queries.recordings(conn, [p.id for p in people]):
                 counts[row.participant_id] = counts.get(row.participant_id, 0) + 1
             for person in people:
-                hours, runs, labels, per_day = self._timeline(conn, person)
-                rows = day_math.day_rows(hours, runs, labels, min_worn_hours=self.min_worn_hours)
+                hours, runs, labels, per_day, made = self._timeline(conn, person)
+                if self.min_worn_hours not in made:
+                    made[self.min_worn_hours] = day_math.day_rows(hours, runs, labels, recordings_per_day=per_day,
+                                                                  min_worn_hours=self.min_worn_hours)
+                rows = made[self.min_worn_hours]
                 result.append({"subject": person.subject, "timezone": person.timezone,
                                "recordings": counts.get(person.id, 0),
                                "first_day": rows[0]["date"] if rows else None,
@@ -359,28 +365,60 @@ class Store:
             people = {p.id: p.subject for p in queries.participants(conn)}
             return [(people[r.participant_id], r) for r in queries.all_recordings(conn)]
 
+    def study(self) -> tuple[list[dict], pd.DataFrame]:
+        """Everyone at once, for collate: ([{subject, timezone, recordings, labels, hours, runs, days}], episodes).
+
+        One query for every participant's episodes instead of one per participant."""
+        with self.transaction() as conn:
+            people = [p for p in queries.participants(conn)]
+            ids = [p.id for p in people]
+            frame = _episode_frame(queries.timeline(conn, ids))
+            labels_of: dict = {}
+            for row in queries.newest_labels(conn, ids):
+                labels_of.setdefault(row.participant_id, []).append(row.labels)
+            recordings = [r for r in queries.recordings(conn, ids)]
+        by_person = {pid: rows for pid, rows in frame.groupby("participant_id", sort=False)} if len(frame) else {}
+        result = []
+        for person in people:
+            labels = _labels(labels_of.get(person.id, []))
+            mine = by_person.get(person.id, frame.iloc[:0])
+            hours, runs = day_math.hours_table(mine, person.timezone, labels)
+            per_day: dict = {}
+            count = 0
+            for r in recordings:
+                if r.participant_id == person.id:
+                    count += 1
+                    for day in _local_days(r.start_epoch, r.end_epoch, person.timezone):
+                        key = pd.Timestamp(day).date()
+                        per_day[key] = per_day.get(key, 0) + 1
+            days = day_math.day_rows(hours, runs, labels, recordings_per_day=per_day, min_worn_hours=self.min_worn_hours)
+            result.append({"subject": person.subject, "timezone": person.timezone, "recordings": count,
+                           "labels": labels, "hours": hours, "days": days,
+                           "first_day": days[0]["date"] if days else None, "last_day": days[-1]["date"] if days else None})
+        return result, self._episodes_table(frame, {p.id: p for p in people})
+
     def activities(self) -> list[str]:
         """Every activity of the newest scorings of everyone, in the order first seen (collate's columns)."""
         with self.transaction() as conn:
             people = [p.id for p in queries.participants(conn)]
             return _labels([r.labels for r in queries.newest_labels(conn, people)])
 
-    def episodes_frame(self) -> pd.DataFrame:
-        """Every stored episode of each recording's newest scoring, with local wall-clock times."""
-        with self.transaction() as conn:
-            people = {p.id: p for p in queries.participants(conn)}
-            rows = queries.timeline(conn, list(people))
+    def _episodes_table(self, frame: pd.DataFrame, people: dict) -> pd.DataFrame:
+        """The stored episodes of each recording's newest scoring, with local wall-clock times."""
         columns = ["subject", "recording_id", "scoring_id", "label", "start_time", "end_time", "duration_s",
                    "windows", "mean_confidence"]
-        frame = _episode_frame(rows)
         if frame.empty:
             return pd.DataFrame(columns=columns)
-        zones = frame["participant_id"].map({k: p.timezone for k, p in people.items()})
+        zones = frame["participant_id"].map({k: p.timezone for k, p in people.items()}).to_numpy()
+        start_time, end_time = np.empty(len(frame), object), np.empty(len(frame), object)
+        for zone in set(zones):
+            mine = zones == zone
+            start_time[mine] = _iso_many(frame["start"].to_numpy()[mine], zone)
+            end_time[mine] = _iso_many(frame["end"].to_numpy()[mine], zone)
         return pd.DataFrame({
             "subject": frame["participant_id"].map({k: p.subject for k, p in people.items()}),
             "recording_id": frame["recording_id"], "scoring_id": frame["scoring_id"], "label": frame["label"],
-            "start_time": [_iso(t, z) for t, z in zip(frame["start"], zones)],
-            "end_time": [_iso(t, z) for t, z in zip(frame["end"], zones)],
+            "start_time": start_time, "end_time": end_time,
             "duration_s": (frame["end_s"] - frame["start_s"]).round(3), "windows": frame["windows"],
             "mean_confidence": frame["mean_confidence"]}, columns=columns).reset_index(drop=True)
 
@@ -401,13 +439,28 @@ def _labels(label_lists) -> list[str]:
 
 def _episode_frame(rows) -> pd.DataFrame:
     """Episode rows -> start, end (epoch s), label, priority (earlier-starting recording first), recording."""
-    frame = pd.DataFrame(rows, columns=["participant_id", "recording_id", "start_epoch", "label", "start_s", "end_s",
-                                        "windows", "mean_confidence", "scoring_id"])
-    frame["start"] = frame["start_epoch"] + frame["start_s"]
-    frame["end"] = frame["start_epoch"] + frame["end_s"]
-    order = frame[["start_epoch", "recording_id"]].drop_duplicates().sort_values(["start_epoch", "recording_id"])
-    frame["priority"] = frame["recording_id"].map(dict(zip(order["recording_id"], range(len(order)))))
+    names = ["participant_id", "recording_id", "start_epoch", "label", "start_s", "end_s", "windows",
+             "mean_confidence", "scoring_id"]
+    columns = list(zip(*rows)) if rows else [[] for _ in names]
+    frame = pd.DataFrame({n: np.asarray(c, dtype=object if n == "label" else None) for n, c in zip(names, columns)})
+    frame["start"] = frame["start_epoch"].astype(float) + frame["start_s"].astype(float)
+    frame["end"] = frame["start_epoch"].astype(float) + frame["end_s"].astype(float)
+    # rows come ordered by recording start, then id: priority is the recording's rank in that order
+    new_recording = np.r_[True, frame["recording_id"].to_numpy()[1:] != frame["recording_id"].to_numpy()[:-1]]
+    frame["priority"] = np.cumsum(new_recording) - 1 if len(frame) else np.zeros(0, np.int64)
     return frame[frame["end"] > frame["start"]]
+
+
+def _iso_many(epochs, tz: str) -> list[str]:
+    """Epoch seconds -> local ISO times with milliseconds and the UTC offset, as _iso gives them, for many at once
+    (numpy formats the wall-clock times; the few distinct offsets are formatted once each)."""
+    if len(epochs) == 0:
+        return []
+    utc = pd.to_datetime(np.round(np.asarray(epochs, float) * 1e6).astype(np.int64), unit="us", utc=True)
+    wall = utc.tz_convert(tz).tz_localize(None).to_numpy()
+    offset_min = ((wall - utc.tz_localize(None).to_numpy()) // np.timedelta64(1, "m")).astype(np.int64)
+    text = {m: f"{'+' if m >= 0 else '-'}{abs(m) // 60:02d}:{abs(m) % 60:02d}" for m in np.unique(offset_min)}
+    return [t + text[m] for t, m in zip(np.datetime_as_string(wall, unit="ms"), offset_min)]
 
 
 def _iso(epoch: float, tz: str) -> str:

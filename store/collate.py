@@ -63,13 +63,12 @@ def participants_frame(people: list[dict], days: pd.DataFrame, activities: list[
 
 def study_tables(store) -> dict[str, pd.DataFrame]:
     """participants, days, hours, episodes of everyone in the store."""
-    people = store.subjects()
-    activities = store.activities()
-    days = [days_frame(p["subject"], store.days(p["subject"]), activities) for p in people]
-    hours = [hours_frame(p["subject"], store.hour_rows(p["subject"]), activities) for p in people]
+    people, episodes = store.study()
+    activities = list(dict.fromkeys(a for p in people for a in p["labels"]))
+    days = [days_frame(p["subject"], p["days"], activities) for p in people]
+    hours = [hours_frame(p["subject"], p["hours"], activities) for p in people]
     days = pd.concat(days, ignore_index=True) if days else days_frame("", [], activities)
     empty_hours = hours_frame("", pd.DataFrame(columns=["date", "hour", "hour_start", "recorded_s", "overlap_s",
                                                         NOT_WORN, UNCERTAIN]), activities)
     return {"participants": participants_frame(people, days, activities), "days": days,
-            "hours": pd.concat(hours, ignore_index=True) if hours else empty_hours,
-            "episodes": store.episodes_frame()}
+            "hours": pd.concat(hours, ignore_index=True) if hours else empty_hours, "episodes": episodes}

@@ -47,65 +47,66 @@ def local_date(epoch: float, timezone: str):
     return pd.Timestamp(epoch, unit="s", tz="UTC").tz_convert(timezone).date()
 
 
-def resolve(episodes: pd.DataFrame, edges: np.ndarray) -> pd.DataFrame:
+def resolve(start: np.ndarray, end: np.ndarray, codes: np.ndarray, priority: np.ndarray, edges: np.ndarray):
     """The covered time as pieces with one label each, cut at episode bounds and at `edges`.
 
-    `episodes`: start, end (epoch s), label, priority (lower wins where recordings overlap; episodes of
-    one priority do not overlap). Returns start, end, label, coverage (how many recordings cover it),
-    covered pieces only, in time order.
+    Episodes are [start, end) in epoch seconds with a label code and a priority (lower wins where
+    recordings overlap; episodes of one priority do not overlap). Returns the covered pieces in time
+    order as (start, end, code, coverage), coverage being how many recordings cover the piece.
     """
-    cuts = np.unique(np.concatenate([episodes["start"].to_numpy(), episodes["end"].to_numpy(), edges]))
-    first = np.searchsorted(cuts, episodes["start"].to_numpy())
-    last = np.searchsorted(cuts, episodes["end"].to_numpy())
+    cuts = np.unique(np.concatenate([start, end, edges]))
+    first, last = np.searchsorted(cuts, start), np.searchsorted(cuts, end)
     n = len(cuts) - 1
     coverage = np.zeros(n + 1, np.int64)
     np.add.at(coverage, first, 1)
     np.add.at(coverage, last, -1)
     coverage = np.cumsum(coverage)[:n]
-    labels = pd.Categorical(episodes["label"])
     owner = np.full(n, -1, np.int64)
     # Highest priority last, so that it overwrites: within one priority the pieces are disjoint.
-    for priority in sorted(episodes["priority"].unique(), reverse=True):
-        mine = (episodes["priority"] == priority).to_numpy()
+    for level in np.unique(priority)[::-1]:
+        mine = priority == level
         counts = last[mine] - first[mine]
-        pieces = np.repeat(first[mine], counts) + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))
-        owner[pieces] = np.repeat(labels.codes[mine], counts)
+        offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        owner[np.repeat(first[mine], counts) + offsets] = np.repeat(codes[mine], counts)
     covered = owner >= 0
-    return pd.DataFrame({"start": cuts[:-1][covered], "end": cuts[1:][covered],
-                         "label": np.asarray(labels.categories, dtype=object)[owner[covered]] if covered.any() else
-                         np.array([], dtype=object), "coverage": coverage[covered]})
+    return cuts[:-1][covered], cuts[1:][covered], owner[covered], coverage[covered]
+
+
+HOUR_COLUMNS = ["start", "end", "date", "hour", "hour_start", "day_hours", "recorded_s", "overlap_s"]
 
 
 def hours_table(episodes: pd.DataFrame, timezone: str, labels: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(hours, runs): seconds per label in every local hour from the first to the last recorded day, and the
-    resolved timeline's runs (label, start, end, date of the start)."""
-    columns = [*labels, *STATES]
+    resolved timeline's runs (label, start, end, date of the start).
+
+    `episodes`: start, end (epoch s), label, priority. Columns of `hours`: HOUR_COLUMNS, then one per label
+    (`labels`, the two states, then any label of an older model's set: still counted).
+    """
+    names = list(dict.fromkeys([*labels, *STATES, *episodes["label"].unique()]))
     if episodes.empty:
-        return pd.DataFrame(columns=["start", "end", "date", "hour", "hour_start", "day_hours", "recorded_s",
-                                     "overlap_s", *columns]), pd.DataFrame(columns=["label", "start", "end", "date"])
-    first = local_date(episodes["start"].min(), timezone)
-    last = local_date(np.nextafter(episodes["end"].max(), -np.inf), timezone)
+        return (pd.DataFrame(columns=[*HOUR_COLUMNS, *names]), pd.DataFrame(columns=["label", "start", "end", "date"]))
+    start, end = episodes["start"].to_numpy(float), episodes["end"].to_numpy(float)
+    codes = pd.Categorical(episodes["label"], categories=names).codes.astype(np.int64)
+    first = local_date(start.min(), timezone)
+    last = local_date(np.nextafter(end.max(), -np.inf), timezone)
     bins = hour_bins(first, last, timezone)
-    pieces = resolve(episodes, np.append(bins["start"].to_numpy(), bins["end"].iloc[-1]))
-    length = (pieces["end"] - pieces["start"]).to_numpy()
-    where = np.searchsorted(bins["start"].to_numpy(), pieces["start"].to_numpy(), side="right") - 1
-    seconds = pd.DataFrame({"bin": where, "label": pieces["label"], "s": length}).pivot_table(
-        index="bin", columns="label", values="s", aggfunc="sum", fill_value=0.0)
-    hours = bins.copy()
-    for label in columns:
-        hours[label] = seconds[label].reindex(hours.index, fill_value=0.0) if label in seconds else 0.0
-    for label in seconds.columns.difference(columns):  # a label of an older model's set: still counted
-        hours[label] = seconds[label].reindex(hours.index, fill_value=0.0)
-    hours["recorded_s"] = np.bincount(where, weights=length, minlength=len(bins))
-    hours["overlap_s"] = np.bincount(where, weights=length * (pieces["coverage"].to_numpy() > 1), minlength=len(bins))
+    bin_start = bins["start"].to_numpy()
+    p_start, p_end, p_code, p_coverage = resolve(start, end, codes, episodes["priority"].to_numpy(),
+                                                 np.append(bin_start, bins["end"].iloc[-1]))
+    length = p_end - p_start
+    where = np.searchsorted(bin_start, p_start, side="right") - 1
+    seconds = np.bincount(where * len(names) + p_code, weights=length,
+                          minlength=len(bins) * len(names)).reshape(len(bins), len(names))
+    hours = pd.DataFrame({**{c: bins[c].to_numpy() for c in bins.columns},
+                          "recorded_s": np.bincount(where, weights=length, minlength=len(bins)),
+                          "overlap_s": np.bincount(where, weights=length * (p_coverage > 1), minlength=len(bins)),
+                          **{name: seconds[:, k] for k, name in enumerate(names)}})
     # A run starts where the label changes or a gap precedes the piece.
-    starts = pieces["start"].to_numpy()
-    new_run = np.ones(len(pieces), bool)
-    new_run[1:] = (pieces["label"].to_numpy()[1:] != pieces["label"].to_numpy()[:-1]) | (starts[1:] != pieces["end"].to_numpy()[:-1])
-    run_id = np.cumsum(new_run) - 1
-    runs = pd.DataFrame({"label": pieces["label"].to_numpy()[new_run], "start": starts[new_run],
-                         "end": pd.Series(pieces["end"].to_numpy()).groupby(run_id).max().to_numpy()})
-    runs["date"] = bins["date"].to_numpy()[where[new_run]]
+    new_run = np.ones(len(p_start), bool)
+    new_run[1:] = (p_code[1:] != p_code[:-1]) | (p_start[1:] != p_end[:-1])
+    run_end = np.maximum.reduceat(p_end, np.flatnonzero(new_run)) if len(p_start) else p_end
+    runs = pd.DataFrame({"label": np.asarray(names, dtype=object)[p_code[new_run]], "start": p_start[new_run],
+                         "end": run_end, "date": bins["date"].to_numpy()[where[new_run]]})
     return hours, runs
 
 
@@ -113,38 +114,50 @@ def minutes(seconds: float) -> float:
     return round(float(seconds) / 60.0, 3)
 
 
+def label_columns(hours: pd.DataFrame, labels: list[str]) -> list[str]:
+    """The activity columns of `hours`: `labels`, then any other label (not a state) an older model gave."""
+    extra = [c for c in hours.columns if c not in {*HOUR_COLUMNS, *labels, *STATES}]
+    return [*labels, *extra]
+
+
 def day_rows(hours: pd.DataFrame, runs: pd.DataFrame, labels: list[str], *, min_worn_hours: float,
              recordings_per_day: dict | None = None) -> list[dict]:
     """One dict per local date (the keys of GET /subjects/{subject}/days)."""
     if hours.empty:
         return []
-    extra = [c for c in hours.columns if c not in {"start", "end", "date", "hour", "hour_start", "day_hours",
-                                                   "recorded_s", "overlap_s", *labels, *STATES}]
-    activities = [*labels, *extra]
-    sums = hours.groupby("date", sort=True)[["recorded_s", "overlap_s", *activities, *STATES]].sum()
-    day_hours = hours.groupby("date", sort=True)["day_hours"].first()
-    run_counts = runs.groupby(["date", "label"]).size() if len(runs) else pd.Series(dtype=int)
+    activities = label_columns(hours, labels)
+    dates = hours["date"].to_numpy()
+    day_start = np.flatnonzero(np.r_[True, dates[1:] != dates[:-1]])  # the bins are in time order
+    columns = ["recorded_s", "overlap_s", NOT_WORN, UNCERTAIN, *activities]
+    sums = np.add.reduceat(hours[columns].to_numpy(float), day_start, axis=0)
+    as_minutes = np.round(sums / 60.0, 3)
+    day_of = {d: k for k, d in enumerate(dates[day_start])}
+    counts = np.zeros((len(day_start), len(activities)), np.int64)
+    if len(runs):
+        column_of = {a: k for k, a in enumerate(activities)}
+        for date, label in zip(runs["date"], runs["label"]):
+            if label in column_of:
+                counts[day_of[date], column_of[label]] += 1
+    day_hours = hours["day_hours"].to_numpy()[day_start]
+    worn_s = sums[:, 0] - sums[:, 2]
     result = []
-    for date, row in sums.iterrows():
-        worn_s = row["recorded_s"] - row[NOT_WORN]
+    for k, date in enumerate(dates[day_start]):
+        row = as_minutes[k].tolist()
         result.append({
-            "date": date.isoformat(), "weekday": WEEKDAYS[date.weekday()], "day_hours": round(float(day_hours[date]), 3),
-            "recorded_minutes": minutes(row["recorded_s"]), "worn_minutes": minutes(worn_s),
-            "not_worn_minutes": minutes(row[NOT_WORN]), "uncertain_minutes": minutes(row[UNCERTAIN]),
-            "overlap_minutes": minutes(row["overlap_s"]),
-            "minutes_per_activity": {a: minutes(row[a]) for a in activities},
-            "episodes_per_activity": {a: int(run_counts.get((date, a), 0)) for a in activities},
+            "date": date.isoformat(), "weekday": WEEKDAYS[date.weekday()], "day_hours": round(float(day_hours[k]), 3),
+            "recorded_minutes": row[0], "worn_minutes": minutes(worn_s[k]), "not_worn_minutes": row[2],
+            "uncertain_minutes": row[3], "overlap_minutes": row[1],
+            "minutes_per_activity": dict(zip(activities, row[4:])),
+            "episodes_per_activity": dict(zip(activities, counts[k].tolist())),
             "recordings": int((recordings_per_day or {}).get(date, 0)),
-            "valid": bool(worn_s >= min_worn_hours * 3600.0)})
+            "valid": bool(worn_s[k] >= min_worn_hours * 3600.0)})
     return result
 
 
 def hour_profile(hours: pd.DataFrame, labels: list[str]) -> dict:
     """Mean minutes per local hour (0-23) for all days, weekdays and weekend days, over the days that recorded
     anything in that hour (`days` per hour says how many); wear as worn, not-worn and uncertain minutes."""
-    activities = [c for c in hours.columns if c not in {"start", "end", "date", "hour", "hour_start", "day_hours",
-                                                         "recorded_s", "overlap_s", *STATES}]
-    activities = [*[a for a in labels if a in activities], *[a for a in activities if a not in labels]]
+    activities = label_columns(hours, labels)
     recorded = hours[hours["recorded_s"] > 0].copy()
     recorded["worn"] = recorded["recorded_s"] - recorded[NOT_WORN]
     recorded["weekend"] = [d.weekday() >= 5 for d in recorded["date"]]

@@ -5,10 +5,10 @@ unique constraint, then a SELECT of the row that won: never check-then-insert.
 """
 from __future__ import annotations
 
-import json
 import zlib
 from datetime import datetime, timezone
 
+import msgspec
 from sqlalchemy import Connection, delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -21,12 +21,24 @@ def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _plain(value):
+    """numpy scalars (an answer built from arrays may hold some) as the Python numbers they are."""
+    if hasattr(value, "item"):
+        return value.item()
+    raise NotImplementedError(f"cannot store a {type(value).__name__} in an answer")
+
+
+ENCODER = msgspec.json.Encoder(enc_hook=_plain)
+
+
 def pack(answer: dict) -> bytes:
-    return zlib.compress(json.dumps(answer, separators=(",", ":")).encode(), 6)
+    """The answer as zlib-compressed JSON (msgspec encodes it some 15 times faster than json; level 1: the
+    per-window timeline's repetition compresses tenfold already)."""
+    return zlib.compress(ENCODER.encode(answer), 1)
 
 
 def unpack(blob: bytes) -> dict:
-    return json.loads(zlib.decompress(blob))
+    return msgspec.json.decode(zlib.decompress(blob))
 
 
 def insert_ignoring_conflict(conn: Connection, table, values: dict, conflict: list[str]):

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -30,30 +31,37 @@ def _as_server_user(command: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
 
 
-@pytest.fixture(scope="session")
-def postgres_server():
-    """The socket folder of a PostgreSQL server that lives for the test session."""
+@contextmanager
+def throwaway_postgres():
+    """A PostgreSQL server in a temporary folder on a unix socket (no TCP port); yields the socket folder."""
     binaries = postgres_bin()
-    if binaries is None:
-        message = f"PostgreSQL is not installed (initdb, pg_ctl); install it with: {INSTALL}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
     folder = Path(tempfile.mkdtemp(prefix="pg-"))  # short: a unix socket path has at most 107 characters
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres")
     data = folder / "data"
     run = lambda *c: subprocess.run(_as_server_user([str(binaries / c[0]), *c[1:]]), check=True, timeout=60,
                                     capture_output=True)
-    run("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
-    run("pg_ctl", "-D", str(data), "-l", str(folder / "log"), "-w", "-t", "30", "-o",
-        f"-k {folder} -c listen_addresses='' -c fsync=off -c max_connections=60", "start")
     try:
+        run("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+        run("pg_ctl", "-D", str(data), "-l", str(folder / "log"), "-w", "-t", "30", "-o",
+            f"-k {folder} -c listen_addresses='' -c fsync=off -c max_connections=60", "start")
         yield folder
     finally:
         subprocess.run(_as_server_user([str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]),
                        timeout=60, capture_output=True)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """The socket folder of a PostgreSQL server that lives for the test session."""
+    if postgres_bin() is None:
+        message = f"PostgreSQL is not installed (initdb, pg_ctl); install it with: {INSTALL}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with throwaway_postgres() as folder:
+        yield folder
 
 
 def new_postgres_database(socket_folder: Path) -> str:

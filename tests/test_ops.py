@@ -167,6 +167,8 @@ def test_compose_names_only_files_that_exist():
             source = volume.split(":")[0]
             if source.startswith("."):  # a bind mount (named volumes are declared at the top level)
                 assert (ROOT / source).exists(), f"{name}: {source} does not exist"
+            elif source == "/var/run/docker.sock":  # vector reads the containers' logs from the Docker daemon
+                assert volume.endswith(":ro"), f"{name}: the Docker socket must be mounted read-only"
             else:
                 assert source in compose()["volumes"], f"{name}: volume {source} is not declared"
 
@@ -281,6 +283,26 @@ def test_kubernetes_service_and_autoscaler_point_at_the_deployment():
     assert target["name"] == "cpu" and 0 < target["target"]["averageUtilization"] <= 100
     # Utilisation is measured against the CPU request: without one the HPA cannot scale.
     assert deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"]
+
+
+def memory_mib(quantity: str) -> float:
+    """A Kubernetes (1408Mi, 2Gi) or compose (1408m, 2g) memory quantity in MiB."""
+    number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)([A-Za-z]*)", quantity).groups()
+    return float(number) * {"Mi": 1, "Gi": 1024, "m": 1, "g": 1024}[unit]
+
+
+def test_the_memory_limit_is_the_upload_budget_plus_the_measured_base():
+    """A burst is refused before it outgrows the container: limit = serve.recordings.memory_budget_mb + the
+    service's resting RSS measured by bench/uploads.py (the comments in both files hold the arithmetic)."""
+    (container,) = manifest("Deployment")["spec"]["template"]["spec"]["containers"]
+    limit = memory_mib(container["resources"]["limits"]["memory"])
+    assert memory_mib(compose()["services"]["serve"]["mem_limit"]) == limit
+    assert memory_mib(container["resources"]["requests"]["memory"]) == limit
+    measured = json.loads((ROOT / "metrics" / "bench_uploads.json").read_text())["burst"]
+    base = limit - PARAMS["serve"]["recordings"]["memory_budget_mb"]
+    assert measured["base_rss_mib"] <= base <= measured["base_rss_mib"] + 64  # the base, rounded up a little
+    assert measured["memory_budget_mib"] == PARAMS["serve"]["recordings"]["memory_budget_mb"]
+    assert measured["peak_within_budget_plus_base"] and measured["server_errors"] == 0
 
 
 def test_kubernetes_manifests_match_the_api_schemas():

@@ -202,7 +202,11 @@ def test_reader_errors_are_shown_in_the_readers_words(service, browser, tmp_path
         refusal = httpx.post(url + "/recordings", files={"accelerometer": acc, "gyroscope": gyr}, timeout=120,
                              headers={"Authorization": f"Bearer {TOKEN}"})
     assert refusal.status_code == 422
-    assert shown == refusal.json()["detail"]
+    # The service's words, then the id its log holds the page's request under (its access event's status: 422).
+    shown_id = re.fullmatch(r".* \(request id ([0-9a-f]{32})\)", shown, re.S)[1]
+    assert shown == f"{refusal.json()['detail']} (request id {shown_id})"
+    logged = [json.loads(line) for line in service["log"].read_text().splitlines() if shown_id in line]
+    assert [(e["route"], e["status"]) for e in logged if e["logger"] == "serve.access"] == [("/recordings", 422)]
     assert re.search(r"accelerometer \(.*accelerometer_data\.xlsx\): cannot be read as an Excel workbook", shown)
     assert "Traceback" not in browser.page_source and not browser.find_element(By.ID, "answer").is_displayed()
 
@@ -282,6 +286,7 @@ def test_an_upload_over_the_limit_is_refused_with_the_limit(tmp_path, browser):
         wait_for(browser, lambda d: d.find_element(By.ID, "upload-button").is_enabled())
         choose_files(browser, GARMIN_ACC, GARMIN_GYR)
         shown = wait_for(browser, lambda d: d.find_element(By.ID, "upload-error").text)
-        assert shown == "request body exceeds 1048576 bytes (serve.max_body_mb / serve.max_upload_mb)"
+        assert re.fullmatch(r"request body exceeds 1048576 bytes \(serve\.max_body_mb / serve\.max_upload_mb\) "
+                            r"\(request id [0-9a-f]{32}\)", shown), shown
     finally:
         stop_server(process)

@@ -10,6 +10,7 @@ from test_annotations import rows
 from test_garmin import write_workbook
 
 from har.config import load_params
+from log_helpers import access_event
 from har.personalize import Head, generic_head, personal_metadata, write_head
 from har.modelfile import stamp
 from serve.personal import PersonalModels
@@ -74,6 +75,10 @@ def test_recordings_of_a_known_subject_are_scored_by_their_model(client, setup):
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["model"]["name"] == "har-p1" and body["model"]["personal"] and body["model"]["subject"] == "p1"
+    access = access_event(setup / "server.log", answer.headers["x-request-id"])
+    assert (access["route"], access["model"], access["personal"], access["subject"]) == (
+        "/recordings", "har-p1", True, "p1")
+    assert access["windows"] == sum(w["label"] != "not_worn" for w in body["timeline"])  # the worn ones scored
     assert body["model"]["version"] != generic.version
     assert body["windows"] > 0 and {w["label"] for w in body["timeline"]} == {"sitting"}
 
@@ -86,8 +91,12 @@ def test_recordings_of_a_known_subject_are_scored_by_their_model(client, setup):
 
 def test_predict_takes_a_subject_field(client, setup):
     windows = random_windows(4)
-    personal = client.post("/predict", headers=AUTH, json={"windows": windows.tolist(), "subject": "p1"}).json()
+    personal = client.post("/predict", headers={**AUTH, "X-Request-ID": "personal-p1"},
+                           json={"windows": windows.tolist(), "subject": "p1"}).json()
     assert personal["model"] == "har-p1" and personal["personal"] is True and personal["subject"] == "p1"
+    access = access_event(setup / "server.log", "personal-p1")  # who answered, in the log too
+    assert {k: access[k] for k in ("windows", "model", "personal", "subject")} == {
+        "windows": 4, "model": "har-p1", "personal": True, "subject": "p1"}
     assert [p["label"] for p in personal["predictions"]] == ["sitting"] * 4
     generic = client.post("/predict", headers=AUTH, json={"windows": windows.tolist()}).json()
     expected = ModelRuntime(setup / "model.onnx").predict(windows)

@@ -20,6 +20,7 @@ from har.annotations import subject_recordings
 from har.personalize import calibration_split, embed, fit_head, generic_head, locate_head, recordings_to_windows
 from har.runtime import ModelRuntime
 from har.timeline import recording_preprocessing
+from log_helpers import one_audit_event, recorded_audit
 
 LABELS = ["sitting", "clapping", "typing"]
 LENGTH, HZ = 200, 50.0
@@ -135,8 +136,10 @@ def test_the_personal_model_file_carries_its_metadata_passes_parity_and_is_regis
     monkeypatch.chdir(generic)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     out = tmp_path / "personal" / "9001.onnx"
-    status = personalize.main(["--session", str(session), "--subject", "9001", "--out", str(out), "--register"])
+    with recorded_audit() as events:
+        status = personalize.main(["--session", str(session), "--subject", "9001", "--out", str(out), "--register"])
     assert status == 0
+    one_audit_event(events, "registry.register", subject="9001", version="1")
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["parity"]["keras"]["passed"] and report["parity"]["keras"]["max_abs_diff"] <= 1e-4
     assert report["parity"]["numpy_head"]["passed"]

@@ -5,14 +5,19 @@ a tiny ONNX model built with onnx.helper, no TensorFlow.
 """
 import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import yaml
 from conftest import ROOT, WISDM_DIR
+from log_helpers import documented_fields, json_lines, one_audit_event, recorded_audit
 from tiny_onnx import tiny_onnx_model
 
 from har import registry
+from har.audit import FIELDS, local_actor
 
 NAME = "har-test"
 
@@ -141,6 +146,49 @@ def test_rollback_moves_champion_to_a_named_version(store, history):
     with pytest.raises(ValueError, match=r"no version 9 \(versions: \[1, 2, 3\]\)"):
         registry.rollback(NAME, 9, uri=store["uri"])
     registry.rollback(NAME, 3, uri=store["uri"])
+
+
+def test_register_promote_and_rollback_each_write_one_audit_event(store):
+    name = "har-audited"
+    with recorded_audit() as events:
+        first = registry.register_model(store["model"], name=name, experiment="test", params={},
+                                        eval_metrics={"macro_f1": 0.8}, export_metrics={"parity": {"passed": True}},
+                                        tolerance=0.01, uri=store["uri"])
+        worse = registry.register_model(store["model"], name=name, experiment="test", params={},
+                                        eval_metrics={"macro_f1": 0.5}, export_metrics={"parity": {"passed": True}},
+                                        tolerance=0.01, uri=store["uri"], actor="token:admin")
+        registry.rollback(name, 2, reason="v1 misreads typing", uri=store["uri"])
+    assert [e["action"] for e in events] == ["registry.register", "registry.promote", "registry.register",
+                                             "registry.rollback"]
+    actor = local_actor()
+    one_audit_event(events, "registry.register", version="1", model=name, actor=actor, run_id=first["run_id"],
+                    gate="passed", subject=None, counts=None)
+    one_audit_event(events, "registry.promote", version="1", champion_before=None, macro_f1=0.8, actor=actor)
+    one_audit_event(events, "registry.register", version="2", gate="failed", actor="token:admin",
+                    run_id=worse["run_id"])
+    one_audit_event(events, "registry.rollback", version="2", champion_before=1, reason="v1 misreads typing",
+                    gate="failed", actor=actor)
+
+
+def test_a_personal_model_registered_is_audited_with_its_subject(store):
+    with recorded_audit() as events:
+        registry.register_personal_model(store["model"], name="har-test-s07", experiment="personal",
+                                         tags={"subject": "s07"}, generic_name=NAME, uri=store["uri"])
+    one_audit_event(events, "registry.register", subject="s07", model="har-test-s07", version="1", alias="champion")
+    one_audit_event(events, "registry.promote", subject="s07", model="har-test-s07", version="1", champion_before=None)
+
+
+def test_the_rollback_command_writes_its_audit_event_as_a_json_line(store, history):
+    done = subprocess.run([sys.executable, "-m", "stages.rollback", "1", "--model", NAME, "--reason", "audit check",
+                           "--log-format", "json"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MLFLOW_TRACKING_URI": store["uri"]})
+    assert done.returncode == 0, done.stderr[-2000:]
+    audits = [e for e in json_lines(done.stderr) if e["logger"] == "audit"]
+    assert len(audits) == 1 and audits[0]["message"] == "audit"
+    assert {k: audits[0][k] for k in ("action", "model", "version", "reason")} == {
+        "action": "registry.rollback", "model": NAME, "version": "1", "reason": "audit check"}
+    assert set(documented_fields("The audit event")) >= set(FIELDS)
+    registry.rollback(NAME, 3, uri=store["uri"])  # as the module's other tests expect it
 
 
 # ---------------------------------------------------------------- the stage

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import yaml
 from conftest import ROOT, WISDM_DIR
+from log_helpers import one_audit_event, recorded_audit
 
 from stages import retrain
 
@@ -70,9 +71,10 @@ def run_trigger(workspace, severity, *extra, runner=None):
 
 
 def test_forced_drift_dry_run_says_it_would_retrain_and_runs_nothing(workspace, capsys):
-    code, calls = run_trigger(workspace, "critical", "--dry-run")
+    with recorded_audit() as events:
+        code, calls = run_trigger(workspace, "critical", "--dry-run")
     out = capsys.readouterr().out
-    assert code == 0 and calls == []
+    assert code == 0 and calls == [] and events == []  # nothing changed: nothing to audit
     assert "TRIGGERED" in out and "22 new labelled recordings" in out
     assert f"would run `dvc exp run -S data.raw={workspace / 'labelled'}`" in out
 
@@ -105,10 +107,13 @@ def test_when_triggered_it_runs_the_experiment_and_reports_the_gate(workspace, c
         return type("Completed", (), {"returncode": 0})()
 
     calls = []
-    code, _ = run_trigger(workspace, "critical", runner=experiment)
+    with recorded_audit() as events:
+        code, _ = run_trigger(workspace, "critical", runner=experiment)
     assert code == 0
     assert calls == [["dvc", "exp", "run", "-S", f"data.raw={workspace / 'labelled'}"]]
     assert "register gate: v4 not promoted" in capsys.readouterr().out
+    one_audit_event(events, "retrain.trigger", severity="critical", counts={"new_recordings": 22},
+                    command=" ".join(calls[0]))
 
 
 def test_a_missing_drift_report_is_named(workspace):

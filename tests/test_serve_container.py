@@ -9,7 +9,7 @@ from packaging.requirements import Requirement
 from serve_helpers import ROOT
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
-LOCAL = {"har", "serve"}
+LOCAL = {"har", "serve", "store"}
 # Reached only for a models:/ model URI (the registry's client and its reachability check); the image
 # serves a mounted file, and Kubernetes fetches the registry's champion with an init container
 # (ops/k8s/deployment.yaml), so mlflow (and the requests it brings) stay out.

@@ -14,7 +14,6 @@ from har.garmin import read_garmin_pair
 from har.labelled import find_wisdm_pairs, read_wisdm_pair
 from har.study import NOT_WORN, StudyPlan, compare_session, generate_study, read_truth, study_figures
 from har.wear import WearRule
-from har.windows import make_windows
 
 LABELS = ["sitting", "standing", "typing", "writing", "brushing_teeth", "eating_soup", "eating_chips", "eating_pasta",
           "eating_sandwich", "drinking", "clapping", "folding_clothes"]
@@ -98,7 +97,6 @@ def test_the_truth_lines_up_with_the_windows_cut_from_the_session(tiny_study):
         if piece["label"] == NOT_WORN:
             continue
         fused, _ = fuse_recording(source_recording(piece["source"]), target_hz=50.0, max_gap_s=0.5, lowpass_hz=10.0)
-        own, own_start = make_windows(fused, length=200, overlap=0.5, target_hz=50.0)
         for window, start in zip(cut.windows[inside], cut.start_s[inside]):
             offset = np.flatnonzero(np.isclose(fused["t"].to_numpy(), start - piece["start_s"]))
             assert len(offset) == 1  # the session's grid falls on the recording's own grid points
@@ -205,3 +203,18 @@ def test_minutes_errors_of_two_sessions_do_not_cancel():
     over = compare_session(truth, answer([("typing", 0, 120)], {"typing": 2.0}, 0.0), ["typing", "sitting"])
     under = compare_session(truth, answer([("sitting", 0, 120)], {"sitting": 2.0}, 0.0), ["typing", "sitting"])
     assert study_figures([over, under], ["typing", "sitting"])["minutes_error"] == pytest.approx(1.0)
+
+
+def test_the_generate_command_writes_a_study_the_batch_scorer_reads(tmp_path, monkeypatch, capsys):
+    from conftest import ROOT
+    from serve.batch import find_jobs
+    from stages.sessions import main
+
+    monkeypatch.chdir(ROOT)  # params.yaml: the labels, data.raw and the Garmin hour
+    assert main(["generate", str(tmp_path), "--subjects", SUBJECT, "--days", "2", "--recordings-per-session", "2",
+                 "--max-recording-s", "20", "--nonwear-minutes", "1", "--seed", "4", "--fused"]) == 0
+    assert "wrote 2 session(s) of 1 participant(s)" in capsys.readouterr().out
+    jobs, skipped = find_jobs(tmp_path / "recordings")
+    assert len(jobs) == 2 and skipped == []
+    days = pd.read_csv(tmp_path / "days.csv")
+    assert days["date"].tolist() == ["2025-03-29", "2025-03-30"] and days["day_hours"].tolist() == [24.0, 23.0]

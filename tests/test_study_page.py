@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -236,7 +237,9 @@ def test_a_bad_upload_shows_the_readers_words_and_days_csv_downloads(study, brow
     with open(fake, "rb") as acc, open(GARMIN_GYR, "rb") as gyr:
         refusal = client.post(f"/subjects/{SUBJECT}/recordings", files={"accelerometer": acc, "gyroscope": gyr})
     assert refusal.status_code == 422
-    assert shown == refusal.json()["detail"] and "cannot be read as an Excel workbook" in shown
+    # The reader's words, then the id the service logged the page's request under.
+    assert re.fullmatch(re.escape(refusal.json()["detail"]) + r" \(request id [0-9a-f]{32}\)", shown), shown
+    assert "cannot be read as an Excel workbook" in shown
 
     # days.csv: the page fetches it with the token and hands it over; its text is the route's.
     csv = browser.execute_async_script("""const done = arguments[arguments.length - 1];

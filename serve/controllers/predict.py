@@ -8,6 +8,7 @@ from litestar.params import Parameter
 
 from har.modelfile import ModelCard
 from serve import contract
+from serve.logs import note as note_access
 from serve.personal import answered_by, check_subject
 from serve.service import Service, token_required
 from serve.validation import RequestError, parse_predict, parse_predict_npy, parse_predict_octets
@@ -47,7 +48,10 @@ def predict_controller(card: ModelCard, max_windows: int) -> type[Controller]:
                 raise RequestError(415, f"Content-Type {kind!r} is not one of {[JSON, OCTET_STREAM, NPY]}")
             person, score = await service.person_for(subject)
             probabilities = await service.predictor.predict(windows, score)
-            return {**answered_by((person or service.runtime).card, subject, person is not None),
+            scored_by = (person or service.runtime).card
+            note_access(windows=len(windows), model=scored_by.name, model_version=scored_by.version,
+                        personal=person is not None)
+            return {**answered_by(scored_by, subject, person is not None),
                     "predictions": service.predictions(probabilities)}
 
     return PredictController

@@ -7,7 +7,7 @@ from litestar import Controller, post
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, Parameter
 
-from serve import contract
+from serve import admission, contract
 from serve.service import GarminUpload, Service, token_required
 
 SECURED = [{"bearer": []}]
@@ -22,9 +22,10 @@ def recordings_controller(max_upload_bytes: int) -> type[Controller]:
         security = SECURED
         request_max_body_size = max_upload_bytes
 
-        @post("/recordings", status_code=200,
+        @post("/recordings", status_code=200, **admission.ADMITTED,
               summary="Activity timeline of an uploaded Garmin accelerometer + gyroscope workbook pair",
-              operation_class=contract.documented(responses=contract.errors(400, 401, 413, 415, 422)))
+              operation_class=contract.documented(responses={**contract.errors(400, 401, 413, 415, 422),
+                                                             **admission.RESPONSES}))
         async def score(self, service: Service,
                         data: Annotated[GarminUpload, Body(media_type=RequestEncodingType.MULTI_PART)],
                         subject: Annotated[str | None, Parameter(pattern=contract.SUBJECT_PATTERN, description=(

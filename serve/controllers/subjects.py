@@ -24,7 +24,7 @@ from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType
 from litestar.params import Body, Parameter
 
 from har.timeline import content_hash
-from serve import contract
+from serve import admission, contract
 from serve.config import Settings
 from serve.service import GarminUpload, Service
 from serve.validation import RequestError
@@ -97,19 +97,18 @@ def subjects_controller(max_upload_bytes: int) -> type[Controller]:
         security = SECURED
         request_max_body_size = max_upload_bytes
 
-        @post("/{subject:str}/recordings", guards=[may_write], status_code=201,
+        @post("/{subject:str}/recordings", guards=[may_write], status_code=201, **admission.ADMITTED,
               summary="Store a Garmin workbook pair for a subject: scored by their model (else the generic one)",
               operation_class=contract.documented(responses={
                   **ok("The same content scored by the same model was already stored: the stored recording"),
                   "201": OpenAPIResponse(description="Stored: id, start, end, local days and the /recordings answer",
                                          content=contract.json_content(OBJECT)),
-                  **contract.errors(400, 401, 403, 413, 415, 422)}))
+                  **contract.errors(400, 401, 403, 413, 415, 422), **admission.RESPONSES}))
         async def ingest(self, request: Request, service: Service, subject: SUBJECT,
                          data: Annotated[GarminUpload, Body(media_type=RequestEncodingType.MULTI_PART)],
                          timezone: Annotated[str | None, Parameter(max_length=64, description=(
                              "the participant's IANA time zone, for a new participant (default store.timezone)"))]
                          = None) -> Response:
-            # ADMISSION: once serve/admission.py is on main, the upload budget goes here, as on POST /recordings.
             scored = await service.score_upload(data, subject)
             digest = content_hash(scored.raw["accelerometer"], scored.raw["gyroscope"])
             stored, created = await in_store(request.app.state, lambda store: store.ingest(

@@ -8,6 +8,7 @@ from litestar.openapi.spec import OpenAPIType, Schema
 
 from har.modelfile import ModelCard
 from serve import contract
+from serve.logs import note as note_access
 from serve.service import Service, token_required
 from serve.validation import RequestError, parse_v2_infer, v2_binary_outputs
 from serve.wire import JSON, OCTET_STREAM, V2_HEADER_LENGTH, encode_bytes_tensor, media_type, v2_message
@@ -80,6 +81,7 @@ def v2_controller(card: ModelCard, max_windows: int) -> type[Controller]:
             if unknown:
                 raise RequestError(422, f"outputs names {unknown}; this model has {list(V2_OUTPUTS)}")
             probabilities = await service.predictor.predict(windows)
+            note_access(windows=len(windows), model=card.name, model_version=card.version, personal=False)
             labels = [card.labels[i] for i in probabilities.argmax(axis=1)]
             values = {"probabilities": ("FP32", list(probabilities.shape), probabilities),
                       "label": ("BYTES", [len(probabilities)], labels)}

@@ -63,11 +63,15 @@ function fill(label) { return SPECIAL[label] ? `url(#${SPECIAL[label].pattern})`
 
 function labelName(label) { return SPECIAL[label] ? SPECIAL[label].name : label.replaceAll("_", " "); }
 
-function detailOf(status, body) {
-  // The service's words: Litestar's {"detail": ...} or the inference protocol's {"error": ...}.
-  if (body && typeof body === "object" && (body.detail || body.error)) return String(body.detail || body.error);
-  return `the service answered HTTP ${status}`;
+function detailOf(status, body, requestId = null) {
+  // The service's words: Litestar's {"detail": ...} or the inference protocol's {"error": ...}, with the
+  // request id the service logged the request under (X-Request-ID), for the user to quote.
+  const words = body && typeof body === "object" && (body.detail || body.error)
+    ? String(body.detail || body.error) : `the service answered HTTP ${status}`;
+  return requestId ? `${words} (request id ${requestId})` : words;
 }
+
+function requestIdOf(response) { return response.headers.get("X-Request-ID"); }
 
 // The sign-in form's submit: the token into the tab's sessionStorage (and out of the field), then `next()`.
 async function takeToken(event, next) {
@@ -85,7 +89,7 @@ async function api(path, options = {}) {
   const response = await fetch(path, {...options, headers, cache: "no-store"});
   let body = null;
   try { body = await response.clone().json(); } catch (_) { body = null; }
-  if (response.status === 401 && shared.refused) shared.refused(detailOf(401, body));
+  if (response.status === 401 && shared.refused) shared.refused(detailOf(401, body, requestIdOf(response)));
   return {response, body};
 }
 
@@ -111,7 +115,7 @@ function progress(text, fraction) {
 }
 
 // POST the pair as the multipart form of /recordings, showing the upload's progress, then `working` until
-// the answer; `done(status, body, text)` gets it (status 0: the service could not be reached).
+// the answer; `done(status, body, text, requestId)` gets it (status 0: the service could not be reached).
 function sendPair(path, pair, working, done) {
   const form = new FormData();
   form.append("accelerometer", pair.accelerometer);
@@ -124,12 +128,12 @@ function sendPair(path, pair, working, done) {
     if (e.lengthComputable) progress(`Uploading… ${Math.round(100 * e.loaded / e.total)} %`, e.loaded / e.total);
   };
   request.upload.onload = () => progress(working, null);
-  request.onerror = () => { progress("", 0); done(0, null, ""); };
+  request.onerror = () => { progress("", 0); done(0, null, "", null); };
   request.onload = () => {
     progress("", 0);
     let body = null;
     try { body = JSON.parse(request.responseText); } catch (_) { body = null; }
-    done(request.status, body, request.responseText);
+    done(request.status, body, request.responseText, request.getResponseHeader("X-Request-ID"));
   };
   progress("Uploading… 0 %", 0);
   request.send(form);

@@ -41,11 +41,11 @@ function upload(files) {
   let pair;
   try { pair = pickPair(files); } catch (error) { $("upload-error").textContent = error.message; return; }
   $("upload-button").disabled = true;
-  sendPair("/recordings", pair, "Reading, fusing and scoring the recording…", (status, body, text) => {
+  sendPair("/recordings", pair, "Reading, fusing and scoring the recording…", (status, body, text, requestId) => {
     $("upload-button").disabled = false;
     if (status === 0) { $("upload-error").textContent = "The service could not be reached."; return; }
     if (status === 200 && body) { render(body, text); return; }
-    const detail = detailOf(status, body);
+    const detail = detailOf(status, body, requestId);
     if (status === 401) { refused(detail); return; }
     $("upload-error").textContent = detail;
   });
@@ -177,7 +177,7 @@ async function makeDownloads(answer, text) {
   // serve.batch's own writer makes the files, on the service, from this very answer.
   const {response, body} = await api("/recordings/files", {method: "POST", body: text,
     headers: {"Content-Type": "application/json"}});
-  if (!response.ok) { list.replaceChildren(el("li", {text: detailOf(response.status, body)})); return; }
+  if (!response.ok) { list.replaceChildren(el("li", {text: detailOf(response.status, body, requestIdOf(response))})); return; }
   const id = (answer.recording || {}).id || "recording";
   list.replaceChildren(...Object.entries(body).map(([name, text]) => {
     const type = name.endsWith(".json") ? "application/json" : "text/csv";
@@ -212,8 +212,8 @@ async function loadModel() {
 
 function renderLiveDrift(response, body) {
   const box = $("live-drift");
-  if (response.status === 404) { box.replaceChildren(el("p", {text: detailOf(404, body)})); return; }
-  if (!response.ok) { box.replaceChildren(el("p", {text: detailOf(response.status, body)})); return; }
+  if (response.status === 404) { box.replaceChildren(el("p", {text: detailOf(404, body, requestIdOf(response))})); return; }
+  if (!response.ok) { box.replaceChildren(el("p", {text: detailOf(response.status, body, requestIdOf(response))})); return; }
   const worst = Object.entries(body.channels || {}).sort((a, b) => b[1].psi - a[1].psi).slice(0, 3);
   box.replaceChildren(
     el("p", {}, "Severity: ", severityBadge(body.severity), ` over ${body.windows} windows received since the ` +
@@ -231,7 +231,7 @@ async function refreshLiveDrift() {
 async function downloadReport(event) {
   event.preventDefault(); // the report is guarded: fetch it with the token, then hand it over as a file
   const {response, body} = await api("/drift/report");
-  if (!response.ok) { $("upload-error").textContent = detailOf(response.status, body); return; }
+  if (!response.ok) { $("upload-error").textContent = detailOf(response.status, body, requestIdOf(response)); return; }
   const url = URL.createObjectURL(await response.blob());
   const link = el("a", {href: url, download: "drift.html"});
   document.body.append(link);

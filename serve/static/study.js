@@ -50,7 +50,7 @@ async function takeEarly(name, path) {
   const response = await pending;
   let body = null;
   try { body = await response.clone().json(); } catch (_) { body = null; }
-  if (response.status === 401) refused(detailOf(401, body));
+  if (response.status === 401) refused(detailOf(401, body, requestIdOf(response)));
   return {response, body};
 }
 
@@ -58,7 +58,7 @@ async function start() {
   const [{response, body}] = await Promise.all([takeEarly("access", "/study/access"),
                                                 shared.labels.length ? null : loadLabels()]);
   if (response.status === 401) return;
-  if (!response.ok) { showSignedIn(false, detailOf(response.status, body)); return; }
+  if (!response.ok) { showSignedIn(false, detailOf(response.status, body, requestIdOf(response))); return; }
   study.access = body;
   showSignedIn(true);
   $("access").textContent = body.write ? "Signed in for this tab." : "Signed in read-only for this tab.";
@@ -89,7 +89,7 @@ function sparkline(days) {
 
 async function loadParticipants() {
   const {response, body} = await api("/subjects");
-  if (!response.ok) { $("participants-empty").hidden = false; $("participants-empty").textContent = detailOf(response.status, body); return; }
+  if (!response.ok) { $("participants-empty").hidden = false; $("participants-empty").textContent = detailOf(response.status, body, requestIdOf(response)); return; }
   const people = Array.isArray(body) ? body : (body.subjects || []);
   $("participants-empty").hidden = people.length > 0;
   const rows = await Promise.all(people.map(async (person) => {
@@ -101,7 +101,7 @@ async function loadParticipants() {
       el("td", {class: "valid-days", text: person.valid_days}), el("td", {class: "first-day", text: person.first_day || "—"}),
       el("td", {class: "last-day", text: person.last_day || "—"}),
       el("td", {class: "last-upload", text: recordings.response.ok ? lastUpload(recordings.body) : "—"}),
-      el("td", {class: "spark"}, days.response.ok ? sparkline(days.body) : detailOf(days.response.status, days.body)));
+      el("td", {class: "spark"}, days.response.ok ? sparkline(days.body) : detailOf(days.response.status, days.body, requestIdOf(days.response))));
   }));
   $("participants-table").tBodies[0].replaceChildren(...rows);
 }
@@ -127,7 +127,7 @@ async function openParticipant(subject) {
   $("participant").hidden = false;
   $("participant-title").textContent = `Participant ${subject}`;
   const failed = [days, cells].find((r) => !r.response.ok);
-  if (failed) { $("participant-message").textContent = detailOf(failed.response.status, failed.body); return; }
+  if (failed) { $("participant-message").textContent = detailOf(failed.response.status, failed.body, requestIdOf(failed.response)); return; }
   Object.assign(study, {subject, days: days.body, cells: mergeHours(cells.body.hours), recordings: [], profiles: null,
                         timezone: cells.body.timezone || study.timezone});
   study.activities = activitiesOf(study.days);
@@ -141,7 +141,7 @@ async function openParticipant(subject) {
   const [profiles, stored] = await study.pending;
   if (study.subject !== subject) return; // another participant was opened meanwhile
   const failedLater = [profiles, stored].find((r) => !r.response.ok);
-  if (failedLater) { $("participant-message").textContent = detailOf(failedLater.response.status, failedLater.body); return; }
+  if (failedLater) { $("participant-message").textContent = detailOf(failedLater.response.status, failedLater.body, requestIdOf(failedLater.response)); return; }
   Object.assign(study, {profiles: profiles.body, recordings: stored.body, timezone: profiles.body.timezone || study.timezone});
   drawProfiles();
   const valid = study.days.filter((d) => d.valid).length;
@@ -387,7 +387,7 @@ async function openDay(date) {
   const shown = new Set();
   const figures = touching.map((rec, k) => {
     const {response, body} = answers[k];
-    if (!response.ok) return el("p", {class: "message", text: detailOf(response.status, body)});
+    if (!response.ok) return el("p", {class: "message", text: detailOf(response.status, body, requestIdOf(response))});
     const offset = Date.parse(rec.start_time) / 1000 - midnight; // the recording's start, in seconds of this day
     const episodes = (body.answer.episodes || []).map((e) => ({label: e.label, start_s: Math.max(0, e.start_s + offset),
       end_s: Math.min(length, e.end_s + offset)})).filter((e) => e.end_s > e.start_s);
@@ -412,7 +412,7 @@ function upload(event) {
   let pair;
   try { pair = pickPair([...$("files").files]); } catch (error) { $("upload-error").textContent = error.message; return; }
   $("upload-button").disabled = true;
-  sendPair(`/subjects/${enc(subject)}/recordings`, pair, "Reading, scoring and storing the session…", async (status, body) => {
+  sendPair(`/subjects/${enc(subject)}/recordings`, pair, "Reading, scoring and storing the session…", async (status, body, text, requestId) => {
     $("upload-button").disabled = false;
     if (status === 0) { $("upload-error").textContent = "The service could not be reached."; return; }
     if ((status === 201 || status === 200) && body) {
@@ -423,7 +423,7 @@ function upload(event) {
       if (location.hash === `#${enc(subject)}`) openParticipant(subject); else location.hash = enc(subject);
       return;
     }
-    const detail = detailOf(status, body);
+    const detail = detailOf(status, body, requestId);
     if (status === 401) { refused(detail); return; }
     $("upload-error").textContent = detail; // the reader's refusal, word for word
   });
@@ -432,7 +432,7 @@ function upload(event) {
 async function downloadDays(event) {
   event.preventDefault(); // the route is guarded: fetch with the token, then hand the text over as a file
   const {response, body} = await api(`/subjects/${enc(study.subject)}/days`, {headers: {Accept: "text/csv"}});
-  if (!response.ok) { $("participant-message").textContent = detailOf(response.status, body); return; }
+  if (!response.ok) { $("participant-message").textContent = detailOf(response.status, body, requestIdOf(response)); return; }
   const url = URL.createObjectURL(await response.blob());
   const link = el("a", {href: url, download: `${study.subject}-days.csv`});
   document.body.append(link);
@@ -446,7 +446,7 @@ async function erase(event) {
   const subject = study.subject;
   if ($("erase-confirm").value !== subject) return;
   const {response, body} = await api(`/subjects/${enc(subject)}`, {method: "DELETE"});
-  if (!response.ok) { $("participant-message").textContent = detailOf(response.status, body); return; }
+  if (!response.ok) { $("participant-message").textContent = detailOf(response.status, body, requestIdOf(response)); return; }
   $("erase-form").hidden = true;
   $("participant").hidden = true;
   history.replaceState(null, "", location.pathname);
