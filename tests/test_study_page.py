@@ -297,3 +297,28 @@ def test_the_read_only_token_sees_no_controls_and_is_refused_writes(study, brows
     assert statuses == [403, 403]
     assert SUBJECT in [p["subject"] for p in study["client"].get("/subjects").json()]
     only_the_service_was_asked(browser, url)
+
+
+def test_the_pages_own_routes(study):
+    """GET /study/access says which token it was given; GET /study/subjects/{subject}/hours is every local hour."""
+    url, client = study["url"], study["client"]
+
+    def access(token=None):
+        return httpx.get(url + "/study/access", headers={"Authorization": f"Bearer {token}"} if token else {})
+
+    assert access(TOKEN).json() == {"write": True}
+    assert access(READ_TOKEN).json() == {"write": False}
+    assert access().status_code == 401 and access("not-a-token-0123456789").status_code == 401
+    hours = client.get(f"/study/subjects/{SUBJECT}/hours").json()
+    assert hours["timezone"] == ZONE
+    days = client.get(f"/subjects/{SUBJECT}/days").json()
+    # One row per hour of absolute time: 24 on 2025-03-29, 23 on the spring day 2025-03-30 (02:00 does not exist).
+    assert [sum(h["date"] == d["date"] for h in hours["hours"]) for d in days] == [24, 23]
+    assert 2 not in [h["hour"] for h in hours["hours"] if h["date"] == "2025-03-30"]
+    for day in days:
+        rows = [h for h in hours["hours"] if h["date"] == day["date"]]
+        assert sum(h["recorded_minutes"] for h in rows) == pytest.approx(day["recorded_minutes"], abs=0.03)
+        assert {label for h in rows for label in h["minutes_per_activity"]} == set(day["minutes_per_activity"])
+    assert client.get("/study/subjects/nobody/hours").status_code == 404
+    assert client.get("/study/subjects/no%20spaces/hours").status_code == 400
+    assert httpx.get(url + f"/study/subjects/{SUBJECT}/hours").status_code == 401
