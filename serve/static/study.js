@@ -39,8 +39,6 @@ function signOut() {
   showSignedIn(false, "Signed out.");
 }
 
-// Which token this is: the service's (reads and writes) or the read-only one. The controls follow; the
-// server refuses a read-only token's writes whatever the page shows.
 // The answer to a request study-early.js started (once: a later call asks again), else a new call.
 async function takeEarly(name, path) {
   const early = window.studyEarly || {};
@@ -54,6 +52,8 @@ async function takeEarly(name, path) {
   return {response, body};
 }
 
+// Which token this is: the service's (reads and writes) or the read-only one. The controls follow; the
+// server refuses a read-only token's writes whatever the page shows.
 async function start() {
   const [{response, body}] = await Promise.all([takeEarly("access", "/study/access"),
                                                 shared.labels.length ? null : loadLabels()]);
