@@ -576,8 +576,10 @@ def open_client(workers: int, scheduler: str | None):
         return None, None
     # The scheduler's HTTP server (health, Prometheus metrics) on a free loopback port: never a clash on 8787.
     # No queuing on the scheduler (worker-saturation inf): run_tasks bounds what is in flight itself, and a
-    # worker that holds its next tasks starts them without waiting for a scheduler round trip.
-    with dask.config.set({"distributed.scheduler.worker-saturation": math.inf}):
+    # worker that holds its next tasks starts them without waiting for a scheduler round trip. No
+    # statistical profiler on the workers: it samples every thread's stack 100 times a second.
+    with dask.config.set({"distributed.scheduler.worker-saturation": math.inf,
+                          "distributed.worker.profile.enabled": False}):
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                                dashboard_address="127.0.0.1:0", silence_logs=logging.WARNING)
     return Client(cluster), cluster
