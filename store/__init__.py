@@ -30,6 +30,7 @@ import pandas as pd
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import make_url
 
+from har.audit import audit, current_actor, subject_digest
 from store import days as day_math
 from store import queries
 
@@ -48,9 +49,7 @@ class NotFound(StoreError):
     pass
 
 
-def subject_hash(subject: str) -> str:
-    """What an audit row keeps instead of the subject id."""
-    return hashlib.sha256(f"har-subject:{subject}".encode()).hexdigest()
+subject_hash = subject_digest  # what an audit row and the erasure's audit event keep instead of the subject id
 
 
 def _sqlite_setup(engine) -> None:
@@ -196,6 +195,9 @@ class Store:
             if not created:
                 answer = queries.unpack(queries.scoring_of(conn, recording_id, answer["model"]["sha256"]).answer)
             stored = queries.recording(conn, person.id, recording_id)
+        if created:  # the same content again by the same model changes nothing: nothing to audit
+            audit("store.ingest", actor=current_actor(), subject=subject, model=answer["model"]["name"],
+                  version=answer["model"]["version"], counts={"recordings": 1}, recording_id=recording_id)
         return self._recording_entry(subject, person.timezone, stored) | {"answer": answer}, created
 
     def add_scoring(self, recording_id: int, answer: dict) -> bool:
@@ -228,7 +230,7 @@ class Store:
             self.blob_path(sha).unlink(missing_ok=True)
         if model is not None:
             model.unlink(missing_ok=True)
-        _forward_audit("erase", subject_hash(subject), counts)
+        audit("store.erasure", actor=current_actor(), subject_hash=subject_hash(subject), counts=counts)
         return {**counts, "at": audit_row["at"].isoformat()}
 
     def collect_garbage(self, *, min_age_s: float = ORPHAN_AGE_S) -> dict:
@@ -477,8 +479,3 @@ def _scoring_entry(s) -> dict:
             "personal": bool(s.personal), "scored_at": _utc(s.scored_at).isoformat()}
 
 
-def _forward_audit(action: str, hashed: str, counts: dict) -> None:
-    # WIRE-AUDIT: the service-wide audit log (har/audit.py, branch `logs`) gets the same event once it is on
-    # main: audit(action, actor=..., subject_hash=hashed, counts=counts). Until then the store's own audit
-    # table (store/tables.py Audit) is the record.
-    return None
