@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from litestar.testing import TestClient
 
+from batch_helpers import fused_session
 from conftest import GARMIN_ACC, GARMIN_GYR
 from har.fusion import CHANNELS, fuse_recording
 from serve import batch
@@ -38,7 +39,7 @@ def garmin_folder(tmp_path_factory):
 def batch_run(garmin_folder, model_path, tmp_path_factory):
     output = tmp_path_factory.mktemp("scored")
     status = batch.main([str(garmin_folder), str(output), "--model", str(model_path),
-                         "--params", str(ROOT / "params.yaml")])
+                         "--params", str(ROOT / "params.yaml"), "--workers", "0"])
     return status, output
 
 
@@ -82,13 +83,18 @@ def test_everything_not_scored_is_listed_with_its_reason(batch_run):
     status, output = batch_run
     summary = json.loads((output / "summary.json").read_text())
     assert [s["recording"] for s in summary["scored"]] == [RECORDING]
-    reasons = {s["source"]: s["reason"] for s in summary["skipped"]}
+    failed = {s["source"]: s["reason"] for s in summary["failed"]}  # recordings that could not be read
+    assert list(failed) == ["broken-accelerometer_data.xlsx, broken-gyroscope_data.xlsx"]
+    assert "cannot be read as an Excel workbook" in failed["broken-accelerometer_data.xlsx, broken-gyroscope_data.xlsx"]
+    reasons = {s["source"]: s["reason"] for s in summary["skipped"]}  # files that are not recordings
     assert reasons["lonely-accelerometer_data.xlsx"] == "no gyroscope partner"
-    assert "cannot be read as an Excel workbook" in reasons["broken-accelerometer_data.xlsx, broken-gyroscope_data.xlsx"]
     assert reasons["notes.txt"].startswith("not a recording")
-    assert len(reasons) == 3
+    assert len(reasons) == 2
+    assert summary["recordings"] == 2 and summary["done_before"] == []
     assert status == 1  # something was skipped: a cron job or CI step notices
     assert sorted(p.name for p in output.iterdir()) == [RECORDING, "summary.json"]
+    assert sorted(p.name for p in (output / RECORDING).iterdir()) == [
+        "done.json", "episodes.csv", "minutes_per_activity.csv", "recording.json", "timeline.csv"]
 
 
 def test_fused_tables_give_the_same_answer_and_mismatched_ones_are_refused(garmin_recording, batch_run, model_path,
@@ -106,11 +112,11 @@ def test_fused_tables_give_the_same_answer_and_mismatched_ones_are_refused(garmi
     slow.to_parquet(folder / "at-25-hz.parquet")
     slow.assign(t=np.arange(1000) / 50.0).head(150).to_parquet(folder / "three-seconds.parquet")
 
-    status = batch.main([str(folder), str(tmp_path / "out"), "--model", str(model_path)])
+    status = batch.main([str(folder), str(tmp_path / "out"), "--model", str(model_path), "--workers", "0"])
     from_fused = json.loads((tmp_path / "out" / RECORDING / "recording.json").read_text())
     from_raw = json.loads((batch_run[1] / RECORDING / "recording.json").read_text())
     assert from_fused == from_raw
-    reasons = {s["source"]: s["reason"] for s in json.loads((tmp_path / "out" / "summary.json").read_text())["skipped"]}
+    reasons = {s["source"]: s["reason"] for s in json.loads((tmp_path / "out" / "summary.json").read_text())["failed"]}
     assert "the model expects 50 Hz" in reasons["at-25-hz.parquet"]
     assert "no complete 200-sample window" in reasons["three-seconds.parquet"]
     assert status == 1
@@ -118,45 +124,34 @@ def test_fused_tables_give_the_same_answer_and_mismatched_ones_are_refused(garmi
 
 def test_an_unreadable_model_stops_before_any_work(garmin_folder, tmp_path, capsys):
     (tmp_path / "model.onnx").write_bytes(b"not a model")
-    assert batch.main([str(garmin_folder), str(tmp_path / "out"), "--model", str(tmp_path / "model.onnx")]) == 2
+    assert batch.main([str(garmin_folder), str(tmp_path / "out"), "--model", str(tmp_path / "model.onnx"),
+                       "--workers", "0"]) == 2
     assert "cannot load the model" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
-
-
-def fused_session(folder, name: str, seconds: float, **fusion):
-    """A stages.fuse-style session folder holding one synthetic 50 Hz fused table."""
-    session = folder / name
-    session.mkdir(parents=True)
-    n = int(seconds * 50)
-    rng = np.random.default_rng(len(name))
-    table = pd.DataFrame({"t": np.arange(n) / 50.0, **{c: rng.normal(size=n).astype(np.float32) for c in CHANNELS}})
-    table.to_parquet(session / f"{name}.parquet")
-    pd.DataFrame([{"recording": name, "file": f"{name}.parquet", "start_time": "2025-03-24T07:00:00"}]).to_csv(
-        session / "index.csv", index=False)
-    (session / "quality.json").write_text(json.dumps([{"recording": name, **fusion}]))
-    return table
 
 
 def test_only_good_input_exits_0_and_other_fusion_settings_are_skipped_with_the_reason(model_path, tmp_path):
     good = tmp_path / "good"
     fused_session(good, "first", 30, target_hz=50.0, lowpass_hz=PREPROCESSING["lowpass_hz"])
     fused_session(good, "second", 12, target_hz=50.0, lowpass_hz=PREPROCESSING["lowpass_hz"])
-    assert batch.main([str(good), str(tmp_path / "out"), "--model", str(model_path)]) == 0
+    assert batch.main([str(good), str(tmp_path / "out"), "--model", str(model_path), "--workers", "0"]) == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert [s["recording"] for s in summary["scored"]] == ["first", "second"] and summary["skipped"] == []
+    assert [s["recording"] for s in summary["scored"]] == ["first", "second"]
+    assert summary["skipped"] == summary["failed"] == []
     # 30 s at 50 Hz: windows of 200 samples every 100 start at 0, 2, ..., 26 s.
     assert [s["windows"] for s in summary["scored"]] == [14, 5]
 
     mixed = tmp_path / "mixed"
     fused_session(mixed, "first", 30, target_hz=50.0, lowpass_hz=PREPROCESSING["lowpass_hz"])
     fused_session(mixed, "smoothed", 30, target_hz=50.0, lowpass_hz=5.0)
-    assert batch.main([str(mixed), str(tmp_path / "out2"), "--model", str(model_path)]) == 1
+    assert batch.main([str(mixed), str(tmp_path / "out2"), "--model", str(model_path), "--workers", "0"]) == 1
     summary = json.loads((tmp_path / "out2" / "summary.json").read_text())
     assert [s["recording"] for s in summary["scored"]] == ["first"]
-    assert summary["skipped"] == [{"source": "smoothed/smoothed.parquet", "reason": "smoothed.parquet: fused with "
+    assert summary["failed"] == [{"source": "smoothed/smoothed.parquet", "reason": "smoothed.parquet: fused with "
                                    "lowpass_hz 5.0 (quality.json), the model expects 10.0"}]
     assert not (tmp_path / "out2" / "smoothed").exists()
 
     (tmp_path / "empty").mkdir()  # nothing found is not success either: a cron job pointed at the wrong folder
-    assert batch.main([str(tmp_path / "empty"), str(tmp_path / "out3"), "--model", str(model_path)]) == 1
+    assert batch.main([str(tmp_path / "empty"), str(tmp_path / "out3"), "--model", str(model_path),
+                       "--workers", "0"]) == 1
     assert json.loads((tmp_path / "out3" / "summary.json").read_text())["scored"] == []

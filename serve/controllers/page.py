@@ -3,14 +3,19 @@
 The page itself carries no data and no secret: it is a Jinja template, a stylesheet and one
 plain script served from serve/static/ (nothing from a CDN, the service may run offline).
 The script asks for the bearer token once, keeps it in the tab's sessionStorage and sends it
-on every call to the JSON routes, which keep their guards. Two routes exist for the page:
+on every call to the JSON routes, which keep their guards. Routes that exist for the pages:
 
 - `POST /recordings/files`: a `/recordings` answer in, the files `python -m serve.batch` writes
   for it out (written by `serve.batch.write_outputs` itself, so the downloads are those files);
-- `GET /drift/report`: the drift stage's HTML report (`monitor.report`), where one exists.
+- `GET /drift/report`: the drift stage's HTML report (`monitor.report`), where one exists;
+- `GET /study` (the study page, serve/templates/study.html.j2 + serve/static/study.js), and for it
+  `GET /study/access` (may this token write?) and `GET /study/subjects/{subject}/hours` (the store's
+  hour rows, one per hour of every day: the heatmap's cells). Its other data come from the store's
+  routes (serve/controllers/subjects.py).
 """
 from __future__ import annotations
 
+import hmac
 import json
 import tempfile
 from pathlib import Path
@@ -27,6 +32,7 @@ from litestar.openapi.spec import OpenAPIType, RequestBody, Schema
 
 from serve import contract
 from serve.batch import write_outputs
+from serve.controllers.subjects import SUBJECT, in_store, may_read
 from serve.service import Service, token_required
 from serve.validation import RequestError
 
@@ -71,6 +77,24 @@ ANSWER_BODY = RequestBody(required=True, description="The JSON answer of POST /r
                                           "not_worn_minutes": Schema(type=OpenAPIType.NUMBER)})))
 
 
+def hour_cells(store, subject: str) -> dict:
+    """The store's hour rows of a subject as JSON (the heatmap's cells): one per hour of absolute time from
+    the first to the last day, with its date, local hour and start, and minutes recorded, not worn,
+    uncertain and per activity."""
+    from store.days import NOT_WORN, UNCERTAIN, minutes
+
+    zone = store.participant(subject)["timezone"]
+    rows = store.hour_rows(subject)
+    days = store.days(subject)  # its activities are those of GET /days, in its order
+    activities = list(days[0]["minutes_per_activity"]) if days else []
+    cells = [{"date": row["date"].isoformat(), "hour": int(row["hour"]), "hour_start": row["hour_start"],
+              "recorded_minutes": minutes(row["recorded_s"]), "not_worn_minutes": minutes(row[NOT_WORN]),
+              "uncertain_minutes": minutes(row[UNCERTAIN]),
+              "minutes_per_activity": {a: minutes(row[a]) for a in activities}}
+             for row in rows.to_dict("records")]
+    return {"subject": subject, "timezone": zone, "hours": cells}
+
+
 class PageController(Controller):
     """The page and its two routes (the static files are `STATIC_FILES`)."""
 
@@ -82,6 +106,25 @@ class PageController(Controller):
                         context={"alias": registry_alias(settings.model_path), "model_source": str(settings.model_path),
                                  "has_drift_report": drift_report is not None and drift_report.is_file()},
                         headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store"})
+
+    @get("/study", include_in_schema=False, media_type=MediaType.HTML)
+    async def study(self) -> Template:
+        """The study page: participants, their days, a day's recordings (the data from the /subjects routes)."""
+        return Template(template_name="study.html.j2", headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store"})
+
+    @get("/study/access", tags=["study"], guards=[may_read], security=SECURED,
+         summary="Whether the bearer token may write (the service's token) or only read (the read-only token)",
+         operation_class=contract.documented(responses=contract.errors(401)))
+    async def access(self, request: Request, service: Service) -> dict:
+        # may_read let the request in with one of the two tokens; the page shows write controls for the first only.
+        given = request.headers.get("authorization", "").partition(" ")[2].strip().encode()
+        return {"write": service.token is None or hmac.compare_digest(given, service.token.encode())}
+
+    @get("/study/subjects/{subject:str}/hours", tags=["study"], guards=[may_read], security=SECURED,
+         summary="A subject's minutes in every local hour of every day (the study page's heatmap)",
+         operation_class=contract.documented(responses=contract.errors(400, 401, 404)))
+    async def study_hours(self, request: Request, subject: SUBJECT) -> dict:
+        return await in_store(request.app.state, hour_cells, subject)
 
     @post("/recordings/files", tags=["predict"], guards=[token_required], security=SECURED, status_code=200,
           summary="The JSON and CSV files `python -m serve.batch` writes, for a /recordings answer",

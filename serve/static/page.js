@@ -1,76 +1,8 @@
-// The page's only script: sign-in, upload, and drawing the /recordings answer as plain SVG and HTML.
+// The page at /: sign-in, upload, and drawing the /recordings answer as plain SVG and HTML (with common.js).
 // Everything it shows comes from the service's JSON routes; it talks to no other host.
 "use strict";
 
-const TOKEN_KEY = "har.token"; // sessionStorage: this tab only, gone when the tab closes
-const SPECIAL = {
-  not_worn: {name: "not worn", pattern: "pattern-not-worn", swatch: "#d9d9d9"},
-  uncertain: {name: "uncertain", pattern: "pattern-uncertain", swatch: "#f2f2f2"},
-  gap: {name: "gap (no data)", pattern: "pattern-gap", swatch: "#ffffff"},
-};
-// Okabe-Ito, then Paul Tol's muted scheme: told apart by colour-blind readers; labels are also written out.
-const PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#332288",
-                 "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "#882255", "#AA4499", "#661100",
-                 "#6699CC", "#888888"];
-const SVG = "http://www.w3.org/2000/svg";
-
-const $ = (id) => document.getElementById(id);
-const state = {labels: [], answer: null, downloads: []};
-
-// ------------------------------------------------------------------ small helpers
-
-function el(tag, attrs = {}, ...children) {
-  const node = tag.startsWith("svg:") ? document.createElementNS(SVG, tag.slice(4)) : document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (value === null || value === undefined) continue;
-    if (key === "text") node.textContent = value;
-    else if (key === "class") node.setAttribute("class", value);
-    else node.setAttribute(key, value);
-  }
-  for (const child of children) if (child !== null && child !== undefined) node.append(child);
-  return node;
-}
-
-function token() { return sessionStorage.getItem(TOKEN_KEY); }
-
-function fmt(value, digits = 2) {
-  return typeof value === "number" && isFinite(value) ? value.toFixed(digits) : "—";
-}
-
-// The service writes wall-clock times as ISO text in the recording's own zone; the page shows that
-// clock as written (never converted to the browser's zone): seconds of the day from the text, plus offsets.
-function clockOrigin(iso) {
-  const match = /T(\d\d):(\d\d):(\d\d(?:\.\d+)?)/.exec(iso || "");
-  return match ? Number(match[1]) * 3600 + Number(match[2]) * 60 + Number(match[3]) : null;
-}
-
-function clock(origin, seconds, withSeconds = true) {
-  if (origin === null) return `${fmt(seconds / 60, 1)} min`;
-  const total = Math.round(origin + seconds);
-  const day = ((total % 86400) + 86400) % 86400;
-  const parts = [Math.floor(day / 3600), Math.floor(day / 60) % 60, day % 60].map((n) => String(n).padStart(2, "0"));
-  return withSeconds ? parts.join(":") : parts.slice(0, 2).join(":");
-}
-
-function colour(label) {
-  if (SPECIAL[label]) return SPECIAL[label].swatch;
-  const index = state.labels.indexOf(label);
-  return PALETTE[(index >= 0 ? index : state.labels.length) % PALETTE.length];
-}
-
-function fill(label) { return SPECIAL[label] ? `url(#${SPECIAL[label].pattern})` : colour(label); }
-
-function labelName(label) { return SPECIAL[label] ? SPECIAL[label].name : label.replaceAll("_", " "); }
-
-function detailOf(status, body, requestId = null) {
-  // The service's words: Litestar's {"detail": ...} or the inference protocol's {"error": ...}, with the
-  // request id the service logged the request under (X-Request-ID), for the user to quote.
-  const words = body && typeof body === "object" && (body.detail || body.error)
-    ? String(body.detail || body.error) : `the service answered HTTP ${status}`;
-  return requestId ? `${words} (request id ${requestId})` : words;
-}
-
-function requestIdOf(response) { return response.headers.get("X-Request-ID"); }
+const state = {answer: null, downloads: []};
 
 // ------------------------------------------------------------------ sign-in
 
@@ -85,15 +17,6 @@ function refused(detail) {
   sessionStorage.removeItem(TOKEN_KEY);
   showSignedIn(false, `The service did not accept the token (${detail}). Enter the service's bearer token and sign in again.`);
   $("token").focus();
-}
-
-async function api(path, options = {}) {
-  const headers = {...(options.headers || {}), Authorization: `Bearer ${token()}`};
-  const response = await fetch(path, {...options, headers, cache: "no-store"});
-  let body = null;
-  try { body = await response.clone().json(); } catch (_) { body = null; }
-  if (response.status === 401) refused(detailOf(401, body, requestIdOf(response)));
-  return {response, body};
 }
 
 async function signIn(event) {
@@ -194,71 +117,18 @@ function render(answer, text) {
   $("answer-title").scrollIntoView({block: "start"});
 }
 
-function gapsBetween(episodes) {
-  const sorted = [...episodes].sort((a, b) => a.start_s - b.start_s);
-  const gaps = [];
-  for (let i = 1; i < sorted.length; i++) {
-    if (sorted[i].start_s - sorted[i - 1].end_s > 1e-6) {
-      gaps.push({label: "gap", start_s: sorted[i - 1].end_s, end_s: sorted[i].start_s});
-    }
-  }
-  return gaps;
-}
-
-function patterns() {
-  const hatch = (id, bg, stroke, d) => el("svg:pattern", {id, width: 6, height: 6, patternUnits: "userSpaceOnUse"},
-    el("svg:rect", {width: 6, height: 6, fill: bg}), el("svg:path", {d, stroke, "stroke-width": 1.2}));
-  return el("svg:defs", {},
-    hatch("pattern-not-worn", "#d9d9d9", "#6b6b6b", "M0,6 L6,0"),
-    hatch("pattern-uncertain", "#f2f2f2", "#9a9a9a", "M0,3 L6,3 M3,0 L3,6"),
-    hatch("pattern-gap", "#ffffff", "#bdbdbd", "M0,0 L6,6"));
-}
-
-function niceStep(span, width) {
-  const steps = [10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600];
-  const wanted = span / Math.max(2, Math.floor(width / 90));
-  return steps.find((s) => s >= wanted) || steps[steps.length - 1];
-}
-
 function drawTimeline(answer, origin) {
   const box = $("timeline-box");
   const episodes = answer.episodes || [];
-  const gaps = gapsBetween(episodes);
   const from = Math.min(0, ...episodes.map((e) => e.start_s));
   const to = Math.max(from + 1, ...episodes.map((e) => e.end_s));
-  const width = Math.max(280, box.clientWidth || 800), height = 74, top = 6, band = 40;
-  const x = (s) => ((s - from) / (to - from)) * (width - 2);
-  const svg = el("svg:svg", {id: "timeline", role: "img", width, height, viewBox: `0 0 ${width} ${height}`,
-    "aria-label": `Activity timeline from ${clock(origin, from)} to ${clock(origin, to)}`,
-    "data-from-s": from, "data-to-s": to, "data-from-time": clock(origin, from), "data-to-time": clock(origin, to)});
-  svg.append(patterns(), el("svg:rect", {x: 0, y: top, width: width - 2, height: band, fill: "url(#pattern-gap)"}));
-  for (const part of [...episodes, ...gaps]) {
-    const left = x(part.start_s), w = Math.max(0.6, x(part.end_s) - left);
-    const rect = el("svg:rect", {x: left, y: top, width: w, height: band, fill: fill(part.label),
-      class: "segment", "data-label": part.label, "data-start-s": part.start_s, "data-end-s": part.end_s},
-      el("svg:title", {text: `${labelName(part.label)}: ${clock(origin, part.start_s)}–${clock(origin, part.end_s)}`}));
-    svg.append(rect);
-    if (w > 70 && part.label !== "gap") {
-      svg.append(el("svg:text", {x: left + 4, y: top + band / 2 + 4, "pointer-events": "none",
-        fill: "#1b1b1b", stroke: "#fff", "stroke-width": 3, "paint-order": "stroke", text: labelName(part.label)}));
-    }
-  }
-  const step = niceStep(to - from, width);
-  const first = origin === null ? Math.ceil(from / step) * step : Math.ceil((origin + from) / step) * step - origin;
-  for (let t = first; t <= to + 1e-9; t += step) {
-    const at = x(t);
-    svg.append(el("svg:line", {x1: at, x2: at, y1: top + band, y2: top + band + 5, stroke: "#555"}),
-      el("svg:text", {x: Math.min(Math.max(at, 18), width - 18), y: height - 10, "text-anchor": "middle",
-        text: clock(origin, t, step < 60)}));
-  }
+  const {svg, gaps} = timelineSvg(episodes, origin, from, to, Math.max(280, box.clientWidth || 800), {id: "timeline"});
   box.replaceChildren(svg);
   $("timeline-caption").textContent = `Activity timeline over wall-clock time, ${clock(origin, from)} to ` +
     `${clock(origin, to)}${gaps.length ? `, with ${gaps.length} gap(s) without data` : ""}`;
   const shown = [...new Set(episodes.map((e) => e.label))];
   if (gaps.length) shown.push("gap");
-  $("legend").replaceChildren(...shown.map((label) => el("li", {},
-    el("svg:svg", {viewBox: "0 0 18 12", "aria-hidden": "true"}, patterns(),
-      el("svg:rect", {width: 18, height: 12, fill: fill(label)})), labelName(label))));
+  $("legend").replaceChildren(...legendItems(shown));
 }
 
 function drawMinutes(answer) {
@@ -351,10 +221,7 @@ async function makeDownloads(answer, text) {
   // serve.batch's own writer makes the files, on the service, from this very answer.
   const {response, body} = await api("/recordings/files", {method: "POST", body: text,
     headers: {"Content-Type": "application/json"}});
-  if (!response.ok) {
-    list.replaceChildren(el("li", {text: detailOf(response.status, body, requestIdOf(response))}));
-    return;
-  }
+  if (!response.ok) { list.replaceChildren(el("li", {text: detailOf(response.status, body, requestIdOf(response))})); return; }
   const id = (answer.recording || {}).id || "recording";
   list.replaceChildren(...Object.entries(body).map(([name, text]) => {
     const type = name.endsWith(".json") ? "application/json" : "text/csv";
@@ -370,13 +237,13 @@ async function loadModel() {
   const response = await fetch("/model", {cache: "no-store"});
   if (!response.ok) return;
   const card = await response.json();
-  state.labels = card.labels || [];
+  shared.labels = card.labels || [];
   const contract = card.input_contract || {};
   const metrics = Object.entries(card.metrics || {}).filter(([, v]) => typeof v === "number");
   $("model-card").append(
     el("dt", {text: "Name"}), el("dd", {id: "model-name", text: card.name}),
     el("dt", {text: "Version"}), el("dd", {id: "model-version", text: card.version}),
-    el("dt", {text: "Labels"}), el("dd", {id: "model-labels", text: state.labels.join(", ")}),
+    el("dt", {text: "Labels"}), el("dd", {id: "model-labels", text: shared.labels.join(", ")}),
     el("dt", {text: "Input"}), el("dd", {id: "model-input", text: `${contract.dtype || "float32"} ` +
       `[n, ${contract.window_length}, ${(contract.channels || []).length}] windows of ` +
       `${(contract.channels || []).join(", ")} at ${contract.target_hz} Hz; units ` +
@@ -389,7 +256,7 @@ async function loadModel() {
 
 function renderLiveDrift(response, body) {
   const box = $("live-drift");
-  if (response.status === 404) { box.replaceChildren(el("p", {text: detailOf(404, body)})); return; }
+  if (response.status === 404) { box.replaceChildren(el("p", {text: detailOf(404, body, requestIdOf(response))})); return; }
   if (!response.ok) { box.replaceChildren(el("p", {text: detailOf(response.status, body, requestIdOf(response))})); return; }
   const worst = Object.entries(body.channels || {}).sort((a, b) => b[1].psi - a[1].psi).slice(0, 3);
   box.replaceChildren(
@@ -420,6 +287,7 @@ async function downloadReport(event) {
 // ------------------------------------------------------------------ wiring
 
 document.addEventListener("DOMContentLoaded", () => {
+  shared.refused = refused;
   $("sign-in-form").addEventListener("submit", signIn);
   $("sign-out").addEventListener("click", signOut);
   $("refresh-drift").addEventListener("click", refreshLiveDrift);
