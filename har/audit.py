@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import getpass
 import hashlib
-from contextvars import ContextVar
 
 from har.logs import event_logger
 
@@ -25,7 +24,6 @@ ACTIONS = ("registry.register", "registry.promote", "registry.rollback", "retrai
            "store.ingest", "store.erasure", "store.rescore")
 
 _log = event_logger(LOGGER)
-_actor: ContextVar[str | None] = ContextVar("har_audit_actor", default=None)
 
 
 def audit(action: str, *, actor: str, subject: str | None = None, subject_hash: str | None = None,
@@ -65,18 +63,6 @@ def subject_digest(subject: str) -> str:
     be matched to a later question about that id, while the event itself holds no id. (The study store's
     audit rows use the same digest.)"""
     return hashlib.sha256(f"har-subject:{subject}".encode()).hexdigest()
-
-
-def act_as(actor: str) -> None:
-    """Name the actor of this context (a request's task, a command): the service's token guard sets
-    "token:<kind>" once the token is checked, so that code without the request at hand (the store) can
-    audit with `current_actor()`."""
-    _actor.set(actor)
-
-
-def current_actor() -> str:
-    """The actor `act_as` named in this context, else `local_actor()`."""
-    return _actor.get() or local_actor()
 
 
 def local_actor() -> str:

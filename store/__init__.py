@@ -30,7 +30,7 @@ import pandas as pd
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import make_url
 
-from har.audit import audit, current_actor, subject_digest
+from har.audit import audit, local_actor, subject_digest
 from store import days as day_math
 from store import queries
 
@@ -49,7 +49,10 @@ class NotFound(StoreError):
     pass
 
 
-subject_hash = subject_digest  # what an audit row and the erasure's audit event keep instead of the subject id
+def subject_hash(subject: str) -> str:
+    """What an audit row keeps instead of the subject id: har.audit's digest, so that the store's row and the
+    service-wide audit event of one erasure carry the same hash."""
+    return subject_digest(subject)
 
 
 def _sqlite_setup(engine) -> None:
@@ -166,7 +169,7 @@ class Store:
 
     # --- writes -------------------------------------------------------------------------------------------
     def ingest(self, subject: str, *, content_hash: str, fused: pd.DataFrame, answer: dict,
-               timezone: str | None = None) -> tuple[dict, bool]:
+               timezone: str | None = None, actor: str | None = None) -> tuple[dict, bool]:
         """Store one scored recording of `subject`; (stored recording, created). created is False when the same
         content was already scored by the same model: then nothing new is written and the stored one returns."""
         start_time = answer["recording"].get("start_time")
@@ -195,9 +198,10 @@ class Store:
             if not created:
                 answer = queries.unpack(queries.scoring_of(conn, recording_id, answer["model"]["sha256"]).answer)
             stored = queries.recording(conn, person.id, recording_id)
-        if created:  # the same content again by the same model changes nothing: nothing to audit
-            audit("store.ingest", actor=current_actor(), subject=subject, model=answer["model"]["name"],
-                  version=answer["model"]["version"], counts={"recordings": 1}, recording_id=recording_id)
+        if created:  # the audit trail (har/audit.py): who stored what, by which model; nothing when nothing new
+            audit("store.ingest", actor=actor or local_actor(), subject=subject, model=answer["model"]["name"],
+                  version=answer["model"]["version"], counts={"recordings": 1, "episodes": len(answer["episodes"])},
+                  recording_id=recording_id)
         return self._recording_entry(subject, person.timezone, stored) | {"answer": answer}, created
 
     def add_scoring(self, recording_id: int, answer: dict) -> bool:
@@ -205,7 +209,7 @@ class Store:
         with self.transaction(write=True) as conn:
             return queries.add_scoring(conn, recording_id, answer) is not None
 
-    def erase(self, subject: str) -> dict:
+    def erase(self, subject: str, *, actor: str | None = None) -> dict:
         """Remove every row of `subject`, the blobs only they refer to, and their personal model file.
 
         Returns the counts; an audit row keeps them with a hash of the id and the time, nothing else.
@@ -230,7 +234,7 @@ class Store:
             self.blob_path(sha).unlink(missing_ok=True)
         if model is not None:
             model.unlink(missing_ok=True)
-        audit("store.erasure", actor=current_actor(), subject_hash=subject_hash(subject), counts=counts)
+        audit("store.erasure", actor=actor or local_actor(), subject_hash=subject_hash(subject), counts=counts)
         return {**counts, "at": audit_row["at"].isoformat()}
 
     def collect_garbage(self, *, min_age_s: float = ORPHAN_AGE_S) -> dict:
@@ -477,5 +481,3 @@ def _utc(moment: datetime) -> datetime:
 def _scoring_entry(s) -> dict:
     return {"id": s.id, "model": s.model_name, "version": s.model_version, "sha256": s.model_sha256,
             "personal": bool(s.personal), "scored_at": _utc(s.scored_at).isoformat()}
-
-

@@ -7,7 +7,7 @@ scored is skipped (the unique constraint on recording + model sha256 decides).
 """
 from __future__ import annotations
 
-from har.audit import audit, current_actor
+from har.audit import audit, local_actor
 from har.runtime import ModelRuntime
 from har.timeline import cut_recording, recording_answer, recording_preprocessing, worn_probabilities
 from har.wear import WearRule
@@ -20,7 +20,8 @@ def fusion_report(stored: dict) -> dict:
             "segments": stored["segments"], **{s: summary[s] for s in ("acc", "gyr") if isinstance(summary.get(s), dict)}}
 
 
-def rescore(store, runtime: ModelRuntime, wear_rule: WearRule, *, subject: str | None = None) -> dict:
+def rescore(store, runtime: ModelRuntime, wear_rule: WearRule, *, subject: str | None = None,
+            actor: str | None = None) -> dict:
     """Score every stored recording (of `subject`, or all) with `runtime`'s model; counts of scored and skipped."""
     card = runtime.card
     preprocessing = recording_preprocessing(card)
@@ -37,6 +38,6 @@ def rescore(store, runtime: ModelRuntime, wear_rule: WearRule, *, subject: str |
         probabilities = worn_probabilities(runtime.predict, scored, len(card.labels))
         answer = recording_answer(card, scored, probabilities, wear_rule, subject=owner, personal=False)
         counts["scored" if store.add_scoring(row.id, answer) else "already_scored"] += 1
-    audit("store.rescore", actor=current_actor(), subject=subject, model=card.name, version=card.version,
+    audit("store.rescore", actor=actor or local_actor(), subject=subject, model=card.name, version=card.version,
           counts=counts)
     return counts

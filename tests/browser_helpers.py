@@ -70,6 +70,24 @@ def must_have_chromium() -> str | None:
     return f"chromium/chromedriver not installed ({INSTALL})" + (" and CI is set" if os.environ.get("CI") else "")
 
 
+def require_chromium() -> None:
+    """For a browser test module's setup_module: fail in CI (env CI set) without the browser, else skip naming the install."""
+    import pytest
+
+    missing = must_have_chromium()
+    if missing and os.environ.get("CI"):
+        pytest.fail(missing, pytrace=False)
+    if missing:
+        pytest.skip(missing, allow_module_level=True)
+
+
+def wait_for(driver, condition, timeout: float = 90, message: str = ""):
+    """`condition(driver)` once it is truthy, polled every 0.2 s (90 s: a busy 2-core CI machine; seconds on a laptop)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition, message)
+
+
 def write_params(path: Path, params: dict) -> Path:
     import yaml
 

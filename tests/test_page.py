@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import io
 import json
-import os
 import re
 
 import httpx
@@ -17,21 +16,16 @@ import pytest
 
 from har.config import load_params
 from serve.batch import write_outputs
-from browser_helpers import (chromium_driver, foreign_requests, must_have_chromium, quit_driver,
+from browser_helpers import (chromium_driver, foreign_requests, quit_driver, require_chromium, wait_for,
                                    requested_urls, write_params)
 from conftest import GARMIN_ACC, GARMIN_GYR, ROOT
 from serve_helpers import TOKEN, start_server, stop_server, write_tiny_model, write_tiny_reference
 
 WRONG_TOKEN = "not-the-token-0123456789"
-WAIT_S = 90  # the real hour on a busy 2-core CI machine; it takes seconds on a laptop
 
 
 def setup_module(_module):
-    missing = must_have_chromium()
-    if missing and os.environ.get("CI"):
-        pytest.fail(missing, pytrace=False)
-    if missing:
-        pytest.skip(missing, allow_module_level=True)
+    require_chromium()
 
 
 @pytest.fixture(scope="module")
@@ -55,12 +49,6 @@ def browser(service):
     driver.set_script_timeout(30)
     yield driver
     quit_driver(driver)
-
-
-def wait_for(driver, condition, timeout=WAIT_S, message=""):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition, message)
 
 
 def sign_in(driver, url, token):

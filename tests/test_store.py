@@ -16,6 +16,7 @@ from store import NotFound, Store, queries, subject_hash
 from store.tables import Audit, Episode, Participant, Recording, Scoring
 from store_db import postgres_server, store, store_url  # noqa: F401  (fixtures)
 from store_helpers import ACTIVITIES, MODEL, answer, fused
+from har.audit import local_actor
 from log_helpers import one_audit_event, recorded_audit
 
 BERLIN = "Europe/Berlin"
@@ -198,7 +199,7 @@ def test_an_ingest_writes_one_audit_event_and_the_same_content_again_none(store)
         again, created_again = ingest(store, "p1", "2025-06-10T10:00:00", [("sitting", 0, 600)], content="a")
     assert created and not created_again
     one_audit_event(events, "store.ingest", subject="p1", model=MODEL["name"], version=MODEL["version"],
-                    counts={"recordings": 1}, recording_id=first["id"])
+                    counts={"recordings": 1, "episodes": 1}, recording_id=first["id"], actor=local_actor())
     assert len(events) == 1
 
 

@@ -10,22 +10,23 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 
-from browser_helpers import (chromium_driver, foreign_requests, must_have_chromium, quit_driver, requested_urls,
+from browser_helpers import (chromium_driver, foreign_requests, quit_driver, require_chromium, wait_for, requested_urls,
                              write_params)
 from conftest import GARMIN_ACC, GARMIN_GYR, ROOT, WISDM_DIR
 from har.config import load_params
 from har.study import StudyPlan, generate_study
 from serve_helpers import LABELS, TOKEN, start_server, stop_server, write_tiny_model
+from store_helpers import garmin_slice
 
 READ_TOKEN = "read-only-token-0123456789abcdef"
 READ_TOKEN_ENV = "HAR_SERVE_READ_TOKEN"
-WAIT_S = 90  # a busy 2-core CI machine; seconds on a laptop
 ZONE = "Europe/Berlin"
 SUBJECT = "P001"
 PLAN = StudyPlan(days=2, sessions_per_day=2, first_day="2025-03-29", timezone=ZONE, midnight=True, seed=4,
@@ -33,11 +34,7 @@ PLAN = StudyPlan(days=2, sessions_per_day=2, first_day="2025-03-29", timezone=ZO
 
 
 def setup_module(_module):
-    missing = must_have_chromium()
-    if missing and os.environ.get("CI"):
-        pytest.fail(missing, pytrace=False)
-    if missing:
-        pytest.skip(missing, allow_module_level=True)
+    require_chromium()
 
 
 def start_study_server(folder, model, params):
@@ -92,12 +89,6 @@ def browser(study):
     driver.set_script_timeout(30)
     yield driver
     quit_driver(driver)
-
-
-def wait_for(driver, condition, timeout=WAIT_S, message=""):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition, message)
 
 
 def sign_in(driver, url, token, subject=None):
@@ -220,8 +211,12 @@ def test_a_participants_days_hours_and_a_day_equal_the_api(study, browser):
         assert shown[rec["id"]] == clipped_episodes(client.get(f"/subjects/{SUBJECT}/recordings/{rec['id']}").json(), day)
     assert "23-hour day" in browser.find_element(By.ID, "day-summary").text  # the spring clock change
 
-    # Trend and profiles are drawn; nothing left the page, no console error.
-    assert browser.find_elements(By.CSS_SELECTOR, "#trend svg") and browser.find_elements(By.CSS_SELECTOR, "#profiles svg")
+    # The trend's dots are the days' minutes per activity (days with nothing recorded have none); profiles drawn.
+    dots = {(c.get_attribute("data-date"), c.get_attribute("data-label")): float(c.get_attribute("data-minutes"))
+            for c in browser.find_elements(By.CSS_SELECTOR, "#trend circle[data-date]")}
+    assert dots == pytest.approx({(d["date"], label): minutes for d in days if d["recorded_minutes"] > 0
+                                  for label, minutes in d["minutes_per_activity"].items()})
+    assert browser.find_elements(By.CSS_SELECTOR, "#profiles svg")
     assert TOKEN not in browser.page_source
     only_the_service_was_asked(browser, url)
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
@@ -242,7 +237,9 @@ def test_a_bad_upload_shows_the_readers_words_and_days_csv_downloads(study, brow
     with open(fake, "rb") as acc, open(GARMIN_GYR, "rb") as gyr:
         refusal = client.post(f"/subjects/{SUBJECT}/recordings", files={"accelerometer": acc, "gyroscope": gyr})
     assert refusal.status_code == 422
-    assert shown == refusal.json()["detail"] and "cannot be read as an Excel workbook" in shown
+    # The reader's words, then the id the service logged the page's request under.
+    assert re.fullmatch(re.escape(refusal.json()["detail"]) + r" \(request id [0-9a-f]{32}\)", shown), shown
+    assert "cannot be read as an Excel workbook" in shown
 
     # days.csv: the page fetches it with the token and hands it over; its text is the route's.
     csv = browser.execute_async_script("""const done = arguments[arguments.length - 1];
@@ -254,12 +251,13 @@ def test_a_bad_upload_shows_the_readers_words_and_days_csv_downloads(study, brow
     only_the_service_was_asked(browser, url)
 
 
-def test_erase_after_typing_the_id(study, browser):
+def test_erase_after_typing_the_id(study, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
     url, client = study["url"], study["client"]
     other = "P-erase"
-    with open(GARMIN_ACC, "rb") as acc, open(GARMIN_GYR, "rb") as gyr:
+    acc_path, gyr_path = garmin_slice(GARMIN_ACC, GARMIN_GYR, tmp_path, minutes=3)  # 3 minutes of the real hour
+    with open(acc_path, "rb") as acc, open(gyr_path, "rb") as gyr:
         assert client.post(f"/subjects/{other}/recordings", files={"accelerometer": acc, "gyroscope": gyr}).status_code == 201
     sign_in(browser, url, TOKEN, other)
     wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#heatmap rect[data-date]"))
@@ -299,3 +297,28 @@ def test_the_read_only_token_sees_no_controls_and_is_refused_writes(study, brows
     assert statuses == [403, 403]
     assert SUBJECT in [p["subject"] for p in study["client"].get("/subjects").json()]
     only_the_service_was_asked(browser, url)
+
+
+def test_the_pages_own_routes(study):
+    """GET /study/access says which token it was given; GET /study/subjects/{subject}/hours is every local hour."""
+    url, client = study["url"], study["client"]
+
+    def access(token=None):
+        return httpx.get(url + "/study/access", headers={"Authorization": f"Bearer {token}"} if token else {})
+
+    assert access(TOKEN).json() == {"write": True}
+    assert access(READ_TOKEN).json() == {"write": False}
+    assert access().status_code == 401 and access("not-a-token-0123456789").status_code == 401
+    hours = client.get(f"/study/subjects/{SUBJECT}/hours").json()
+    assert hours["timezone"] == ZONE
+    days = client.get(f"/subjects/{SUBJECT}/days").json()
+    # One row per hour of absolute time: 24 on 2025-03-29, 23 on the spring day 2025-03-30 (02:00 does not exist).
+    assert [sum(h["date"] == d["date"] for h in hours["hours"]) for d in days] == [24, 23]
+    assert 2 not in [h["hour"] for h in hours["hours"] if h["date"] == "2025-03-30"]
+    for day in days:
+        rows = [h for h in hours["hours"] if h["date"] == day["date"]]
+        assert sum(h["recorded_minutes"] for h in rows) == pytest.approx(day["recorded_minutes"], abs=0.03)
+        assert {label for h in rows for label in h["minutes_per_activity"]} == set(day["minutes_per_activity"])
+    assert client.get("/study/subjects/nobody/hours").status_code == 404
+    assert client.get("/study/subjects/no%20spaces/hours").status_code == 400
+    assert httpx.get(url + f"/study/subjects/{SUBJECT}/hours").status_code == 401

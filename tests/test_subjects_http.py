@@ -129,7 +129,7 @@ def test_erasure_over_http_returns_the_counts_and_leaves_no_subject(server, othe
     # Each wrote one audit line, under its request's id, naming the token kind; the erasure holds no id.
     audits = [e for e in json_lines(SERVER_LOGS[server].read_text()) if e["logger"] == "audit"]
     ingest = one_audit_event(audits, "store.ingest", request_id="ingest-0001", subject="p5", actor="token:service")
-    assert ingest["counts"] == {"recordings": 1}
+    assert ingest["counts"] == {"recordings": 1, "episodes": len(stored["answer"]["episodes"])}
     erasure = one_audit_event(audits, "store.erasure", request_id="erase-0001", subject=None, actor="token:service",
                               subject_hash=subject_hash("p5"))
     assert erasure["counts"] == {k: v for k, v in erased.json().items() if k != "at"}

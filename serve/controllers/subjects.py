@@ -30,6 +30,7 @@ from serve.service import GarminUpload, Service
 from serve.validation import RequestError
 
 SECURED = [{"bearer": []}]
+WRITER = "token:service"  # the audit trail's actor for writes: only the service's token may write here
 CSV = "text/csv"
 SUBJECT = Annotated[str, Parameter(pattern=contract.SUBJECT_PATTERN, description="pseudonymous subject id")]
 OBJECT, LIST = Schema(type=OpenAPIType.OBJECT), Schema(type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.OBJECT))
@@ -112,7 +113,8 @@ def subjects_controller(max_upload_bytes: int) -> type[Controller]:
             scored = await service.score_upload(data, subject)
             digest = content_hash(scored.raw["accelerometer"], scored.raw["gyroscope"])
             stored, created = await in_store(request.app.state, lambda store: store.ingest(
-                subject, content_hash=digest, fused=scored.scored.fused, answer=scored.answer, timezone=timezone))
+                subject, content_hash=digest, fused=scored.scored.fused, answer=scored.answer, timezone=timezone,
+                actor=WRITER))
             return Response(stored, status_code=201 if created else 200)
 
         @route("/{subject:str}/recordings", http_method=HttpMethod.OPTIONS, include_in_schema=False, status_code=204,
@@ -172,6 +174,6 @@ def subjects_controller(max_upload_bytes: int) -> type[Controller]:
                 operation_class=contract.documented(responses={**ok("What was removed"),
                                                                **contract.errors(400, 401, 403, 404)}))
         async def erase(self, request: Request, subject: SUBJECT) -> dict:
-            return await in_store(request.app.state, lambda store: store.erase(subject))
+            return await in_store(request.app.state, lambda store: store.erase(subject, actor=WRITER))
 
     return SubjectsController

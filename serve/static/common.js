@@ -73,6 +73,16 @@ function detailOf(status, body, requestId = null) {
 
 function requestIdOf(response) { return response.headers.get("X-Request-ID"); }
 
+// The sign-in form's submit: the token into the tab's sessionStorage (and out of the field), then `next()`.
+async function takeToken(event, next) {
+  event.preventDefault();
+  const value = $("token").value.trim();
+  $("token").value = ""; // nothing of the token stays in the page
+  if (!value) return;
+  sessionStorage.setItem(TOKEN_KEY, value);
+  await next();
+}
+
 // A call to the service's JSON routes with the tab's token; a 401 goes to the page's `shared.refused`.
 async function api(path, options = {}) {
   const headers = {...(options.headers || {}), Authorization: `Bearer ${token()}`};
@@ -81,6 +91,52 @@ async function api(path, options = {}) {
   try { body = await response.clone().json(); } catch (_) { body = null; }
   if (response.status === 401 && shared.refused) shared.refused(detailOf(401, body, requestIdOf(response)));
   return {response, body};
+}
+
+// ------------------------------------------------------------------ uploading a session (both pages)
+
+function pickPair(files) {
+  const acc = files.filter((f) => /accelerometer/i.test(f.name));
+  const gyr = files.filter((f) => /gyroscope/i.test(f.name));
+  if (files.length !== 2 || acc.length !== 1 || gyr.length !== 1) {
+    const names = files.map((f) => f.name).join(", ") || "no file";
+    throw new Error(`Choose the two workbooks of one session: one …-accelerometer_data.xlsx and one ` +
+                    `…-gyroscope_data.xlsx (chosen: ${names}).`);
+  }
+  return {accelerometer: acc[0], gyroscope: gyr[0]};
+}
+
+function progress(text, fraction) {
+  const bar = $("progress");
+  bar.hidden = text === "";
+  if (fraction === null) bar.removeAttribute("value"); // indeterminate while the service works on it
+  else bar.value = fraction;
+  $("progress-text").textContent = text;
+}
+
+// POST the pair as the multipart form of /recordings, showing the upload's progress, then `working` until
+// the answer; `done(status, body, text, requestId)` gets it (status 0: the service could not be reached).
+function sendPair(path, pair, working, done) {
+  const form = new FormData();
+  form.append("accelerometer", pair.accelerometer);
+  form.append("gyroscope", pair.gyroscope);
+  const request = new XMLHttpRequest(); // fetch cannot report upload progress
+  request.open("POST", path);
+  request.setRequestHeader("Authorization", `Bearer ${token()}`);
+  request.responseType = "text"; // kept as sent: re-encoding would turn 1.0 into 1 in the downloaded files
+  request.upload.onprogress = (e) => {
+    if (e.lengthComputable) progress(`Uploading… ${Math.round(100 * e.loaded / e.total)} %`, e.loaded / e.total);
+  };
+  request.upload.onload = () => progress(working, null);
+  request.onerror = () => { progress("", 0); done(0, null, "", null); };
+  request.onload = () => {
+    progress("", 0);
+    let body = null;
+    try { body = JSON.parse(request.responseText); } catch (_) { body = null; }
+    done(request.status, body, request.responseText, request.getResponseHeader("X-Request-ID"));
+  };
+  progress("Uploading… 0 %", 0);
+  request.send(form);
 }
 
 // ------------------------------------------------------------------ a recording's timeline

@@ -19,15 +19,6 @@ function refused(detail) {
   $("token").focus();
 }
 
-async function signIn(event) {
-  event.preventDefault();
-  const value = $("token").value.trim();
-  $("token").value = ""; // nothing of the token stays in the page
-  if (!value) return;
-  sessionStorage.setItem(TOKEN_KEY, value);
-  await checkToken();
-}
-
 async function checkToken() {
   // GET /drift is guarded: 401 means a wrong token; 200, or 404 without a drift reference, means it was accepted.
   const {response, body} = await api("/drift");
@@ -45,54 +36,19 @@ function signOut() {
 
 // ------------------------------------------------------------------ upload
 
-function pickPair(files) {
-  const acc = files.filter((f) => /accelerometer/i.test(f.name));
-  const gyr = files.filter((f) => /gyroscope/i.test(f.name));
-  if (files.length !== 2 || acc.length !== 1 || gyr.length !== 1) {
-    const names = files.map((f) => f.name).join(", ") || "no file";
-    throw new Error(`Choose the two workbooks of one session: one …-accelerometer_data.xlsx and one ` +
-                    `…-gyroscope_data.xlsx (chosen: ${names}).`);
-  }
-  return {accelerometer: acc[0], gyroscope: gyr[0]};
-}
-
-function progress(text, fraction) {
-  const bar = $("progress");
-  bar.hidden = text === "";
-  if (fraction === null) bar.removeAttribute("value"); // indeterminate while the service scores
-  else bar.value = fraction;
-  $("progress-text").textContent = text;
-}
-
 function upload(files) {
   $("upload-error").textContent = "";
   let pair;
   try { pair = pickPair(files); } catch (error) { $("upload-error").textContent = error.message; return; }
-  const form = new FormData();
-  form.append("accelerometer", pair.accelerometer);
-  form.append("gyroscope", pair.gyroscope);
-  const request = new XMLHttpRequest(); // fetch cannot report upload progress
-  request.open("POST", "/recordings");
-  request.setRequestHeader("Authorization", `Bearer ${token()}`);
-  request.responseType = "text"; // kept as sent: re-encoding would turn 1.0 into 1 in the downloaded files
-  request.upload.onprogress = (e) => {
-    if (e.lengthComputable) progress(`Uploading… ${Math.round(100 * e.loaded / e.total)} %`, e.loaded / e.total);
-  };
-  request.upload.onload = () => progress("Reading, fusing and scoring the recording…", null);
-  request.onerror = () => { progress("", 0); $("upload-error").textContent = "The service could not be reached."; };
-  request.onload = () => {
-    progress("", 0);
-    $("upload-button").disabled = false;
-    let body = null;
-    try { body = JSON.parse(request.responseText); } catch (_) { body = null; }
-    if (request.status === 200 && body) { render(body, request.responseText); return; }
-    const detail = detailOf(request.status, body, request.getResponseHeader("X-Request-ID"));
-    if (request.status === 401) { refused(detail); return; }
-    $("upload-error").textContent = detail;
-  };
   $("upload-button").disabled = true;
-  progress("Uploading… 0 %", 0);
-  request.send(form);
+  sendPair("/recordings", pair, "Reading, fusing and scoring the recording…", (status, body, text, requestId) => {
+    $("upload-button").disabled = false;
+    if (status === 0) { $("upload-error").textContent = "The service could not be reached."; return; }
+    if (status === 200 && body) { render(body, text); return; }
+    const detail = detailOf(status, body, requestId);
+    if (status === 401) { refused(detail); return; }
+    $("upload-error").textContent = detail;
+  });
 }
 
 // ------------------------------------------------------------------ the answer
@@ -288,7 +244,7 @@ async function downloadReport(event) {
 
 document.addEventListener("DOMContentLoaded", () => {
   shared.refused = refused;
-  $("sign-in-form").addEventListener("submit", signIn);
+  $("sign-in-form").addEventListener("submit", (event) => takeToken(event, checkToken));
   $("sign-out").addEventListener("click", signOut);
   $("refresh-drift").addEventListener("click", refreshLiveDrift);
   $("upload-form").addEventListener("submit", (e) => { e.preventDefault(); upload([...$("files").files]); });

@@ -33,23 +33,12 @@ function refused(detail) {
   $("token").focus();
 }
 
-async function signIn(event) {
-  event.preventDefault();
-  const value = $("token").value.trim();
-  $("token").value = ""; // nothing of the token stays in the page
-  if (!value) return;
-  sessionStorage.setItem(TOKEN_KEY, value);
-  await start();
-}
-
 function signOut() {
   sessionStorage.removeItem(TOKEN_KEY);
   study.access = null;
   showSignedIn(false, "Signed out.");
 }
 
-// Which token this is: the service's (reads and writes) or the read-only one. The controls follow; the
-// server refuses a read-only token's writes whatever the page shows.
 // The answer to a request study-early.js started (once: a later call asks again), else a new call.
 async function takeEarly(name, path) {
   const early = window.studyEarly || {};
@@ -63,6 +52,8 @@ async function takeEarly(name, path) {
   return {response, body};
 }
 
+// Which token this is: the service's (reads and writes) or the read-only one. The controls follow; the
+// server refuses a read-only token's writes whatever the page shows.
 async function start() {
   const [{response, body}] = await Promise.all([takeEarly("access", "/study/access"),
                                                 shared.labels.length ? null : loadLabels()]);
@@ -219,7 +210,7 @@ function drawAll() {
 function annotated(data, attributes) {
   return function render(index, scales, values, dimensions, context, next) {
     const g = next(index, scales, values, dimensions, context);
-    const shapes = g.querySelectorAll("rect");
+    const shapes = g.querySelectorAll("rect, circle");
     index.forEach((i, k) => {
       const shape = shapes[k];
       for (const [name, value] of Object.entries(attributes(data[i]))) shape.setAttribute(`data-${name}`, value);
@@ -331,7 +322,8 @@ function drawTrend() {
     fy: {label: null, tickFormat: labelName}, color: {type: "identity"},
     marks: [
       Plot.dot(rows, {x: "day", y: "minutes", fy: "label", r: 2, fill: (r) => colour(r.label), fillOpacity: 0.6,
-        title: (r) => `${r.date}: ${fmt(r.minutes, 1)} min ${labelName(r.label)}`}),
+        title: (r) => `${r.date}: ${fmt(r.minutes, 1)} min ${labelName(r.label)}`,
+        render: annotated(rows, (r) => ({date: r.date, label: r.label, minutes: r.minutes}))}),
       Plot.lineY(rows, Plot.windowY({k: 7, anchor: "end", reduce: "mean", strict: false},
         {x: "day", y: "minutes", fy: "label", z: "label", stroke: (r) => colour(r.label), strokeWidth: 2})),
       Plot.frame({stroke: "#ddd"})]}));
@@ -412,25 +404,6 @@ async function openDay(date) {
 
 // ------------------------------------------------------------------ actions
 
-function pickPair(files) {
-  const acc = files.filter((f) => /accelerometer/i.test(f.name));
-  const gyr = files.filter((f) => /gyroscope/i.test(f.name));
-  if (files.length !== 2 || acc.length !== 1 || gyr.length !== 1) {
-    const names = files.map((f) => f.name).join(", ") || "no file";
-    throw new Error(`Choose the two workbooks of one session: one …-accelerometer_data.xlsx and one ` +
-                    `…-gyroscope_data.xlsx (chosen: ${names}).`);
-  }
-  return {accelerometer: acc[0], gyroscope: gyr[0]};
-}
-
-function progress(text, fraction) {
-  const bar = $("progress");
-  bar.hidden = text === "";
-  if (fraction === null) bar.removeAttribute("value"); // indeterminate while the service reads and scores
-  else bar.value = fraction;
-  $("progress-text").textContent = text;
-}
-
 function upload(event) {
   event.preventDefault();
   $("upload-error").textContent = "";
@@ -438,37 +411,22 @@ function upload(event) {
   const subject = $("upload-subject").value.trim();
   let pair;
   try { pair = pickPair([...$("files").files]); } catch (error) { $("upload-error").textContent = error.message; return; }
-  const form = new FormData();
-  form.append("accelerometer", pair.accelerometer);
-  form.append("gyroscope", pair.gyroscope);
-  const request = new XMLHttpRequest(); // fetch cannot report upload progress
-  request.open("POST", `/subjects/${enc(subject)}/recordings`);
-  request.setRequestHeader("Authorization", `Bearer ${token()}`);
-  request.upload.onprogress = (e) => {
-    if (e.lengthComputable) progress(`Uploading… ${Math.round(100 * e.loaded / e.total)} %`, e.loaded / e.total);
-  };
-  request.upload.onload = () => progress("Reading, scoring and storing the session…", null);
-  request.onerror = () => { progress("", 0); $("upload-button").disabled = false; $("upload-error").textContent = "The service could not be reached."; };
-  request.onload = async () => {
-    progress("", 0);
+  $("upload-button").disabled = true;
+  sendPair(`/subjects/${enc(subject)}/recordings`, pair, "Reading, scoring and storing the session…", async (status, body, text, requestId) => {
     $("upload-button").disabled = false;
-    let body = null;
-    try { body = JSON.parse(request.responseText); } catch (_) { body = null; }
-    if ((request.status === 201 || request.status === 200) && body) {
-      $("upload-done").textContent = `${request.status === 201 ? "Stored" : "Already stored (nothing new)"}: recording ` +
+    if (status === 0) { $("upload-error").textContent = "The service could not be reached."; return; }
+    if ((status === 201 || status === 200) && body) {
+      $("upload-done").textContent = `${status === 201 ? "Stored" : "Already stored (nothing new)"}: recording ` +
         `${body.id} of ${subject}, ${(body.start_time || "").slice(0, 19).replace("T", " ")} to ` +
         `${(body.end_time || "").slice(0, 19).replace("T", " ")}, days ${(body.days || []).join(", ")}.`;
       await loadParticipants();
       if (location.hash === `#${enc(subject)}`) openParticipant(subject); else location.hash = enc(subject);
       return;
     }
-    const detail = detailOf(request.status, body, request.getResponseHeader("X-Request-ID"));
-    if (request.status === 401) { refused(detail); return; }
+    const detail = detailOf(status, body, requestId);
+    if (status === 401) { refused(detail); return; }
     $("upload-error").textContent = detail; // the reader's refusal, word for word
-  };
-  $("upload-button").disabled = true;
-  progress("Uploading… 0 %", 0);
-  request.send(form);
+  });
 }
 
 async function downloadDays(event) {
@@ -508,7 +466,7 @@ async function loadLabels() {
 
 document.addEventListener("DOMContentLoaded", () => {
   shared.refused = refused;
-  $("sign-in-form").addEventListener("submit", signIn);
+  $("sign-in-form").addEventListener("submit", (event) => takeToken(event, start));
   $("sign-out").addEventListener("click", signOut);
   $("upload-form").addEventListener("submit", upload);
   $("days-csv").addEventListener("click", downloadDays);
