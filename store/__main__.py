@@ -12,6 +12,7 @@ import json
 import sys
 
 from har.config import load_params
+from har.logs import add_log_arguments, setup_logging
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -26,11 +27,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     erase = commands.add_parser("erase", help="remove every trace of a subject (an audit row keeps the counts)")
     erase.add_argument("subject")
     commands.add_parser("gc", help="remove fused blobs no recording refers to")
+    add_log_arguments(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    setup_logging(args.log_format, args.log_level)  # erase and rescore write audit events to stderr
     from store import NotFound, Store
 
     params = load_params(args.params)

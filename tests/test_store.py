@@ -16,6 +16,8 @@ from store import NotFound, Store, queries, subject_hash
 from store.tables import Audit, Episode, Participant, Recording, Scoring
 from store_db import postgres_server, store, store_url  # noqa: F401  (fixtures)
 from store_helpers import ACTIVITIES, MODEL, answer, fused
+from har.audit import local_actor
+from log_helpers import one_audit_event, recorded_audit
 
 BERLIN = "Europe/Berlin"
 ROOT_DIR = Path(__file__).resolve().parent.parent
@@ -191,6 +193,16 @@ def test_a_new_scoring_keeps_the_old_one_and_days_follow_it(store):
     assert [s["version"] for s in store.recordings("p1")[0]["scorings"]] == ["v1", "v2"]
 
 
+def test_an_ingest_writes_one_audit_event_and_the_same_content_again_none(store):
+    with recorded_audit() as events:
+        first, created = ingest(store, "p1", "2025-06-10T10:00:00", [("sitting", 0, 600)], content="a")
+        again, created_again = ingest(store, "p1", "2025-06-10T10:00:00", [("sitting", 0, 600)], content="a")
+    assert created and not created_again
+    one_audit_event(events, "store.ingest", subject="p1", model=MODEL["name"], version=MODEL["version"],
+                    counts={"recordings": 1, "episodes": 1}, recording_id=first["id"], actor=local_actor())
+    assert len(events) == 1
+
+
 def test_erasure_leaves_nothing_of_the_person(store, store_url, tmp_path):
     (tmp_path / "personal").mkdir()
     (tmp_path / "personal" / "p1.onnx").write_bytes(b"model of p1")
@@ -199,7 +211,12 @@ def test_erasure_leaves_nothing_of_the_person(store, store_url, tmp_path):
     ingest(store, "p1", "2025-06-11T10:00:00", [("typing", 0, 600), ("sitting", 600, 900)], content="b", seed=2)
     ingest(store, "p2", "2025-06-10T10:00:00", [("sitting", 0, 600)], content="c", seed=3)
     blobs_before = set((tmp_path / "blobs").glob("*.parquet"))
-    counts = store.erase("p1")
+    with recorded_audit() as events:
+        counts = store.erase("p1")
+    # One audit event, the same counts as the store's row, a hash of the id and never the id itself.
+    event = one_audit_event(events, "store.erasure", subject=None, subject_hash=subject_hash("p1"),
+                            counts={k: v for k, v in counts.items() if k != "at"})
+    assert len(events) == 1 and "p1" not in str(event.values())
     assert {k: v for k, v in counts.items() if k != "at"} == {
         "episodes": 3, "scorings": 2, "recordings": 2, "participants": 1, "blobs": 2, "personal_models": 1}
     assert [s["subject"] for s in store.subjects()] == ["p2"]

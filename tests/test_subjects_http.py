@@ -3,6 +3,7 @@ ingest (201, then 200 with the same body, 16 at once), days, hours, recordings, 
 from __future__ import annotations
 
 import io
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -10,8 +11,10 @@ import pandas as pd
 import pytest
 
 from conftest import GARMIN_ACC, GARMIN_GYR
+from log_helpers import json_lines, one_audit_event
 from serve_helpers import TOKEN, start_server, stop_server, write_tiny_model
 from store_db import new_postgres_database, postgres_server  # noqa: F401  (a fixture)
+from store import subject_hash
 from store_helpers import garmin_slice
 
 READ_TOKEN = "read-only-token-0123456789"
@@ -30,6 +33,9 @@ def other_pair(tmp_path_factory):
     return garmin_slice(GARMIN_ACC, GARMIN_GYR, tmp_path_factory.mktemp("other"), minutes=4)
 
 
+SERVER_LOGS = {}  # base URL -> the server's log
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def server(request, tmp_path_factory):
     """One server per database for the module; each test uses subjects of its own."""
@@ -40,6 +46,7 @@ def server(request, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HAR_SERVE_READ_TOKEN", READ_TOKEN)
         process, base = start_server(model, folder / "server.log", "--store", url, "--no-access-log")
+    SERVER_LOGS[base] = folder / "server.log"
     try:
         yield base
     finally:
@@ -115,9 +122,18 @@ def test_the_read_only_token_reads_but_cannot_write(server, pair):
 
 
 def test_erasure_over_http_returns_the_counts_and_leaves_no_subject(server, other_pair):
-    stored = httpx.post(f"{server}/subjects/p5/recordings", headers=WRITE, files=files(other_pair), timeout=60).json()
-    erased = httpx.delete(f"{server}/subjects/p5", headers=WRITE)
+    stored = httpx.post(f"{server}/subjects/p5/recordings", headers={**WRITE, "X-Request-ID": "ingest-0001"},
+                        files=files(other_pair), timeout=60).json()
+    erased = httpx.delete(f"{server}/subjects/p5", headers={**WRITE, "X-Request-ID": "erase-0001"})
     assert erased.status_code == 200
+    # Each wrote one audit line, under its request's id, naming the token kind; the erasure holds no id.
+    audits = [e for e in json_lines(SERVER_LOGS[server].read_text()) if e["logger"] == "audit"]
+    ingest = one_audit_event(audits, "store.ingest", request_id="ingest-0001", subject="p5", actor="token:service")
+    assert ingest["counts"] == {"recordings": 1, "episodes": len(stored["answer"]["episodes"])}
+    erasure = one_audit_event(audits, "store.erasure", request_id="erase-0001", subject=None, actor="token:service",
+                              subject_hash=subject_hash("p5"))
+    assert erasure["counts"] == {k: v for k, v in erased.json().items() if k != "at"}
+    assert not [e for e in audits if "p5" in json.dumps(e) and e["action"] == "store.erasure"]
     counts = erased.json()
     assert (counts["participants"], counts["recordings"], counts["scorings"], counts["blobs"]) == (1, 1, 1, 1)
     assert counts["episodes"] == len(stored["answer"]["episodes"])
