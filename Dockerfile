@@ -13,10 +13,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_
 
 WORKDIR /app
 COPY requirements.lock ./
-# Only what serving needs, at the project's pinned versions (the lock file acts as the constraints).
+# Only what serving needs, at the project's pinned versions (the lock file acts as the constraints);
+# dask, distributed, tqdm and psutil so that the same image runs `python -m serve.batch` as a Dask worker.
 RUN pip install -c requirements.lock numpy pandas scipy PyYAML python-calamine onnx onnxruntime \
         litestar uvicorn httptools uvloop prometheus-client httpx Jinja2 \
-        SQLAlchemy alembic psycopg psycopg-binary pyarrow structlog
+        SQLAlchemy alembic psycopg psycopg-binary pyarrow structlog dask distributed tqdm psutil
 
 COPY params.yaml ./
 COPY har/ har/
