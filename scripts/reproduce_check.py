@@ -1,13 +1,13 @@
 """Proof that the pipeline is reproducible to the bit: rerun it in a fresh clone and compare with dvc.lock.
 
-    python scripts/reproduce_check.py                  # train and every stage after it, idle then loaded
+    python scripts/reproduce_check.py                  # train, baseline and every stage after them, idle then loaded
     python scripts/reproduce_check.py --runs loaded    # only the run with CPU burners beside it
-    python scripts/reproduce_check.py --from window    # also rerun the window stage (fuse_* too: --from fuse_labelled)
+    python scripts/reproduce_check.py --from window    # window and all after it (everything: --from fuse_labelled fuse_garmin)
 
 The committed state (HEAD, not the working tree: commit first) is cloned into a scratch folder with
 `../shared` beside it, as a new user would have it. The stages upstream of --from are checked out of
-this repository's DVC cache; then `dvc repro -f --no-run-cache --downstream <from>` runs --from and
-everything after it, once on the machine as it is ("idle": on a shared machine, whatever the others
+this repository's DVC cache; then `dvc repro -f --no-run-cache --downstream <from...>` runs the --from
+stages and everything after them, once on the machine as it is ("idle": on a shared machine, whatever the others
 run) and once with one CPU-burning process per core beside it ("loaded"). After each run every output
 md5 of every rerun stage in the clone's dvc.lock is compared with the committed dvc.lock, and every
 git-tracked file (metrics/, plots/, dvclive/, dvc.lock itself) with the commit. The register stage
@@ -49,9 +49,9 @@ def lock_outputs(lock_text: str, stages: set[str]) -> dict[str, str]:
             if name in stages for out in stage.get("outs", [])}
 
 
-def stages_from(project: Path, env: dict, first: str) -> set[str]:
-    """The stage `first` and every stage downstream of it, as `dvc repro --dry` would run them."""
-    done = sh(["dvc", "repro", "--dry", "-f", "--downstream", first], project, env)
+def stages_from(project: Path, env: dict, first: list[str]) -> set[str]:
+    """The stages `first` and every stage downstream of them, as `dvc repro --dry` would run them."""
+    done = sh(["dvc", "repro", "--dry", "-f", "--downstream", *first], project, env)
     return {line.split("'")[1] for line in done.stdout.splitlines() if line.startswith("Running stage '")}
 
 
@@ -78,14 +78,14 @@ def compare(project: Path, committed_lock: str, stages: set[str]) -> list[tuple[
     return rows
 
 
-def run_once(project: Path, env: dict, first: str, burners: int, log_path: Path) -> float:
+def run_once(project: Path, env: dict, first: list[str], burners: int, log_path: Path) -> float:
     """Seconds `dvc repro` of `first` and what follows took, with `burners` spinning processes beside it."""
     subprocess.run(["git", "checkout", "--", "."], cwd=project, check=True)  # the committed files again
     processes = start_burners(burners)
     started = time.perf_counter()
     try:
         with log_path.open("w") as log:
-            sh(["dvc", "repro", "-f", "--no-run-cache", "--downstream", first], project, env, log=log)
+            sh(["dvc", "repro", "-f", "--no-run-cache", "--downstream", *first], project, env, log=log)
     finally:
         stop(processes)
     return time.perf_counter() - started
@@ -93,7 +93,8 @@ def run_once(project: Path, env: dict, first: str, burners: int, log_path: Path)
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--from", dest="first", default="train", help="first stage to rerun (default: train)")
+    parser.add_argument("--from", dest="first", nargs="+", default=["train", "baseline"],
+                        help="the first stages to rerun (default: train baseline, the two that learn from the windows)")
     parser.add_argument("--runs", nargs="+", choices=["idle", "loaded"], default=["idle", "loaded"])
     parser.add_argument("--burners", type=int, default=os.cpu_count() or 2, help="CPU burners in the loaded run")
     parser.add_argument("--keep", action="store_true", help="keep the scratch clone (its path is printed)")
