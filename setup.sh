@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set everything up from nothing but Python, then run the pipeline end to end.
 #   ./setup.sh            create .venv from the pinned lock, then `dvc repro`
-#   ./setup.sh --no-run   set up only (CI uses this before the tests)
+#   ./setup.sh --no-run   set up only (CI runs the full ./setup.sh, then checks the run reproduced dvc.lock)
 set -euo pipefail
 cd "$(dirname "$0")"
 

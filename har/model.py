@@ -46,7 +46,9 @@ def build_model(model_params: dict, *, window_length: int, n_channels: int, n_cl
             x = layers.MaxPooling1D(model_params["pool_size"], padding="same", name=f"pool{i}")(x)
         x = layers.Dropout(model_params.get("conv_dropout", 0.0), name=f"conv_dropout{i}")(x)
     sequence = x
-    x = layers.Bidirectional(layers.LSTM(model_params["lstm_units"]), name="bilstm")(sequence)
+    # Named, like every layer: an unnamed one is numbered per process (lstm_1 for a second model), and the
+    # name is in the saved file, whose bytes must depend on the model alone.
+    x = layers.Bidirectional(layers.LSTM(model_params["lstm_units"], name="lstm"), name="bilstm")(sequence)
     if model_params.get("pooled_features"):
         # The BiLSTM summarises the order of events; average and max pooling of the convolution
         # features add what was present anywhere in the window (the wrist's mean orientation,

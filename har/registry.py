@@ -245,7 +245,8 @@ def register_model(model_path, *, name: str, experiment: str, params: dict, eval
     """Log the run and the ONNX model, register a version as challenger, move champion if the gate passes.
 
     `rescore` scores a champion evaluated on other data on the current test windows (see
-    comparable_champion). Returns the decision (the register stage writes it to metrics/register.json).
+    comparable_champion). Returns the decision (the register stage writes it to logs/register.json, and
+    what was submitted, the registry-independent part, to metrics/register.json).
     Audited (har/audit.py): registry.register, and registry.promote when champion moved; `actor`
     defaults to local_actor().
     """

@@ -5,9 +5,14 @@ only does the file I/O around `train_model`.
 """
 from __future__ import annotations
 
+import io
+import json
 import random
 import sys
 import time
+import warnings
+import zipfile
+from pathlib import Path
 
 import numpy as np
 
@@ -22,6 +27,81 @@ def set_seeds(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     keras.utils.set_random_seed(seed)
+
+
+def make_deterministic(seed: int, threads: dict | None, deterministic: bool = True) -> None:
+    """Seeds, TensorFlow's op determinism and fixed thread pools: the same params and data give the
+    same weights to the bit, however busy the machine is.
+
+    Op determinism makes TensorFlow pick deterministic kernels (and raise on an op that has none).
+    The thread counts come from params (`train.threads`; 0 = TensorFlow's choice, one per core), not
+    from the machine, because how a kernel splits a sum between threads depends on how many there
+    are: a 16-core laptop and a 2-core CI machine would otherwise add the same numbers in other
+    orders. They can only be set before TensorFlow runs its first op; a process that already ran
+    one (a test session) keeps its pools, with a warning. `deterministic=False` (train.deterministic)
+    leaves op determinism off: only for measuring what it costs (docs/training.md).
+    """
+    import tensorflow as tf
+
+    threads = threads or {}
+    wanted = {"intra_op": int(threads.get("intra_op", 0)), "inter_op": int(threads.get("inter_op", 0))}
+    current = {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+               "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}
+    if current != wanted:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(wanted["intra_op"])
+            tf.config.threading.set_inter_op_parallelism_threads(wanted["inter_op"])
+        except RuntimeError:
+            warnings.warn(f"TensorFlow already started with thread pools {current}, not train.threads {wanted}: "
+                          f"this run is deterministic, but its weights may differ from a fresh process's",
+                          RuntimeWarning, stacklevel=2)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    set_seeds(seed)
+
+
+def renumber_shared_objects(config):
+    """Keras's config with each `shared_object_id` (the Python id(), a memory address, of an object two
+    layers share) replaced by its order of first appearance: the same sharing, the same number in every
+    process."""
+    numbers = {}
+
+    def walk(node):
+        if isinstance(node, dict):
+            return {k: numbers.setdefault(v, len(numbers)) if k == "shared_object_id" else walk(v)
+                    for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(config)
+
+
+def save_model(model, path) -> None:
+    """model.save, then the .keras zip rewritten without what changes between identical saves.
+
+    Keras stamps `date_saved` into metadata.json, every zip entry with the current time, and into
+    config.json the memory addresses of shared objects; all three are removed (entries dated
+    1980-01-01, the zip format's epoch; addresses renumbered), so the file's bytes, and its md5 in
+    dvc.lock, depend on the model alone.
+    """
+    path = Path(path)
+    model.save(path)
+    with zipfile.ZipFile(path) as archive:
+        entries = [(info, archive.read(info)) for info in archive.infolist()]
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for info, data in entries:
+            if info.filename == "metadata.json":
+                metadata = json.loads(data)
+                metadata.pop("date_saved", None)
+                data = json.dumps(metadata).encode()
+            elif info.filename == "config.json":
+                data = json.dumps(renumber_shared_objects(json.loads(data))).encode()
+            fixed = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            fixed.compress_type, fixed.external_attr = info.compress_type, 0o644 << 16
+            archive.writestr(fixed, data)
+    path.write_bytes(out.getvalue())
 
 
 def random_rotations(rng: np.random.Generator, n: int, max_degrees: float) -> np.ndarray:
@@ -168,18 +248,18 @@ def train_model(X_train, y_train, X_val, y_val, *, n_classes: int, model_params:
                 extra_callbacks=(), verbose: int | None = None):
     """A trained model (best validation macro-F1 weights restored) and a summary of the run.
 
-    The summary holds epochs_run, best_epoch (1-based), best_val_macro_f1, train_seconds and
-    the per-epoch history.
+    The summary holds epochs_run, best_epoch (1-based), best_val_macro_f1, the per-epoch history
+    and train_seconds (wall-clock: for logs, never for a file DVC tracks).
     """
     import keras
 
-    set_seeds(train_params["seed"])
+    make_deterministic(train_params["seed"], train_params.get("threads"), train_params.get("deterministic", True))
     mean, variance = channel_stats(X_train)
     model = build_model(model_params, window_length=X_train.shape[1], n_channels=X_train.shape[2],
                         n_classes=n_classes, mean=mean, variance=variance)
     model.compile(
         optimizer=keras.optimizers.AdamW(learning_rate=learning_rate(train_params, len(y_train)),
-                                         weight_decay=train_params.get("weight_decay", 0.0)),
+                                         weight_decay=train_params.get("weight_decay", 0.0), name="adam_w"),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=train_params.get("label_smoothing", 0.0)),
         metrics=["accuracy"],
     )

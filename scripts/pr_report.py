@@ -234,15 +234,24 @@ def before_after(rows: list[dict], path: str, metric: str, unit: str = "", digit
     return f"{show(row['old'])} → {show(row['new'])} ({row['new'] - row['old']:+.{digits}f}{unit})"
 
 
+def training_time(timing: dict) -> str:
+    """This run's training time (the base revision's is not recorded: no tracked file holds a duration)."""
+    if "train_seconds" not in timing:
+        return "not measured (`logs/train.json` is missing: the train stage did not run here)"
+    return f"{timing['train_seconds']:.1f} s in this run"
+
+
 def verdict(rows: list[dict]) -> list[str]:
     """Six lines a reviewer reads first: quality against the baseline, minutes, the gate, drift, parity, time."""
-    register, drift, export, train = (read_json(f"metrics/{name}.json") for name in ("register", "drift", "export", "train"))
+    drift, export, train = (read_json(f"metrics/{name}.json") for name in ("drift", "export", "train"))
+    # This run's registry answer and training time: logs, not metrics (a DVC output holds neither; stages/register.py).
+    register, timing = read_json("logs/register.json"), read_json("logs/train.json")
     if "promoted" in register:
         decision = (f"**promoted**: v{register.get('version')} is champion" if register["promoted"] else
                     f"**not promoted**: v{register.get('version')} stays challenger, champion v{register.get('champion_version')}")
         gate = f"{decision} ({'; '.join(register.get('reasons', []))})"
     else:
-        gate = "no decision (`metrics/register.json` is missing)"
+        gate = "no decision (`logs/register.json` is missing: the register stage did not run)"
     control = drift.get("control", {})
     if "severity" in control:
         verdict_control = "**none**" if control["severity"] == "none" else (
@@ -267,11 +276,10 @@ def verdict(rows: list[dict]) -> list[str]:
         f"- **Minutes error**: generic {before_after(rows, 'metrics/sessions.json', 'test.generic.minutes_error')}; "
         f"per-person {before_after(rows, 'metrics/sessions.json', 'personal.personal.minutes_error')} of the true "
         f"activity minutes, test subjects' generated sessions (`metrics/sessions.json`)",
-        f"- **Gate**: {gate} (`metrics/register.json`)",
+        f"- **Gate**: {gate} (`logs/register.json`)",
         f"- **Drift on the held-out control**: {drift_line} (`metrics/drift.json`)",
         f"- **Export parity**: {parity_line} (`metrics/export.json`)",
-        f"- **Training time**: {before_after(rows, 'metrics/train.json', 'train_seconds', ' s', 1)}{epochs} "
-        f"(`metrics/train.json`)",
+        f"- **Training time**: {training_time(timing)}{epochs} (`logs/train.json`, `metrics/train.json`)",
     ]
 
 

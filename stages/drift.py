@@ -18,7 +18,6 @@ import base64
 import html
 import io
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -264,8 +263,7 @@ table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding
 </style></head><body>
 <h1>Drift report {badge(result['severity'])}</h1>
 <p>Production: <code>{esc(result['production_source']['folder'])}</code>: {sources}.
-Reference: {result['reference_windows']} training windows (<code>{esc(monitor['reference'])}</code>).
-Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.</p>
+Reference: {result['reference_windows']} training windows (<code>{esc(monitor['reference'])}</code>).</p>
 <h2>What drifted</h2><ul>{drifted}</ul>
 {control_html}
 <h2>Per channel</h2>
@@ -296,8 +294,7 @@ def unjudged_html(result: dict) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>Drift report</title>
 <style>body {{ font-family: system-ui, sans-serif; margin: 2em; max-width: 1100px; }}</style></head><body>
 <h1>Drift report: not judged</h1>
-<p>Production: <code>{esc(result['production_source']['folder'])}</code>: {sources}.
-Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.</p>
+<p>Production: <code>{esc(result['production_source']['folder'])}</code>: {sources}.</p>
 <h2>Findings</h2><ul>{findings}</ul>
 <p>Non-wear rule: {esc(result['wear']['rule'])}.</p>
 </body></html>

@@ -22,6 +22,7 @@ from har.config import load_params, write_json  # noqa: E402
 from har.wear import WearRule, recording_wear, worn_windows  # noqa: E402
 from stages.window import FUSED, load_meta, load_split  # noqa: E402
 from har.evaluation import classification_metrics, confusion, confusion_records, macro_f1  # noqa: E402
+from har.training import make_deterministic  # noqa: E402
 
 MODEL = "models/model.keras"
 PLOTS = "plots"
@@ -104,6 +105,8 @@ def main() -> None:
     meta = load_meta()
     labels = meta["labels"]
     params = load_params()
+    # The training's thread pools and deterministic kernels: the same probabilities to the bit on every run.
+    make_deterministic(params["train"]["seed"], params["train"].get("threads"))
     test, val = load_split("test"), load_split("val")
     model = keras.saving.load_model(MODEL)
     probabilities = model.predict(test["X"], batch_size=512, verbose=0)

@@ -2,8 +2,10 @@
 
 Converts with tf2onnx in a process that sees no GPU (with a GPU visible, TensorFlow picks the
 cuDNN LSTM kernel and tf2onnx cannot express it as a native ONNX LSTM). The ONNX file carries
-its labels, input contract, preprocessing, provenance (git commit, data hash) and test metrics,
-plus a checksum the service verifies (har/modelfile.py). Keras and onnxruntime must agree on
+its labels, input contract, preprocessing, provenance (data hash, the Keras file's md5) and test
+metrics, plus a checksum the service verifies (har/modelfile.py). No git commit and no time: the
+same Keras model gives the same ONNX bytes (names canonicalised, `canonical_names`), so dvc.lock
+records one md5 for it on every machine. Keras and onnxruntime must agree on
 the test windows: max |p_keras - p_onnx| <= serve.export.parity_atol and identical top-1, or the
 stage fails and no model is written. Report: metrics/export.json.
 """
@@ -18,16 +20,16 @@ import hashlib
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import onnx
 
 from har.config import load_params, write_json
-from har.registry import data_hash, git_commit
+from har.registry import data_hash
 from har.modelfile import stamp
 from har.runtime import ModelRuntime
+from har.training import make_deterministic
 
 KERAS_MODEL = Path("models/model.keras")
 MODEL_INFO = Path("models/model.json")
@@ -51,7 +53,51 @@ def convert(keras_model, window_length: int, channels: int, opset: int) -> tuple
 
     signature = [tf.TensorSpec([None, window_length, channels], tf.float32, name=INPUT_NAME)]
     proto, _ = tf2onnx.convert.from_keras(keras_model, input_signature=signature, opset=opset)
-    return rename_output(proto, OUTPUT_NAME), f"tf2onnx {tf2onnx.__version__}, opset {opset}"
+    return canonical_names(rename_output(proto, OUTPUT_NAME)), f"tf2onnx {tf2onnx.__version__}, opset {opset}"
+
+
+def canonical_names(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The graph with its constants, intermediate tensors and nodes named by position.
+
+    tf2onnx numbers the names it makes from a process-wide counter, and its constant folding keeps
+    one of several equal constants chosen by set order (which Python's hash seed changes between
+    processes): the same model converts to equivalent graphs with other names, hence other bytes.
+    Named by where they first occur in the (deterministic) node order, with the unknown dimensions'
+    symbols likewise, the bytes depend on the model alone. The graph's own input and output keep
+    their names (the service's contract).
+    """
+    graph = model.graph
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in graph.node for a in n.attribute):
+        raise ValueError("canonical_names: the converted graph has subgraphs (a Loop or If), which it cannot rename")
+    fixed = {t.name for t in graph.input} | {t.name for t in graph.output}
+    constants = {t.name for t in graph.initializer}
+    mapping = {}
+    for node in graph.node:
+        for name in node.input:
+            if name in constants and name not in mapping:
+                mapping[name] = f"const_{len(mapping)}"
+    unused = sorted(constants - set(mapping))
+    mapping.update({name: f"unused_const_{i}" for i, name in enumerate(unused)})
+    for i, node in enumerate(graph.node):
+        node.name = f"{node.op_type}_{i}"
+        for j, name in enumerate(node.output):
+            if name and name not in fixed:
+                mapping[name] = f"{node.op_type}_{i}_out{j}"
+    for node in graph.node:
+        node.input[:] = [mapping.get(name, name) for name in node.input]
+        node.output[:] = [mapping.get(name, name) for name in node.output]
+    for tensor in list(graph.initializer) + list(graph.value_info):
+        tensor.name = mapping.get(tensor.name, tensor.name)
+    symbols = {}  # the counter's names of unknown dimensions (unk__230: the batch), by first appearance too
+    for value in list(graph.input) + list(graph.output) + list(graph.value_info):
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param:
+                dim.dim_param = symbols.setdefault(dim.dim_param, f"dim_{len(symbols)}")
+    order = {name: i for i, name in enumerate(mapping.values())}
+    initializers = sorted(graph.initializer, key=lambda t: order[t.name])
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    return model
 
 
 def with_temperature(model, temperature: float):
@@ -135,7 +181,7 @@ def scalar_metrics(eval_path: Path) -> dict:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def build_metadata(info: dict, params: dict, *, version: str, metrics: dict, calibration: dict, commit: str | None,
+def build_metadata(info: dict, params: dict, *, version: str, metrics: dict, calibration: dict,
                    data_hash: str | None, keras_md5: str, converter: str) -> dict:
     """Everything the service and the registry need to know about the model, from the files it came from."""
     window_length, target_hz = int(info["window_length"]), float(info["target_hz"])
@@ -154,7 +200,6 @@ def build_metadata(info: dict, params: dict, *, version: str, metrics: dict, cal
                           "overlap": float(params["window"]["overlap"])},
         "metrics": metrics,
         "calibration": calibration,
-        "git_commit": commit or "unknown",
         "data_hash": data_hash or "unknown",
         "keras_model_md5": keras_md5,
         "converter": converter,
@@ -170,12 +215,9 @@ def export(keras_path: Path, info: dict, params: dict, test_windows: np.ndarray,
     version = weights_version(keras_model, calibration)
     if calibration:
         keras_model = with_temperature(keras_model, calibration["temperature"])
-    started = time.perf_counter()
     model, converter = convert(keras_model, int(info["window_length"]), len(info["channels"]), settings["opset"])
-    convert_s = time.perf_counter() - started
     metadata = build_metadata(info, params, version=version, metrics=scalar_metrics(eval_path), calibration=calibration,
-                              commit=git_commit()[0], data_hash=data_hash(lock_path),
-                              keras_md5=file_md5(keras_path), converter=converter)
+                              data_hash=data_hash(lock_path), keras_md5=file_md5(keras_path), converter=converter)
     data = stamp(model, metadata)
 
     windows = parity_sample(test_windows, settings["parity_max_windows"])
@@ -185,7 +227,7 @@ def export(keras_path: Path, info: dict, params: dict, test_windows: np.ndarray,
         runtime = ModelRuntime(candidate)  # the service's own loader: checksum and contract checked too
         onnx_probs = runtime.predict(windows)
     report = {"model_version": metadata["model_version"], "sha256": runtime.card.sha256,
-              "onnx_bytes": len(data), "convert_seconds": round(convert_s, 2),
+              "onnx_bytes": len(data),
               "parity": parity(keras_model.predict(windows, batch_size=256, verbose=0), onnx_probs, float(settings["parity_atol"]))}
     if report["parity"]["passed"]:
         out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -195,6 +237,8 @@ def export(keras_path: Path, info: dict, params: dict, test_windows: np.ndarray,
 
 def main() -> int:
     params = load_params()
+    # Keras's answers in the parity check (max_abs_diff in the report) the same to the bit on every run.
+    make_deterministic(params["train"]["seed"], params["train"].get("threads"))
     info = json.loads(MODEL_INFO.read_text())
     with np.load(TEST_WINDOWS) as test:
         test_windows = test["X"]

@@ -5,7 +5,14 @@
 The gate: the export's parity check passed (metrics/export.json `parity.passed`) and test macro-F1
 (metrics/eval.json `macro_f1`) is not worse than the current champion's by more than
 registry.f1_tolerance. A champion evaluated on other windows (another data hash) is first
-re-scored on the current test split. The decision and every reason for it go to metrics/register.json.
+re-scored on the current test split.
+
+Two records. metrics/register.json (tracked by DVC and git) holds what was submitted: the model's
+checksum, its data hash, test macro-F1 and parity verdict, all fixed by the model and its metrics
+files, so a fresh clone's `dvc repro` writes the same bytes. The registry's answer (version number,
+run id, the champion before and after, promoted or not and why) depends on what the registry held
+before (nothing in a fresh clone, dozens of versions on a developer's machine): it goes to the
+version's tags and to logs/register.json (git-ignored), never to a file dvc.lock records.
 """
 from __future__ import annotations
 
@@ -24,6 +31,8 @@ from har.runtime import ModelRuntime
 from stages.window import load_meta, load_split
 
 METRICS = Path("metrics/register.json")
+DECISION_LOG = Path("logs/register.json")
+SUBMITTED = ("model_name", "model_sha256", "data_hash", "macro_f1", "parity_passed", "tolerance")
 
 
 def read_metrics(path, required: bool) -> dict:
@@ -66,10 +75,10 @@ def main() -> None:
     setup_logging()  # the registry's audit events (register, promote) as log lines on stderr
     params = load_params()
     registry = params["registry"]
-    # Commit and data hash as stamped into the model at export, so registry and service agree;
-    # git_dirty says whether the tree changed since.
+    # Data hash and checksum as stamped into the model at export, so registry and service agree; the
+    # commit it is registered from (a registry tag only) and whether the tree has uncommitted changes.
     card = read_card(Path(registry["model"]).read_bytes(), registry["model"])
-    _, dirty = git_commit()
+    commit, dirty = git_commit()
     try:  # a tracking server that is down: one clear line, before anything is logged
         check_reachable(tracking_uri(registry["tracking_uri"]))
     except RegistryUnreachable as error:
@@ -81,10 +90,11 @@ def main() -> None:
         export_metrics=read_metrics(registry["export_metrics"], required=False),
         tolerance=registry["f1_tolerance"], require_parity=registry["require_parity"],
         uri=tracking_uri(registry["tracking_uri"]), rescore=scorer_on_test_split(tracking_uri(registry["tracking_uri"])),
-        provenance={"git_commit": card.git_commit, "git_dirty": dirty, "data_hash": card.data_hash,
+        provenance={"git_commit": commit, "git_dirty": dirty, "data_hash": card.data_hash,
                     "model_sha256": card.sha256, "subjects_seen": subjects_seen()},
         extra_files=[reference_path_for(registry["model"])], artifact_dirs=registry["artifact_dirs"])
-    write_json(METRICS, decision)
+    write_json(METRICS, {key: decision[key] for key in SUBMITTED})
+    write_json(DECISION_LOG, decision)
     verdict = "promoted to champion" if decision["promoted"] else f"not promoted (champion stays v{decision['champion_version']})"
     print(f"{decision['model_name']} v{decision['version']}: {verdict}")
     for reason in decision["reasons"]:

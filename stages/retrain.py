@@ -30,7 +30,7 @@ from har.labelled import find_wisdm_pairs, read_long_table, wisdm_recording_id
 from har.logs import add_log_arguments, setup_logging
 
 KNOWN_INDEX = Path("data/fused/labelled/index.csv")
-REGISTER_METRICS = Path("metrics/register.json")
+REGISTER_LOG = Path("logs/register.json")  # the register stage's decision (stages/register.py)
 
 
 def retrain_decision(severity: str, hours_since_training: float | None, new_recordings: int,
@@ -166,15 +166,15 @@ def main(argv=None, run=subprocess.run) -> int:
     print("running `" + " ".join(command) + "`", flush=True)
     audit("retrain.trigger", actor=local_actor(), model=params["registry"]["model_name"],
           counts={"new_recordings": len(new)}, severity=worst(severities), command=" ".join(command))
-    before = REGISTER_METRICS.stat().st_mtime_ns if REGISTER_METRICS.exists() else None
+    before = REGISTER_LOG.stat().st_mtime_ns if REGISTER_LOG.exists() else None
     result = run(command)
     if result.returncode != 0:
         print(f"retrain: `{' '.join(command)}` failed with exit code {result.returncode}", file=sys.stderr)
         return result.returncode
-    if not REGISTER_METRICS.exists() or REGISTER_METRICS.stat().st_mtime_ns == before:
+    if not REGISTER_LOG.exists() or REGISTER_LOG.stat().st_mtime_ns == before:
         print("register gate: did not run (the experiment produced no new model)")
     else:
-        decision = json.loads(REGISTER_METRICS.read_text())
+        decision = json.loads(REGISTER_LOG.read_text())
         print(f"register gate: v{decision['version']} {'promoted' if decision['promoted'] else 'not promoted'}: "
               + "; ".join(decision["reasons"]))
     return 0

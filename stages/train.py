@@ -2,6 +2,9 @@
 
 Writes models/model.keras (normalisation inside), models/model.json (labels in output order and
 the input contract), metrics/train.json and dvclive/ (per-epoch loss, accuracy, val macro-F1).
+Training is deterministic (har/training.py `make_deterministic`), so every file here is the same to
+the bit for the same params and data; the wall-clock time goes to logs/train.json, which no stage
+tracks, since a duration would make the outputs differ between runs.
 """
 from __future__ import annotations
 
@@ -14,9 +17,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from stages.window import load_meta, load_split  # noqa: E402
 from har.config import load_params, write_json  # noqa: E402
 from har.fusion import CHANNELS  # noqa: E402
-from har.training import train_model  # noqa: E402
+from har.training import save_model, train_model  # noqa: E402
 
 MODEL = "models/model.keras"
+TIMING_LOG = "logs/train.json"  # git-ignored: how long this run took, for people, not for dvc.lock
 
 
 def model_card(labels: list[str], window_length: int, target_hz: float, summary: dict) -> dict:
@@ -27,7 +31,7 @@ def model_card(labels: list[str], window_length: int, target_hz: float, summary:
         "target_hz": target_hz,
         "channels": CHANNELS,
         "units": {"acc": "m/s^2", "gyr": "rad/s"},
-        "train": {k: summary[k] for k in ("epochs_run", "best_epoch", "best_val_macro_f1", "train_seconds")},
+        "train": {k: summary[k] for k in ("epochs_run", "best_epoch", "best_val_macro_f1")},
     }
 
 
@@ -49,10 +53,13 @@ def main() -> None:
                                  model_params=params["model"], train_params=params["train"],
                                  extra_callbacks=[DVCLiveCallback(live=live)])
     os.makedirs("models", exist_ok=True)
-    model.save(MODEL)
+    save_model(model, MODEL)
     card = model_card(labels, int(train["X"].shape[1]), float(meta["target_hz"]), summary)
     write_json("models/model.json", card)
     write_json("metrics/train.json", card["train"])
+    write_json(TIMING_LOG, {"train_seconds": summary["train_seconds"], "epochs_run": summary["epochs_run"],
+                            "threads": params["train"].get("threads"),
+                            "deterministic": params["train"].get("deterministic", True)})
     print(f"best epoch {summary['best_epoch']} of {summary['epochs_run']}: val macro-F1 "
           f"{summary['best_val_macro_f1']:.3f}; {summary['train_seconds']:.0f} s")
 

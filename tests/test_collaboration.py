@@ -42,18 +42,22 @@ def png(path, rgb):
     path.write_bytes(b"\\x89PNG\\r\\n\\x1a\\n" + chunk(b"IHDR", header)
                      + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
 
-for folder in ("metrics", "plots", "models"):
+for folder in ("metrics", "plots", "models", "logs"):
     pathlib.Path(folder).mkdir(exist_ok=True)
 # The files the report's verdict reads, shaped like the pipeline's; some values follow lr, some do not.
 write = lambda name, document: json.dump(document, open(f"metrics/{name}.json", "w"))
 write("eval", {"accuracy": round(1 - lr, 4), "macro_f1": round(0.8 - lr / 10, 4),
                "per_class": {"a": {"f1": round(1 - lr, 4), "support": 10}, "b": {"f1": 0.5, "support": 10}}})
 write("baseline", {"macro_f1": 0.7})
-write("train", {"train_seconds": round(10 + lr * 100, 1), "best_epoch": 4, "epochs_run": 5})
+write("train", {"best_epoch": 4, "epochs_run": 5})
+# What the pipeline logs beside its metrics (git-ignored): durations and the registry's answer.
+log = lambda name, document: json.dump(document, open(f"logs/{name}.json", "w"))
+log("train", {"train_seconds": round(10 + lr * 100, 1)})
 write("export", {"parity": {"passed": True, "max_abs_diff": 1e-7, "atol": 1e-4, "windows": 100, "top1_agreement": 1.0}})
 promoted = lr > 0.2
-write("register", {"promoted": promoted, "version": 2 if promoted else 1, "champion_version": 2 if promoted else 1,
-                   "reasons": ["export parity check passed", "not worse"]})
+write("register", {"macro_f1": round(0.8 - lr / 10, 4), "parity_passed": True})
+log("register", {"promoted": promoted, "version": 2 if promoted else 1, "champion_version": 2 if promoted else 1,
+                 "reasons": ["export parity check passed", "not worse"]})
 write("drift", {"severity": "critical", "control": {"severity": "none", "windows": 100}})
 write("sessions", {"test": {"generic": {"minutes_error": round(0.2 + lr / 10, 4)}},
                    "personal": {"personal": {"minutes_error": 0.12}}})
@@ -174,9 +178,9 @@ def test_report_leads_with_the_verdict_and_collapses_the_rest(project, tmp_path)
     assert "**promoted**: v2 is champion (export parity check passed; not worse)" in verdict[2]
     assert "**none** on 100 test windows (production recording: critical)" in verdict[3]
     assert "**passed**: max |p_keras − p_onnx| 1e-07 (tolerance 0.0001) on 100 windows" in verdict[4]
-    assert "20.0 s → 40.0 s (+20.0 s), best epoch 4 of 5" in verdict[5]
+    assert "40.0 s in this run, best epoch 4 of 5" in verdict[5]
     for line in verdict:
-        assert re.search(r"\(`metrics/\w+\.json`", line), f"names no metrics file: {line}"
+        assert re.search(r"\(`(metrics|logs)/\w+\.json`", line), f"names no metrics file: {line}"
 
     # Then parameters, plots, metrics, in that order.
     headings = [report.index(f"### {name}\n") for name in ("Parameters that changed", "Plots that changed", "Metrics")]
@@ -188,14 +192,15 @@ def test_report_leads_with_the_verdict_and_collapses_the_rest(project, tmp_path)
     main_table, per_class, everything = metrics.split("<details>")
     main_rows = markdown_rows(main_table)[2:]
     assert ["metrics/eval.json", "accuracy", "0.9", "0.7", "-0.2"] in main_rows
-    assert ["metrics/register.json", "promoted", "False", "True"] in [row[:4] for row in main_rows]
+    assert ["metrics/register.json", "macro_f1", "0.79", "0.77"] in [row[:4] for row in main_rows]
     assert all(row[2] != row[3] for row in main_rows), "an unchanged row in the main table"
     assert not any("per_class" in row[1] for row in main_rows)
-    # Unchanged: baseline macro_f1, 2 of train, 5 of export parity, 3 of drift, the per-person minutes error.
-    assert "12 unchanged metrics not shown." in main_table
+    # Unchanged: baseline macro_f1, 2 of train, 5 of export parity, register's parity_passed, 3 of drift,
+    # the per-person minutes error.
+    assert "13 unchanged metrics not shown." in main_table
     assert per_class.startswith("<summary>Per-class, per-subject and per-channel metrics: 1 of 4 changed</summary>")
     assert markdown_rows(per_class)[2:] == [["metrics/eval.json", "per_class.a.f1", "0.9", "0.7", "-0.2"]]
-    assert everything.startswith("<summary>All metrics (23 rows)</summary>")
+    assert everything.startswith("<summary>All metrics (21 rows)</summary>")
     assert ["metrics/baseline.json", "macro_f1", "0.7", "0.7"] in [row[:4] for row in markdown_rows(everything)]
     assert everything.rstrip().endswith("</details>")
 
@@ -207,8 +212,9 @@ def test_verdict_says_what_is_missing_when_a_revision_has_no_metrics(tmp_path, m
     monkeypatch.chdir(tmp_path)  # no metrics/ here
     verdict = pr_report.verdict([])
     assert len(verdict) == 6
-    for line, file in zip(verdict, ("eval", "sessions", "register", "drift", "export", "train")):
-        assert f"`metrics/{file}.json`" in line and ("not" in line or "no decision" in line), line
+    for line, file in zip(verdict, ("metrics/eval", "metrics/sessions", "logs/register", "metrics/drift",
+                                    "metrics/export", "logs/train")):
+        assert f"`{file}.json`" in line and ("not" in line or "no decision" in line), line
 
 
 def test_report_names_a_base_revision_that_does_not_exist(project, tmp_path):

@@ -2,6 +2,9 @@
 
 The README is a landing page whose headline figures are read from metrics/*.json and whose
 pipeline picture is drawn from the stage graph; these tests compare both with their sources.
+The figures are compared with the metrics files as committed (`git show HEAD:metrics/...`), not
+as the workspace has them: an experiment (`dvc exp run`) rewrites metrics/ and must not turn the
+suite red for a README that quotes the commit.
 """
 import json
 import re
@@ -82,6 +85,16 @@ def test_readme_is_a_landing_page():
 
 # --- headline figures ---------------------------------------------------------------------------
 
+def committed_text(path: str, root: Path = ROOT) -> str:
+    """The file as HEAD has it; in a copy that is no git checkout (an unpacked archive), the file itself."""
+    if subprocess.run(["git", "rev-parse", "--git-dir"], cwd=root, capture_output=True).returncode != 0:
+        return (root / path).read_text()
+    done = subprocess.run(["git", "show", f"HEAD:{path}"], cwd=root, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise FileNotFoundError(f"{path} is not committed ({done.stderr.strip()})")
+    return done.stdout
+
+
 def headline_rows(readme: str) -> list[tuple[str, str, str, str]]:
     """(figure, value as written, metrics file, key) for each row of the README's headline table."""
     section = readme.split("## Headline figures\n", 1)[1].split("\n## ", 1)[0]
@@ -101,8 +114,9 @@ def lookup(document: dict, dotted_key: str):
     return value
 
 
-def headline_mismatches(readme: str, root: Path) -> list[str]:
-    """Every headline figure that differs from its metrics file, rounded to the digits the README shows."""
+def headline_mismatches(readme: str, read=committed_text) -> list[str]:
+    """Every headline figure that differs from its metrics file (`read(path)` its text), rounded to the
+    digits the README shows."""
     problems = []
     for figure, value, path, key in headline_rows(readme):
         written = re.search(r"\d[\d,]*(?:\.\d+)?", value)
@@ -112,7 +126,7 @@ def headline_mismatches(readme: str, root: Path) -> list[str]:
         number = written.group().replace(",", "")
         digits = len(number.split(".")[1]) if "." in number else 0
         try:
-            measured = lookup(json.loads((root / path).read_text()), key)
+            measured = lookup(json.loads(read(path)), key)
         except (FileNotFoundError, KeyError, TypeError) as error:
             problems.append(f"{figure!r}: {path} has no {key} ({error!r})")
             continue
@@ -125,7 +139,7 @@ def test_readme_headline_figures_equal_the_metrics_files():
     readme = README.read_text()
     rows = headline_rows(readme)
     assert HEADLINE_FILES <= {path for _, _, path, _ in rows}, "a headline figure is missing"
-    assert headline_mismatches(readme, ROOT) == []
+    assert headline_mismatches(readme) == []
 
 
 def test_a_stale_headline_figure_is_caught(tmp_path):
@@ -133,15 +147,31 @@ def test_a_stale_headline_figure_is_caught(tmp_path):
     figure, value, path, key = headline_rows(readme)[0]
     changed = readme.replace(f"| {value} |", f"| {value.replace('0.', '0.9', 1)} |", 1)
     assert changed != readme
-    assert len(headline_mismatches(changed, ROOT)) == 1
+    assert len(headline_mismatches(changed)) == 1
     # And the other way round: the metrics file moves, the README stays.
-    for name in HEADLINE_FILES:
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / name, tmp_path / name)
-    document = json.loads((tmp_path / path).read_text())
+    files = {name: committed_text(name) for name in HEADLINE_FILES}
+    document = json.loads(files[path])
     document[key] = lookup(document, key) + 0.01  # the first row's key is a top-level one
-    (tmp_path / path).write_text(json.dumps(document))
-    assert [problem for problem in headline_mismatches(readme, tmp_path) if path in problem]
+    files[path] = json.dumps(document)
+    assert [problem for problem in headline_mismatches(readme, files.__getitem__) if path in problem]
+
+
+def test_headline_figures_are_read_from_the_commit_not_the_workspace(tmp_path):
+    """An experiment rewrote metrics/ in a clone: the README quoting the commit stays green; a README
+    edited to the experiment's figure is caught (it quotes what no commit holds)."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(clone)], check=True, timeout=120)
+    readme = (clone / "README.md").read_text()
+    _, value, path, key = headline_rows(readme)[0]
+    document = json.loads((clone / path).read_text())
+    document[key] = lookup(document, key) + 0.05  # what `dvc exp run` might write
+    (clone / path).write_text(json.dumps(document))
+
+    assert headline_mismatches(readme, lambda name: committed_text(name, clone)) == []
+    assert headline_mismatches(readme, lambda name: (clone / name).read_text())  # the workspace would fail it
+    # Not a git checkout (the clone without .git): the files as they are.
+    shutil.rmtree(clone / ".git")
+    assert json.loads(committed_text(path, clone)) == document
 
 
 # --- the pipeline picture -----------------------------------------------------------------------

@@ -48,7 +48,7 @@ def register(workspace, monkeypatch, macro_f1: float, model_version: str) -> dic
     (workspace / "metrics" / "eval.json").write_text(json.dumps({"macro_f1": macro_f1}))
     monkeypatch.chdir(workspace)
     stage.main()
-    return json.loads((workspace / "metrics" / "register.json").read_text())
+    return json.loads((workspace / "logs" / "register.json").read_text())
 
 
 def test_register_gate_rollback_and_serving_the_champion_through_the_server(server, workspace, monkeypatch, tmp_path):
@@ -83,7 +83,8 @@ def test_with_the_server_down_register_fails_naming_the_uri_and_changes_nothing(
     client = registry.connect(server["uri"])
     champion = client.get_model_version_by_alias(NAME, "champion").version
     versions = len(client.search_model_versions(f"name='{NAME}'"))
-    decision_before = (workspace / "metrics" / "register.json").read_bytes()
+    decision_before = (workspace / "logs" / "register.json").read_bytes()
+    submitted_before = (workspace / "metrics" / "register.json").read_bytes()
 
     stop_process(server["process"])
     with pytest.raises(SystemExit) as refused:
@@ -91,7 +92,8 @@ def test_with_the_server_down_register_fails_naming_the_uri_and_changes_nothing(
     message = str(refused.value)
     assert message.startswith(f"register: MLflow tracking server {server['uri']} is unreachable")
     assert "nothing was changed" in message
-    assert (workspace / "metrics" / "register.json").read_bytes() == decision_before
+    assert (workspace / "logs" / "register.json").read_bytes() == decision_before
+    assert (workspace / "metrics" / "register.json").read_bytes() == submitted_before
 
     port = int(server["uri"].rsplit(":", 1)[1])
     server["process"], uri = start_mlflow_server(server["folder"], port=port)

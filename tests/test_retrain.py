@@ -100,8 +100,8 @@ def test_the_service_live_summary_counts_when_it_has_enough_windows(workspace, c
 
 def test_when_triggered_it_runs_the_experiment_and_reports_the_gate(workspace, capsys):
     def experiment(command):  # stands in for `dvc exp run`, whose register stage writes the decision
-        (workspace / "metrics").mkdir()
-        (workspace / "metrics" / "register.json").write_text(json.dumps(
+        (workspace / "logs").mkdir()
+        (workspace / "logs" / "register.json").write_text(json.dumps(
             {"version": 4, "promoted": False, "reasons": ["macro-F1 0.70 is worse than champion v3's 0.80"]}))
         calls.append(command)
         return type("Completed", (), {"returncode": 0})()
