@@ -447,8 +447,9 @@ def _episode_frame(rows) -> pd.DataFrame:
     """Episode rows -> start, end (epoch s), label, priority (earlier-starting recording first), recording."""
     names = ["participant_id", "recording_id", "start_epoch", "label", "start_s", "end_s", "windows",
              "mean_confidence", "scoring_id"]
-    columns = list(zip(*rows)) if rows else [[] for _ in names]
-    frame = pd.DataFrame({n: np.asarray(c, dtype=object if n == "label" else None) for n, c in zip(names, columns)})
+    columns = list(zip(*rows)) if rows else [[] for _ in names]  # rows: plain tuples (queries.driver_tuples)
+    # labels as a categorical: a handful of distinct strings over hundreds of thousands of rows
+    frame = pd.DataFrame({n: pd.Categorical(c) if n == "label" else np.asarray(c) for n, c in zip(names, columns)})
     frame["start"] = frame["start_epoch"].astype(float) + frame["start_s"].astype(float)
     frame["end"] = frame["start_epoch"].astype(float) + frame["end_s"].astype(float)
     # rows come ordered by recording start, then id: priority is the recording's rank in that order

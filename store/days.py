@@ -82,11 +82,11 @@ def hours_table(episodes: pd.DataFrame, timezone: str, labels: list[str]) -> tup
     `episodes`: start, end (epoch s), label, priority. Columns of `hours`: HOUR_COLUMNS, then one per label
     (`labels`, the two states, then any label of an older model's set: still counted).
     """
-    names = list(dict.fromkeys([*labels, *STATES, *episodes["label"].unique()]))
+    names = list(dict.fromkeys([*labels, *STATES, *pd.unique(np.asarray(episodes["label"], dtype=object))]))
     if episodes.empty:
         return (pd.DataFrame(columns=[*HOUR_COLUMNS, *names]), pd.DataFrame(columns=["label", "start", "end", "date"]))
     start, end = episodes["start"].to_numpy(float), episodes["end"].to_numpy(float)
-    codes = pd.Categorical(episodes["label"], categories=names).codes.astype(np.int64)
+    codes = pd.Categorical(np.asarray(episodes["label"], dtype=object), categories=names).codes.astype(np.int64)
     first = local_date(start.min(), timezone)
     last = local_date(np.nextafter(end.max(), -np.inf), timezone)
     bins = hour_bins(first, last, timezone)
@@ -105,8 +105,8 @@ def hours_table(episodes: pd.DataFrame, timezone: str, labels: list[str]) -> tup
     new_run = np.ones(len(p_start), bool)
     new_run[1:] = (p_code[1:] != p_code[:-1]) | (p_start[1:] != p_end[:-1])
     run_end = np.maximum.reduceat(p_end, np.flatnonzero(new_run)) if len(p_start) else p_end
-    runs = pd.DataFrame({"label": np.asarray(names, dtype=object)[p_code[new_run]], "start": p_start[new_run],
-                         "end": run_end, "date": bins["date"].to_numpy()[where[new_run]]})
+    runs = pd.DataFrame({"label": pd.Categorical.from_codes(p_code[new_run], categories=names),
+                         "start": p_start[new_run], "end": run_end, "date": bins["date"].to_numpy()[where[new_run]]})
     return hours, runs
 
 
@@ -131,13 +131,14 @@ def day_rows(hours: pd.DataFrame, runs: pd.DataFrame, labels: list[str], *, min_
     columns = ["recorded_s", "overlap_s", NOT_WORN, UNCERTAIN, *activities]
     sums = np.add.reduceat(hours[columns].to_numpy(float), day_start, axis=0)
     as_minutes = np.round(sums / 60.0, 3)
-    day_of = {d: k for k, d in enumerate(dates[day_start])}
     counts = np.zeros((len(day_start), len(activities)), np.int64)
     if len(runs):
         column_of = {a: k for k, a in enumerate(activities)}
-        for date, label in zip(runs["date"], runs["label"]):
-            if label in column_of:
-                counts[day_of[date], column_of[label]] += 1
+        labels_run = pd.Categorical(runs["label"])
+        column = np.array([column_of.get(c, -1) for c in labels_run.categories], np.int64)[labels_run.codes]
+        day = np.searchsorted(dates[day_start], runs["date"].to_numpy())  # run dates are bin dates: found exactly
+        mine = column >= 0  # the two states have no episode count
+        np.add.at(counts, (day[mine], column[mine]), 1)
     day_hours = hours["day_hours"].to_numpy()[day_start]
     worn_s = sums[:, 0] - sums[:, 2]
     result = []

@@ -103,16 +103,32 @@ def participant_version(conn: Connection, participant_id: int) -> tuple:
         Recording, Scoring.recording_id == Recording.id).where(Recording.participant_id == participant_id)).one())
 
 
-def timeline(conn: Connection, participant_ids: list[int]) -> list:
-    """Episodes of each recording's newest scoring: participant, recording, its start, label, start_s, end_s."""
+def driver_tuples(conn: Connection, statement) -> list[tuple]:
+    """The rows of a SELECT as the database driver gives them (plain tuples): for the few queries that return
+    hundreds of thousands of rows, where building SQLAlchemy Row objects would cost more than the query."""
+    compiled = statement.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params = compiled.params
+    if compiled.positional:
+        params = tuple(params[name] for name in compiled.positiontup)
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        cursor.execute(str(compiled), params)
+        return cursor.fetchall()
+    finally:
+        cursor.close()
+
+
+def timeline(conn: Connection, participant_ids: list[int]) -> list[tuple]:
+    """Episodes of each recording's newest scoring: participant, recording, its start, label, start_s, end_s,
+    windows, mean confidence, scoring."""
     newest = newest_scoring_ids()
-    return conn.execute(
+    return driver_tuples(conn, 
         select(Recording.participant_id, Recording.id, Recording.start_epoch, Episode.label, Episode.start_s,
                Episode.end_s, Episode.windows, Episode.mean_confidence, Episode.scoring_id)
         .join(newest, newest.c.recording_id == Recording.id)
         .join(Episode, Episode.scoring_id == newest.c.scoring_id)
         .where(Recording.participant_id.in_(participant_ids))
-        .order_by(Recording.participant_id, Recording.start_epoch, Recording.id, Episode.start_s)).all()
+        .order_by(Recording.participant_id, Recording.start_epoch, Recording.id, Episode.start_s))
 
 
 def newest_labels(conn: Connection, participant_ids: list[int]) -> list:
