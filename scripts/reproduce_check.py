@@ -136,7 +136,7 @@ def main(argv=None) -> int:
 
     different = {run: [row for row in rows if row[1] != row[2]] for run, rows in results.items()}
     if not any(different.values()):
-        print(f"\nREPRODUCED: {' and '.join(results)} runs both gave the committed dvc.lock, "
+        print(f"\nREPRODUCED: {' and '.join(results)} run{'s' if len(results) > 1 else ''} gave the committed dvc.lock, "
               f"{len(next(iter(results.values())))} outputs to the bit")
         return 0
     for run, rows in different.items():
