@@ -71,9 +71,9 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
 
     def http_error(request: Request, error: HTTPException) -> Response:
         detail = error.detail
-        if error.status_code == 413:  # Litestar's body-size refusal: say what the limit is
-            uploads = request.url.path == "/recordings" or request.url.path.startswith("/subjects/")
-            limit = settings.max_upload_bytes if uploads else settings.max_body_bytes
+        if error.status_code == 413 and "route_handler" in request.scope:  # Litestar's body-size refusal
+            # The matched route's own limit (an upload route's controller sets serve.max_upload_mb).
+            limit = request.route_handler.resolve_request_max_body_size() or settings.max_body_bytes
             detail = f"request body exceeds {limit} bytes (serve.max_body_mb / serve.max_upload_mb)"
         response = _error_response(request, error.status_code, detail)
         response.headers.update(error.headers or {})

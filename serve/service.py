@@ -29,7 +29,6 @@ from serve.config import Settings
 from serve.logs import note as note_access
 from serve.monitoring import Observer, ServiceMetrics
 from serve.personal import PersonalModels
-from serve.security import bearer_guard
 from serve.validation import RequestError
 
 log = logging.getLogger("serve")
@@ -140,10 +139,6 @@ class Service:
     def card(self) -> ModelCard:
         return self.runtime.card
 
-    @functools.cached_property
-    def guard(self):
-        return bearer_guard(self.token)
-
     async def person_for(self, subject: str | None) -> tuple[ModelRuntime | None, object]:
         """A person's model and its scorer (with the service's observers), or (None, None): the generic model."""
         note_access(subject=subject)  # on the access event even when the request fails after this
@@ -219,5 +214,10 @@ def service_from_state(state: State) -> Service:
 
 
 async def token_required(connection, route_handler) -> None:
-    """The bearer guard of the app's service (`serve.security.bearer_guard` with the service's token)."""
-    await connection.app.state.service.guard(connection, route_handler)
+    """Writes and scoring: the service's token (the read-only token is refused 403; serve.security.bearer_guard)."""
+    await connection.app.state.write_guard(connection, route_handler)
+
+
+async def may_read(connection, route_handler) -> None:
+    """Reading the study: the service's token or the read-only one."""
+    await connection.app.state.read_guard(connection, route_handler)

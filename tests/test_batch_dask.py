@@ -120,6 +120,24 @@ def cli(*arguments) -> list[str]:
     return [sys.executable, "-m", "serve.batch", *map(str, arguments)]
 
 
+
+def run_losing_a_worker(client, address: str, argv: list[str]) -> int | None:
+    """`serve.batch.main(argv)` on the cluster at `address` with a third worker that is killed (SIGKILL) as soon
+    as it holds a task; the run's exit status (None if it did not finish within TIMEOUT)."""
+    victim = worker(address, "victim")
+    status = []
+    try:
+        client.wait_for_workers(3, timeout=TIMEOUT)
+        [victim_address] = [a for a, w in client.scheduler_info()["workers"].items() if w["name"] == "victim"]
+        run = threading.Thread(target=lambda: status.append(batch.main(argv)), daemon=True)
+        run.start()
+        until(lambda: client.processing(workers=[victim_address])[victim_address], "a task on the victim")
+        os.killpg(victim.pid, signal.SIGKILL)
+        run.join(TIMEOUT)
+    finally:
+        stop(victim)
+    return status[0] if status else None
+
 def test_a_loopback_cluster_gives_the_in_process_answers_and_reports_the_broken_workbook(
         cluster, study, model_path, reference, tmp_path):
     address, _ = cluster
@@ -177,20 +195,9 @@ def test_a_worker_killed_mid_run_costs_nothing(cluster, study, model_path, refer
     """A third worker joins, is killed while tasks are assigned to it; the scheduler gives them to the others."""
     address, client = cluster
     folder, names = study
-    victim = worker(address, "victim")
-    status = []
-    try:
-        client.wait_for_workers(3, timeout=TIMEOUT)
-        [victim_address] = [a for a, w in client.scheduler_info()["workers"].items() if w["name"] == "victim"]
-        run = threading.Thread(target=lambda: status.append(batch.main(
-            [str(folder), str(tmp_path / "out"), "--model", str(model_path), "--scheduler", address])), daemon=True)
-        run.start()
-        until(lambda: client.processing(workers=[victim_address])[victim_address], "a task on the victim")
-        os.killpg(victim.pid, signal.SIGKILL)
-        run.join(TIMEOUT)
-    finally:
-        stop(victim)
-    assert status == [1]  # the broken pair failed; nothing else did
+    status = run_losing_a_worker(client, address, [str(folder), str(tmp_path / "out"), "--model", str(model_path),
+                                                    "--scheduler", address])
+    assert status == 1  # the broken pair failed; nothing else did
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert [s["recording"] for s in summary["scored"]] == names[1:]  # every recording exactly once
     assert len(summary["failed"]) == 1
@@ -297,21 +304,9 @@ def test_into_postgresql_every_worker_writes_and_a_killed_one_leaves_no_duplicat
     address, client = cluster
     folder, names = study
     url = new_postgres_database(postgres_server)
-    victim = worker(address, "victim")
-    status = []
-    try:
-        client.wait_for_workers(3, timeout=TIMEOUT)
-        [victim_address] = [a for a, w in client.scheduler_info()["workers"].items() if w["name"] == "victim"]
-        run = threading.Thread(target=lambda: status.append(batch.main(
-            [str(folder), str(tmp_path / "out"), "--model", str(model_path), "--scheduler", address, "--store", url,
-             "--subject", "p01"])), daemon=True)
-        run.start()
-        until(lambda: client.processing(workers=[victim_address])[victim_address], "a task on the victim")
-        os.killpg(victim.pid, signal.SIGKILL)
-        run.join(TIMEOUT)
-    finally:
-        stop(victim)
-    assert status == [1]  # the broken pair failed; nothing else did
+    status = run_losing_a_worker(client, address, [str(folder), str(tmp_path / "out"), "--model", str(model_path),
+                                                    "--scheduler", address, "--store", url, "--subject", "p01"])
+    assert status == 1  # the broken pair failed; nothing else did
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["store"]["writer"] == "worker"  # PostgreSQL: each worker ingests its own results
     # A task whose worker died after its commit runs again and finds its recording stored: done, not twice.

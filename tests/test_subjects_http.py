@@ -115,7 +115,7 @@ def test_the_read_only_token_reads_but_cannot_write(server, pair):
     assert httpx.get(f"{server}/subjects/p4/days", headers=READ).status_code == 200
     assert httpx.post(f"{server}/subjects/p4/recordings", headers=READ, files=files(pair), timeout=60).status_code == 403
     assert httpx.delete(f"{server}/subjects/p4", headers=READ).status_code == 403
-    assert httpx.post(f"{server}/recordings", headers=READ, files=files(pair), timeout=60).status_code == 401
+    assert httpx.post(f"{server}/recordings", headers=READ, files=files(pair), timeout=60).status_code == 403
     assert httpx.get(f"{server}/subjects/p4/days").status_code == 401
     assert httpx.get(f"{server}/subjects/p4/days", headers={"Authorization": "Bearer wrong-token-0123456789"}
                      ).status_code == 401

@@ -32,8 +32,8 @@ from litestar.openapi.spec import OpenAPIType, RequestBody, Schema
 
 from serve import contract
 from serve.batch import write_outputs
-from serve.controllers.subjects import SUBJECT, in_store, may_read
-from serve.service import Service, token_required
+from serve.controllers.subjects import SUBJECT, in_store
+from serve.service import Service, may_read, token_required
 from serve.validation import RequestError
 
 ROOT = Path(__file__).resolve().parent.parent  # serve/: templates/ and static/

@@ -26,7 +26,7 @@ from litestar.params import Body, Parameter
 from har.timeline import content_hash
 from serve import admission, contract
 from serve.config import Settings
-from serve.service import GarminUpload, Service
+from serve.service import GarminUpload, Service, may_read, token_required
 from serve.validation import RequestError
 
 SECURED = [{"bearer": []}]
@@ -55,14 +55,6 @@ class StudyStore:
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
-
-
-async def may_read(connection, route_handler) -> None:
-    await connection.app.state.read_guard(connection, route_handler)
-
-
-async def may_write(connection, route_handler) -> None:
-    await connection.app.state.write_guard(connection, route_handler)
 
 
 async def in_store(connection_state, call, *args, **kwargs):
@@ -98,7 +90,7 @@ def subjects_controller(max_upload_bytes: int) -> type[Controller]:
         security = SECURED
         request_max_body_size = max_upload_bytes
 
-        @post("/{subject:str}/recordings", guards=[may_write], status_code=201, **admission.ADMITTED,
+        @post("/{subject:str}/recordings", guards=[token_required], status_code=201, **admission.ADMITTED,
               summary="Store a Garmin workbook pair for a subject: scored by their model (else the generic one)",
               operation_class=contract.documented(responses={
                   **ok("The same content scored by the same model was already stored: the stored recording"),
@@ -169,7 +161,7 @@ def subjects_controller(max_upload_bytes: int) -> type[Controller]:
         async def recording(self, request: Request, subject: SUBJECT, recording_id: int) -> dict:
             return await in_store(request.app.state, lambda store: store.recording(subject, recording_id))
 
-        @delete("/{subject:str}", guards=[may_write], status_code=200,
+        @delete("/{subject:str}", guards=[token_required], status_code=200,
                 summary="Erase every row, blob and personal model of a subject; an audit row keeps the counts",
                 operation_class=contract.documented(responses={**ok("What was removed"),
                                                                **contract.errors(400, 401, 403, 404)}))
