@@ -44,20 +44,23 @@ import pandas as pd  # noqa: E402
 from timing import median_seconds, report  # noqa: E402
 
 from har.config import load_params, resolve_raw  # noqa: E402
-from har.fusion import CHANNELS, fuse_recording  # noqa: E402
+from har.fusion import CHANNELS  # noqa: E402
 from har.garmin import find_garmin_pairs, read_garmin_pair  # noqa: E402
 from har.runtime import ModelRuntime  # noqa: E402
-from har.timeline import cut_recording, recording_preprocessing  # noqa: E402
+from har.scoring import FusedTable, Preprocessing, prepare  # noqa: E402
 from har.wear import WearRule  # noqa: E402
-from serve.batch import ModelSpec, open_client, run, run_tasks, score_recording, worker_state  # noqa: E402
+from serve.batch import run  # noqa: E402
+from serve.batch.engine import open_client, run_tasks  # noqa: E402
+from serve.batch.jobs import find_jobs  # noqa: E402
+from serve.batch.task import ModelSpec, Outcome, score_recording, worker_state  # noqa: E402
 
 WARM_UP = 0.1  # share of each worker's tasks before its memory is taken as the baseline
 
 
-def empty_task(job, spec, input_folder, output_folder) -> dict:
+def empty_task(job, spec, input_folder, output_folder) -> Outcome:
     """What `score_recording` returns, without the work: the engine's own cost per task."""
-    return {"recording": job.name, "status": "scored", "worker": worker_state(),
-            "entry": {"recording": job.name, "windows": 0, "covered_minutes": 0.0, "most_minutes": None, "seconds": 0.0}}
+    return Outcome(job.key, "scored", worker=worker_state(), entry={
+        "recording": job.name, "windows": 0, "covered_minutes": 0.0, "most_minutes": None, "seconds": 0.0})
 
 
 def study_tables(folder: Path, windows: np.ndarray, recordings: int, minutes: float, target_hz: float) -> None:
@@ -108,15 +111,13 @@ def measured(fn, client) -> dict:
 
 def memory_series(folder: Path, output: Path, spec: ModelSpec, client) -> dict:
     """Each worker's resident memory after each of its tasks, over every recording in `folder`."""
-    from serve.batch import find_jobs
-
     jobs, _ = find_jobs(folder)
     series: dict[int, list[float]] = {}
     started = time.perf_counter()
     context = {"spec": spec, "input_folder": folder, "output_folder": output}
     for _, outcome in run_tasks(score_recording, jobs, context, client=client):
-        assert outcome["status"] == "scored", outcome
-        series.setdefault(outcome["worker"]["pid"], []).append(outcome["worker"]["rss_mib"])
+        assert outcome.status == "scored", outcome
+        series.setdefault(outcome.worker.pid, []).append(outcome.worker.rss_mib)
     seconds = time.perf_counter() - started
     workers = []
     for rss in series.values():
@@ -153,7 +154,7 @@ def main() -> None:
     wear_rule = WearRule.from_params(params.get("wear"))
     spec = ModelSpec(path=str(model_path), sha256=runtime.card.sha256, name=runtime.card.name,
                      version=runtime.card.version, wear_rule=wear_rule)
-    preprocessing = recording_preprocessing(runtime.card)
+    preprocessing = Preprocessing.from_card(runtime.card)
     acc, gyr = find_garmin_pairs(resolve_raw(ROOT / params["paths"]["garmin"]))[0][0]  # the first pair
 
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
@@ -165,13 +166,12 @@ def main() -> None:
         (raw / gyr.name).symlink_to(gyr)
         # The fused table as stages.fuse writes it (the same reader and fusion the service uses).
         recording = read_garmin_pair(acc, gyr)
-        table, quality = fuse_recording(recording, target_hz=preprocessing["target_hz"],
-                                        max_gap_s=preprocessing["max_gap_s"], lowpass_hz=preprocessing["lowpass_hz"])
+        table, quality = preprocessing.fuse(recording)
         table.to_parquet(fused / f"{recording.recording_id}.parquet")
         pd.DataFrame([{"recording": recording.recording_id, "file": f"{recording.recording_id}.parquet",
                        "start_time": recording.start_time}]).to_csv(fused / "index.csv", index=False)
-        scored = cut_recording(table, quality, preprocessing, wear_rule, recording_id=recording.recording_id,
-                               start_time=recording.start_time)
+        scored = prepare(FusedTable(table, recording.recording_id, recording.start_time, quality), preprocessing,
+                         wear_rule)
         # One recording, in this process; a fresh output folder each run (a recording already done is skipped).
         outputs = iter([tmp / f"out-{n}" for n in range(2 * args.runs)])
         from_raw = median_seconds(lambda: timed_run(raw, next(outputs), spec), args.runs)
@@ -185,8 +185,8 @@ def main() -> None:
 
         # A study: in this process, then on the cluster, then the empty task, then memory over many recordings.
         windows = np.load(ROOT / "data" / "windows" / "test.npz")["X"]
-        study_tables(study, windows, args.recordings, args.minutes, float(preprocessing["target_hz"]))
-        study_tables(short, windows, 20, args.memory_minutes, float(preprocessing["target_hz"]))
+        study_tables(study, windows, args.recordings, args.minutes, preprocessing.target_hz)
+        study_tables(short, windows, 20, args.memory_minutes, preprocessing.target_hz)
         linked_study(short, linked, args.memory_recordings)
         warm = tmp / "warm"  # a few recordings first: the model loaded and every code path run once
         warm.mkdir()

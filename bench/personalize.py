@@ -22,7 +22,7 @@ from har.annotations import subject_recordings
 from har.config import load_params, resolve_raw, write_json
 from har.personalize import recordings_to_windows
 from har.runtime import ModelRuntime
-from har.timeline import recording_preprocessing
+from har.scoring import Preprocessing
 from stages.personalize import personalise
 
 REPORT = Path("metrics/bench_personalize.json")
@@ -45,7 +45,7 @@ def main(argv=None) -> None:
                                  keras_path=None, seconds=args.seconds)
             started = time.process_time()  # the baseline: the generic model on the same person's recordings
             recordings, _ = subject_recordings(source, subject, labels=generic.card.labels, data=params["data"])
-            generic.predict(recordings_to_windows(recordings, generic.card.labels, recording_preprocessing(generic.card)).X)
+            generic.predict(recordings_to_windows(recordings, generic.card.labels, Preprocessing.from_card(generic.card)).X)
             rows.append({"subject": subject, "windows": report["windows"], "adaptation_cpu_s": report["adaptation_cpu_s"],
                          "adaptation_wall_s": report["adaptation_wall_s"],
                          "generic_scoring_cpu_s": round(time.process_time() - started, 3)})

@@ -4,7 +4,7 @@
 
 One session of a test subject as the sessions stage writes it (12 recordings, a 35-minute desk
 stretch: about 71 minutes), written as workbooks and as a fused table, median of --runs. Baselines
-in the same run: reading that workbook pair back and fusing it (`har.timeline.garmin_windows`, what
+in the same run: reading that workbook pair back and fusing it (`har.scoring.prepare`, what
 scoring a session costs before the model) and writing the same rows with openpyxl (the writer
 har/study.py replaced). Then a fused study of --participants x --days with benchmark-sized sessions
 (4 recordings, a 30-minute desk stretch), timed once: seconds and bytes per session, and what 100
@@ -25,7 +25,7 @@ from timing import median_seconds, report  # noqa: E402
 
 from har.config import load_params, resolve_raw  # noqa: E402
 from har.study import StudyPlan, batch_rows, garmin_hour, generate_study, milli_units  # noqa: E402
-from har.timeline import garmin_windows  # noqa: E402
+from har.scoring import GarminPair, Preprocessing, prepare  # noqa: E402
 from har.wear import WearRule  # noqa: E402
 
 
@@ -53,8 +53,10 @@ def main() -> None:
     garmin = (folder / f"{session}-accelerometer_data.xlsx", folder / f"{session}-gyroscope_data.xlsx")
     garmin_hour(*(str(g) for g in garmin))  # read once, as a study of many sessions does
     labels, subject = list(data["labels"]), "1604"
-    preprocessing = {**{k: data[k] for k in ("target_hz", "max_gap_s", "lowpass_hz")},
-                     "window_length": params["window"]["length"], "overlap": params["window"]["overlap"]}
+    # No model here: the settings a model exported from these params would carry.
+    preprocessing = Preprocessing(target_hz=float(data["target_hz"]), max_gap_s=float(data["max_gap_s"]),
+                                  lowpass_hz=data["lowpass_hz"], window_length=int(params["window"]["length"]),
+                                  overlap=float(params["window"]["overlap"]))
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
 
@@ -67,8 +69,8 @@ def main() -> None:
         name = next((scratch / "garmin" / "recordings").glob("*-accelerometer_data.xlsx")).name
         pair = [scratch / "garmin" / "recordings" / name, scratch / "garmin" / "recordings" /
                 name.replace("accelerometer", "gyroscope")]
-        read_s = median_seconds(lambda: garmin_windows(*pair, preprocessing, WearRule()), args.runs)
-        recording = garmin_windows(*pair, preprocessing, WearRule())
+        read_s = median_seconds(lambda: prepare(GarminPair(*pair), preprocessing, WearRule()), args.runs)
+        recording = prepare(GarminPair(*pair), preprocessing, WearRule())
         seconds = recording.quality["fused_seconds"]
         from har.garmin import read_garmin_pair
         raw = read_garmin_pair(*pair)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -32,9 +33,10 @@ from onnx import numpy_helper
 from scipy.special import softmax
 from threadpoolctl import threadpool_limits
 
-from har.fusion import fuse_recording
 from har.recording import Recording
-from har.windows import make_windows
+
+if TYPE_CHECKING:
+    from har.scoring import Preprocessing
 
 
 # ---------------------------------------------------------------- the last layer in the ONNX graph
@@ -255,20 +257,19 @@ class LabelledWindows:
     start_t: np.ndarray  # seconds from the recording's origin
 
 
-def recordings_to_windows(recordings: list[Recording], labels: list[str], preprocessing: dict) -> LabelledWindows:
-    """The pipeline's fusion and windowing with the model's own settings (its metadata's preprocessing)."""
+def recordings_to_windows(recordings: list[Recording], labels: list[str],
+                          preprocessing: Preprocessing) -> LabelledWindows:
+    """The pipeline's fusion and windowing with the model's own settings (har.scoring.Preprocessing.from_card)."""
     parts = {"X": [], "y": [], "recording": [], "start_t": []}
     for recording in recordings:
-        fused, _ = fuse_recording(recording, target_hz=preprocessing["target_hz"], max_gap_s=preprocessing["max_gap_s"],
-                                  lowpass_hz=preprocessing["lowpass_hz"])
-        X, start_t = make_windows(fused, length=preprocessing["window_length"], overlap=preprocessing["overlap"],
-                                  target_hz=preprocessing["target_hz"])
+        fused, _ = preprocessing.fuse(recording)
+        X, start_t = preprocessing.cut(fused)
         parts["X"].append(X)
         parts["y"].append(np.full(len(X), labels.index(recording.activity)))
         parts["recording"].append(np.full(len(X), recording.recording_id, dtype=object))
         parts["start_t"].append(start_t)
     if not recordings:
-        return LabelledWindows(np.empty((0, preprocessing["window_length"], 6), np.float32), np.empty(0, int),
+        return LabelledWindows(np.empty((0, preprocessing.window_length, 6), np.float32), np.empty(0, int),
                                np.empty(0, object), np.empty(0))
     return LabelledWindows(*(np.concatenate(parts[k]) for k in ("X", "y", "recording", "start_t")))
 

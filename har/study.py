@@ -42,6 +42,7 @@ import json
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -50,6 +51,9 @@ from har.fusion import clean_stream, fuse_recording, native_rate
 from har.garmin import SENSORS, TIMESTAMP_FORMAT, read_garmin_pair
 from har.recording import ACC_TO_SI, GYR_TO_SI, Recording, SensorStream
 from har.wear import WearRule, recording_wear
+
+if TYPE_CHECKING:
+    from har.answer import Answer
 
 NOT_WORN = "not_worn"
 BATCH_MS = 250  # one workbook row per this many ms, as the Garmin logger writes them
@@ -503,21 +507,21 @@ def reported_seconds(episodes: list[dict], seconds: int) -> np.ndarray:
     return labels
 
 
-def compare_session(truth: np.ndarray, answer: dict, activities: list[str]) -> dict:
+def compare_session(truth: np.ndarray, answer: Answer, activities: list[str]) -> dict:
     """One scored session against its per-second truth: the sums the study figures are pooled from.
 
-    `answer` is what `har.timeline.recording_answer` returns (`POST /recordings`, `serve.batch`): its
+    `answer` is what `har.scoring.score` returns (`POST /recordings`, `serve.batch` answer the same): its
     episodes give each second's label, its `minutes_per_activity` and `not_worn_minutes` what a
     researcher reads.
     """
     truth = np.asarray(truth, dtype=object)
-    reported = reported_seconds(answer["episodes"], len(truth))
+    reported = reported_seconds(answer.episodes, len(truth))
     true_minutes = {a: float(np.sum(truth == a)) / 60.0 for a in activities}
     worn, given = truth != NOT_WORN, np.isin(reported, activities)
-    return {"true_minutes": true_minutes, "reported_minutes": {a: float(answer["minutes_per_activity"][a])
+    return {"true_minutes": true_minutes, "reported_minutes": {a: float(answer.minutes_per_activity[a])
                                                                for a in activities},
             "true_not_worn_minutes": float(np.sum(~worn)) / 60.0,
-            "reported_not_worn_minutes": float(answer["not_worn_minutes"]),
+            "reported_not_worn_minutes": float(answer.not_worn_minutes),
             "worn_reported_not_worn_s": int(np.sum(worn & (reported == NOT_WORN))),
             "invented_in_not_worn_s": int(np.sum(~worn & given)),
             "truth": truth[worn], "reported": reported[worn]}

@@ -12,9 +12,9 @@ still periods are marked as non-wear:
 
 Where this departs from the field: GGIR judges 60-minute windows and actipy waits 90 minutes,
 which suits week-long recordings; the sessions here last about an hour, so a watch put down for
-59 minutes would never be found. The default minimum is 30 minutes (conf/wear/default.yaml). A
-person who keeps the wrist perfectly still for that long (asleep, say) would be marked not worn;
-studies of sleep should raise it to the field's 60 or 90.
+59 minutes would never be found. The default minimum is 30 minutes (`wear:` in conf/config.yaml).
+A person who keeps the wrist perfectly still for that long (asleep, say) would be marked not
+worn; studies of sleep should raise it to the field's 60 or 90.
 
 A run never crosses a gap in the data (an epoch without enough samples breaks it): missing data is
 no evidence of stillness.
@@ -36,6 +36,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from har.windows import window_spans
 
 MG = 9.80665 / 1000.0  # m/s^2 per milli-g: fused tables are in SI units
 ACC = ["ax", "ay", "az"]
@@ -168,17 +170,6 @@ def refine_edges(t: np.ndarray, acc: np.ndarray, target_hz: float, rule: WearRul
     if kept:
         start = float(t[before[kept - 1]])
     return start, end
-
-
-def window_spans(start_s: np.ndarray, window_s: float) -> np.ndarray:
-    """[start, end) per window that tile the covered time without overlap.
-
-    Overlapping windows would count the same seconds twice, so each window owns the time
-    until the next window starts, or its own full length where a gap follows.
-    """
-    start_s = np.asarray(start_s, dtype=np.float64)
-    next_start = np.append(start_s[1:], np.inf)
-    return np.column_stack([start_s, np.minimum(start_s + window_s, next_start)])
 
 
 def worn_windows(start_s: np.ndarray, window_s: float, episodes: list[tuple[float, float]]) -> np.ndarray:

@@ -33,6 +33,17 @@ def make_windows(fused: pd.DataFrame, *, length: int, overlap: float, target_hz:
     return values[index], t[starts]
 
 
+def window_spans(start_s: np.ndarray, window_s: float) -> np.ndarray:
+    """[start, end) per window that tile the covered time without overlap.
+
+    Overlapping windows would count the same seconds twice, so each window owns the time
+    until the next window starts, or its own full length where a gap follows.
+    """
+    start_s = np.asarray(start_s, dtype=np.float64)
+    next_start = np.append(start_s[1:], np.inf)
+    return np.column_stack([start_s, np.minimum(start_s + window_s, next_start)])
+
+
 def split_subjects(subjects, split: dict) -> dict[str, list[str]]:
     """train / val / test subject lists: explicit lists from config, or a seeded split by fractions.
 

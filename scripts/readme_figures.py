@@ -4,9 +4,9 @@ Run from the repository root, after `dvc repro` (it needs models/model.onnx):
 
     python scripts/readme_figures.py [--model models/model.onnx] [--session 2025-03-23-15-23-10]
 
-The recording is scored by the batch scorer's own path (`har.timeline.garmin_windows`, one
-onnxruntime call, `har.timeline.recording_answer`), so the picture is what `POST /recordings` and
-`python -m serve.batch` answer for the same Garmin pair. Top: the label of every episode over the
+The recording goes the one scoring path (har/scoring.py: `prepare`, then `score` with one
+onnxruntime call), so the picture is what `POST /recordings` and `python -m serve.batch` answer for
+the same Garmin pair. Top: the label of every episode over the
 recording's time, one row per label; bottom: the model's confidence per window.
 """
 import argparse
@@ -18,8 +18,8 @@ sys.path.insert(0, str(ROOT))  # run as a script: the repository's packages are 
 
 from har.config import load_params  # noqa: E402
 from har.runtime import ModelRuntime  # noqa: E402
+from har.scoring import GarminPair, Preprocessing, prepare, score  # noqa: E402
 from har.wear import WearRule  # noqa: E402
-from har.timeline import garmin_windows, recording_answer, recording_preprocessing, worn_probabilities  # noqa: E402
 
 STATE_COLOURS = {"not_worn": "#9e9e9e", "uncertain": "#d9d9d9"}  # grey: what is not an activity
 
@@ -27,10 +27,9 @@ STATE_COLOURS = {"not_worn": "#9e9e9e", "uncertain": "#d9d9d9"}  # grey: what is
 def score_recording(model: Path, accelerometer: Path, gyroscope: Path, session: str, timezone: str | None,
                     wear_rule: WearRule) -> dict:
     runtime = ModelRuntime(model, threads=1)
-    scored = garmin_windows(accelerometer, gyroscope, recording_preprocessing(runtime.card), wear_rule,
-                            timezone=timezone, recording_id=session)
-    return recording_answer(runtime.card, scored, worn_probabilities(runtime.predict, scored, len(runtime.card.labels)),
-                            wear_rule)
+    prepared = prepare(GarminPair(accelerometer, gyroscope, timezone=timezone, recording_id=session),
+                       Preprocessing.from_card(runtime.card), wear_rule)
+    return score(prepared, runtime.predict, runtime.card, wear_rule).to_builtins()
 
 
 def draw_timeline(answer: dict, path: Path) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from litestar.openapi.spec import OpenAPIHeader, OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Operation, RequestBody, Schema
 
+from har.subject import SUBJECT_PATTERN
 from serve.wire import JSON, NPY, OCTET_STREAM, SHAPE_HEADER, V2_HEADER_LENGTH
 
 FLOAT32_MAX = 3.4028234663852886e38  # JSON numbers beyond float32 cannot be scored
@@ -20,7 +21,6 @@ ERROR = Schema(type=OpenAPIType.OBJECT, required=["status_code", "detail"], prop
 V2_ERROR = Schema(type=OpenAPIType.OBJECT, required=["error"], properties={"error": Schema(type=OpenAPIType.STRING)},
                   description="The Open Inference Protocol's error body")
 BINARY = Schema(type=OpenAPIType.STRING, format="binary")
-SUBJECT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 SUBJECT_ID = Schema(type=OpenAPIType.STRING, pattern=SUBJECT_PATTERN, description=(
     "whose windows: scored by that person's model (serve/personal.py) if there is one, else by the generic model"))
 

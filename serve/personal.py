@@ -10,27 +10,26 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 from collections import OrderedDict
 from pathlib import Path
 
 import onnx
 
-from serve.contract import SUBJECT_PATTERN
+from har import subject as subject_id
 from har.modelfile import ModelCard, ModelFileError
 from har.runtime import ModelRuntime
 from serve.validation import RequestError
 
 log = logging.getLogger("serve")
-SUBJECT = re.compile(SUBJECT_PATTERN)
 
 
 def check_subject(subject: str) -> str:
-    if not SUBJECT.match(subject):
-        raise RequestError(422, f"subject {subject[:70]!r} is not a subject id (expected 1-64 letters, digits, "
-                                f"'_', '-' or '.', starting with a letter or digit)")
-    return subject
+    """har.subject's check, refused as an HTTP answer (422)."""
+    try:
+        return subject_id.check_subject(subject)
+    except subject_id.SubjectIdError as error:
+        raise RequestError(422, str(error)) from None
 
 
 class PersonalModels:

@@ -10,19 +10,20 @@ import functools
 import logging
 import re
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio.to_thread
 import numpy as np
 from litestar.datastructures import State, UploadFile
 
-from har.drift import DriftCollector, RunningDriftMonitor, load_reference, recording_drift, reference_path_for
+from har.drift import DriftCollector, RunningDriftMonitor, load_reference, reference_path_for
 from har.modelfile import ModelCard
 from har.recording import InputError
 from har.registry import registry_source
 from har.runtime import ModelRuntime, model_file
-from har.timeline import RecordingWindows, garmin_windows, recording_answer, recording_preprocessing
+from har.answer import Answer
+from har.scoring import EmptyRecording, GarminPair, PreparedRecording, Preprocessing, prepare, score
 from serve.admission import UploadBudget
 from serve.batching import DynamicBatcher
 from serve.config import Settings
@@ -44,10 +45,10 @@ class GarminUpload:
 
 @dataclass
 class ScoredUpload:
-    """An uploaded pair, scored: the answer `/recordings` gives, the windows it came from and the raw bytes."""
+    """An uploaded pair, scored: the answer `/recordings` gives, the recording it came from and the raw bytes."""
 
-    answer: dict
-    scored: RecordingWindows
+    answer: Answer
+    prepared: PreparedRecording
     raw: dict[str, bytes]  # "accelerometer" / "gyroscope" -> the uploaded workbook
 
 
@@ -74,12 +75,25 @@ class Predictor:
         self.score, self.batcher = score, batcher
         self.on_direct_call = on_direct_call  # (requests, windows), as the batcher reports its calls
 
+    def batched(self, windows: np.ndarray, score) -> bool:
+        return score is None and self.batcher is not None and len(windows) < self.batcher.max_batch_size
+
     async def predict(self, windows: np.ndarray, score=None) -> np.ndarray:
         """`score`: a person's model with the same observers (serve/personal.py), called directly; None: the
         generic model, through the batcher for small requests."""
-        if score is None and self.batcher is not None and len(windows) < self.batcher.max_batch_size:
+        if self.batched(windows, score):
             return await self.batcher.predict(windows)
-        probabilities = await anyio.to_thread.run_sync(score or self.score, windows)
+        return await anyio.to_thread.run_sync(self.call, windows, score)
+
+    def predict_in_worker(self, windows: np.ndarray, score=None) -> np.ndarray:
+        """`predict` for code already running in a worker thread (har.scoring.score of an upload): the batcher
+        is awaited on the event loop, a direct call runs right here (no second thread held for it)."""
+        if self.batched(windows, score):
+            return anyio.from_thread.run(self.batcher.predict, windows)
+        return self.call(windows, score)
+
+    def call(self, windows: np.ndarray, score=None) -> np.ndarray:
+        probabilities = (score or self.score)(windows)
         if self.on_direct_call is not None:
             self.on_direct_call(1, len(windows))
         return probabilities
@@ -107,7 +121,6 @@ class Service:
     observers: list[Observer]
     upload_budget: UploadBudget  # admission of recording uploads (serve/admission.py)
     ready: bool = False
-    preprocessing: dict = field(default_factory=dict)
 
     @classmethod
     def build(cls, settings: Settings, *, token: str | None, runtime: ModelRuntime | None = None,
@@ -123,17 +136,16 @@ class Service:
         if drift is not None:
             metrics.registry.register(DriftCollector(drift))
         observers_all = [metrics, *([drift] if drift else []), *(observers or [])]
-        score = functools.partial(score_and_observe, runtime, observers_all)
-        batcher = (DynamicBatcher(score, max_batch_size=settings.max_batch_size,
+        observed = functools.partial(score_and_observe, runtime, observers_all)
+        batcher = (DynamicBatcher(observed, max_batch_size=settings.max_batch_size,
                                   max_wait_s=settings.max_wait_ms / 1000.0, on_batch=metrics.on_batch)
                    if settings.batching else None)
         personal = PersonalModels(settings.personal_dir, card, cache_size=settings.personal_cache_size,
                                   threads=settings.threads)
         return cls(settings=settings, token=token, runtime=runtime, model_path=model_path,
                    registry=registry_source(model_path), metrics=metrics, drift=drift, reference_path=reference_path,
-                   predictor=Predictor(score, batcher, on_direct_call=metrics.on_batch), batcher=batcher,
-                   personal=personal, observers=observers_all, preprocessing=recording_preprocessing(card),
-                   upload_budget=UploadBudget.from_settings(settings, metrics.admission))
+                   predictor=Predictor(observed, batcher, on_direct_call=metrics.on_batch), batcher=batcher,
+                   personal=personal, observers=observers_all, upload_budget=UploadBudget.from_settings(settings, metrics.admission))
 
     @property
     def card(self) -> ModelCard:
@@ -155,7 +167,7 @@ class Service:
 
     async def score_upload(self, data: GarminUpload, subject: str | None) -> ScoredUpload:
         """An uploaded workbook pair -> the `/recordings` answer, scored by the person's model if there is one."""
-        person, score = await self.person_for(subject)
+        person, person_score = await self.person_for(subject)
         uploads = {"accelerometer": data.accelerometer, "gyroscope": data.gyroscope}
         names = {name: safe_filename(upload.filename, f"{name}.xlsx") for name, upload in uploads.items()}
         raw = {name: await upload.read() for name, upload in uploads.items()}
@@ -165,34 +177,30 @@ class Service:
                 paths[name] = Path(folder) / name / filename  # one folder each: the two names may be equal
                 paths[name].parent.mkdir()
                 paths[name].write_bytes(raw[name])
-            try:  # the recording is named after the uploaded accelerometer file, as the pipeline names it
-                scored = await anyio.to_thread.run_sync(lambda: garmin_windows(
-                    paths["accelerometer"], paths["gyroscope"], self.preprocessing, self.settings.wear,
-                    timezone=self.settings.timezone))
+            # The recording is named after the uploaded accelerometer file, as the pipeline names it.
+            source = GarminPair(paths["accelerometer"], paths["gyroscope"], timezone=self.settings.timezone)
+            try:
+                prepared = await anyio.to_thread.run_sync(
+                    prepare, source, Preprocessing.from_card(self.card), self.settings.wear)
             except InputError as error:  # name the upload, not our temporary path
                 name = next((n for n, p in paths.items() if str(p) == error.file), "upload")
                 located = InputError(f"{name} ({names.get(name, '?')})", error.problem, row=error.row,
                                      column=error.column, expected=error.expected)
                 raise RequestError(422, str(located)) from None
-        if len(scored.windows) == 0:
-            raise RequestError(422, f"the recording holds no complete {self.card.window_length}-sample window of "
-                                    f"fused data ({scored.quality['fused_seconds']} s fused)")
-        # Windows in non-wear episodes are never scored: they get no activity, and no drift statistic sees them.
-        worn = scored.windows[scored.worn]
-        probabilities = (await self.predictor.predict(worn, score) if len(worn)
-                         else np.empty((0, len(self.card.labels)), np.float32))
-        not_worn = int(len(scored.windows) - len(worn))
-        if self.drift is not None:
-            self.drift.observe_not_worn(not_worn)
-        scored_by = (person or self.runtime).card
-        answer = recording_answer(scored_by, scored, probabilities, self.settings.wear,
-                                  subject=subject, personal=person is not None)
-        note_access(windows=len(worn), model=scored_by.name, model_version=scored_by.version,
+        card = (person or self.runtime).card
+        # The live drift monitor's reference: this recording alone against it (the page shows it).
+        reference = self.drift.reference if self.drift is not None else None
+        try:
+            answer = await anyio.to_thread.run_sync(functools.partial(
+                score, prepared, functools.partial(self.predictor.predict_in_worker, score=person_score), card,
+                self.settings.wear, reference=reference, subject=subject, personal=person is not None))
+        except EmptyRecording as error:
+            raise RequestError(422, str(error)) from None
+        if self.drift is not None:  # windows in non-wear episodes are counted, never compared
+            self.drift.observe_not_worn(prepared.not_worn_windows)
+        note_access(windows=len(prepared.worn_windows), model=card.name, model_version=card.version,
                     personal=person is not None)
-        if self.drift is not None:  # this recording alone against the training reference (the page shows it)
-            answer["drift"] = await anyio.to_thread.run_sync(lambda: recording_drift(
-                self.drift.reference, worn, probabilities, self.card.labels, not_worn=not_worn))
-        return ScoredUpload(answer, scored, raw)
+        return ScoredUpload(answer, prepared, raw)
 
     async def start(self) -> None:
         if self.batcher is not None:

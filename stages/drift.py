@@ -5,8 +5,9 @@
     python -m stages.drift report      # fused production recordings, windowed as in training
                                        #   -> metrics/drift.json + reports/drift.html
 
-Windows in non-wear episodes (har/wear.py, the service's own `cut_recording`) are counted and left
-out of every statistic: a watch on a desk is not drift. When fewer than `monitor.min_windows`
+Production recordings are prepared as every way in prepares them (har/scoring.py `prepare`, with
+the model card's own preprocessing: a table fused otherwise is refused). Windows in non-wear
+episodes (har/wear.py) are counted and left out of every statistic: a watch on a desk is not drift. When fewer than `monitor.min_windows`
 worn windows remain, nothing is judged and the report says why in plain words.
 
 The report also runs the held-out test subjects through the same checks (`control`): they
@@ -26,9 +27,10 @@ import pandas as pd
 from har.config import load_params, write_json
 from har.drift import (MONITORED, UNITS, bin_counts, build_reference, drift_report, load_reference,
                        output_summary, reference_path_for, sample_values, unjudged_report, wear_finding)
+from har.modelfile import read_card
 from har.notify import notify_drift
+from har.scoring import FusedTable, Preprocessing, fused_index, prepare
 from har.wear import WearRule
-from har.timeline import cut_recording
 
 METRICS = Path("metrics/drift.json")
 COLOURS = {"none": "#2e7d32", "warning": "#ef6c00", "critical": "#c62828"}
@@ -44,20 +46,21 @@ def predict_onnx(model_path, windows: np.ndarray, batch: int = 1024) -> tuple[np
     return probabilities, runtime.card.labels
 
 
-def production_windows(folder, preprocessing: dict, wear_rule: WearRule) -> tuple[np.ndarray, int, list[dict]]:
+def production_windows(folder, preprocessing: Preprocessing, wear_rule: WearRule) -> tuple[np.ndarray, int, list[dict]]:
     """The worn windows of every fused production recording under `folder` (one index.csv + parquet per session),
-    cut as in training and as the service cuts them; the not-worn windows are counted, per recording too."""
+    prepared as the service prepares an upload; the not-worn windows are counted, per recording too."""
     folder = Path(folder)
     parts, recordings, not_worn = [], [], 0
     for index_path in sorted(folder.glob("**/index.csv")):
+        _, fusion = fused_index(index_path.parent)
         for row in pd.read_csv(index_path).itertuples():
-            cut = cut_recording(pd.read_parquet(index_path.parent / row.file), {}, preprocessing, wear_rule,
-                                recording_id=row.recording, start_time=None)
-            parts.append(cut.windows[cut.worn])
-            not_worn += int((~cut.worn).sum())
-            recordings.append({"recording": row.recording, "file": row.file, "windows": int(len(cut.windows)),
-                               "not_worn_windows": int((~cut.worn).sum()),
-                               "not_worn_minutes": round(sum(e - s for s, e in cut.nonwear) / 60.0, 3)})
+            prepared = prepare(FusedTable.read(index_path.parent / row.file, fusion=fusion.get(row.recording)),
+                               preprocessing, wear_rule)
+            parts.append(prepared.worn_windows)
+            not_worn += prepared.not_worn_windows
+            recordings.append({"recording": row.recording, "file": row.file, "windows": int(len(prepared.windows)),
+                               "not_worn_windows": prepared.not_worn_windows,
+                               "not_worn_minutes": round(sum(e - s for s, e in prepared.nonwear) / 60.0, 3)})
     if not recordings:
         raise ValueError(f"{folder}: holds no fused recordings (expected <session>/index.csv from stages.fuse)")
     return np.concatenate(parts), not_worn, recordings
@@ -94,8 +97,8 @@ def make_report(params: dict) -> dict:
     monitor = params["monitor"]
     reference = load_reference(reference_path_for(monitor["model"]))
     train = np.load(monitor["reference"])["X"]
-    preprocessing = {"window_length": params["window"]["length"], "overlap": params["window"]["overlap"],
-                     "target_hz": params["data"]["target_hz"]}
+    # The model decides how its input is made: its card's preprocessing, never params.
+    preprocessing = Preprocessing.from_card(read_card(Path(monitor["model"]).read_bytes(), str(monitor["model"])))
     wear_rule = WearRule.from_params(params.get("wear"))
     production, not_worn, recordings = production_windows(monitor["production"], preprocessing, wear_rule)
     # Drift is judged on worn windows only; a recording that is mostly not worn says so, not a story about drift.

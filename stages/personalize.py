@@ -39,7 +39,7 @@ from har.personalize import (Head, LabelledWindows, calibration_hash, calibratio
 from har.windows import window_step
 from har.modelfile import read_card, stamp
 from har.runtime import ModelRuntime
-from har.timeline import recording_preprocessing
+from har.scoring import Preprocessing
 from stages.export import parity, parity_sample
 
 METRICS = Path("metrics/personalize.json")
@@ -98,9 +98,9 @@ def personalise(session: Path, subject: str, out: Path, params: dict, *, model_p
     card = read_card(data, str(model_path))  # the generic model, checksum verified
     model = onnx.load_from_string(data)
     recordings, read_report = subject_recordings(session, subject, labels=card.labels, data=params["data"])
-    preprocessing = recording_preprocessing(card)
+    preprocessing = Preprocessing.from_card(card)
     windows = recordings_to_windows(recordings, card.labels, preprocessing)
-    window_s = card.window_length / float(preprocessing["target_hz"])
+    window_s = card.window_length / preprocessing.target_hz
     if seconds:  # only the first `seconds` of each recording (the personalize stage's calibration data)
         first, _ = calibration_split(windows.recording, windows.start_t, seconds=seconds, window_s=window_s)
         windows = LabelledWindows(*(getattr(windows, k)[first] for k in ("X", "y", "recording", "start_t")))
@@ -110,7 +110,7 @@ def personalise(session: Path, subject: str, out: Path, params: dict, *, model_p
     _, f = embed(model, windows.X, threads=int(settings["threads"]))
     generic = generic_head(model, f.shape[1])
     head = adapt(generic, f, windows.y, settings)
-    step_s = window_step(card.window_length, float(preprocessing["overlap"])) / float(preprocessing["target_hz"])
+    step_s = window_step(card.window_length, preprocessing.overlap) / preprocessing.target_hz
     seconds = seconds_per_class(windows.y, card.labels, window_s, step_s)
     metadata = personal_metadata(
         {**metadata_of(model), "generic_sha256": card.sha256}, subject=subject, head=head,

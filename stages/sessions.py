@@ -13,8 +13,8 @@ or the subjects named, read from data.raw (WISDM, labelled sessions or a long ta
 
 The stage: one session per validation and per test subject (all their recordings in a seeded order,
 `sessions.nonwear_minutes` of the real Garmin hour's desk stillness between two of them), written as
-workbooks and scored through the service's own path (`har.timeline.garmin_windows`, the ONNX runtime,
-`har.timeline.recording_answer`), then compared with the truth second by second (har.study). Again for
+workbooks and scored through the one scoring path the service uses (har/scoring.py: `prepare`, then
+`score` with the ONNX runtime), then compared with the truth second by second (har.study). Again for
 each test subject's per-person model (stages.personalize's `personalise`, fitted on the first
 `sessions.personal_seconds` of each recording, scored on sessions built from the rest, one window
 later), with the generic model's figures on the same sessions beside it. The timeline settings that
@@ -37,7 +37,7 @@ from har.config import load_params, resolve_raw, write_json
 from har.modelfile import ModelCard
 from har.runtime import ModelRuntime
 from har.study import StudyPlan, compare_session, generate_study, read_truth, study_figures
-from har.timeline import garmin_windows, recording_answer, recording_preprocessing, worn_probabilities
+from har.scoring import GarminPair, PreparedRecording, Preprocessing, prepare, remembered, score
 from har.wear import WearRule
 
 MODEL = Path("models/model.onnx")
@@ -69,12 +69,13 @@ def plan_from(settings: dict, **overrides) -> StudyPlan:
 
 @dataclasses.dataclass
 class Scored:
-    """A session's windows and the model's raw (calibrated, unsmoothed) answers for its worn windows."""
+    """A session prepared once, and its model asked once (`predict` remembers its answer for the worn windows),
+    so that it can be answered under each timeline setting compared."""
 
     session: str
     subject: str
-    windows: object  # har.timeline.RecordingWindows
-    probabilities: np.ndarray
+    prepared: PreparedRecording
+    predict: object  # har.scoring.remembered(runtime.predict)
     truth: np.ndarray
 
 
@@ -85,13 +86,15 @@ def score_study(study: Path, manifest: dict, runtimes: dict, params: dict) -> di
     for entry in manifest["sessions"]:
         runtime = runtimes.get(entry["subject"]) or runtimes[None]
         name = entry["session"]
-        windows = garmin_windows(study / "recordings" / f"{name}-accelerometer_data.xlsx",
-                                 study / "recordings" / f"{name}-gyroscope_data.xlsx",
-                                 recording_preprocessing(runtime.card), wear_rule,
-                                 timezone=manifest["plan"]["timezone"], recording_id=name)
-        probabilities = worn_probabilities(runtime.predict, windows, len(runtime.card.labels))
+        pair = GarminPair(study / "recordings" / f"{name}-accelerometer_data.xlsx",
+                          study / "recordings" / f"{name}-gyroscope_data.xlsx",
+                          timezone=manifest["plan"]["timezone"], recording_id=name)
+        prepared = prepare(pair, Preprocessing.from_card(runtime.card), wear_rule)
+        predict = remembered(runtime.predict)
+        if len(prepared.worn_windows):
+            predict(prepared.worn_windows)  # the model's time is spent here, once per session
         truth, _ = read_truth(study, name)
-        scored.setdefault(entry["subject"], []).append(Scored(name, entry["subject"], windows, probabilities, truth))
+        scored.setdefault(entry["subject"], []).append(Scored(name, entry["subject"], prepared, predict, truth))
     return scored
 
 
@@ -104,11 +107,10 @@ def with_timeline(card: ModelCard, switch_probability: float, threshold: float) 
 
 
 def figures(sessions: list[Scored], card_of, params: dict, *, personal: bool = False) -> dict:
-    """recording_answer for every session with the card `card_of(subject)` (its timeline settings), pooled
-    against the truth."""
+    """Every session answered with the card `card_of(subject)` (its timeline settings), pooled against the truth."""
     wear_rule = WearRule.from_params(params.get("wear"))
-    comparisons = [compare_session(s.truth, recording_answer(card_of(s.subject), s.windows, s.probabilities, wear_rule,
-                                                             subject=s.subject, personal=personal),
+    comparisons = [compare_session(s.truth, score(s.prepared, s.predict, card_of(s.subject), wear_rule,
+                                                  subject=s.subject, personal=personal),
                                    card_of(s.subject).labels)
                    for s in sessions]
     return study_figures(comparisons, card_of(sessions[0].subject).labels)
@@ -196,8 +198,7 @@ def evaluate(params: dict, work: Path) -> dict:
     timings["personalise_s"] = round(time.perf_counter() - started, 1)
     rest_generic = scored(rest_folder, rest_manifest, {None: runtime}, "rest")
     # The same windows (the same workbooks, read once), answered by each subject's own model.
-    rest_personal = [dataclasses.replace(s, probabilities=worn_probabilities(personal[s.subject].predict, s.windows,
-                                                                             len(card.labels))) for s in rest_generic]
+    rest_personal = [dataclasses.replace(s, predict=remembered(personal[s.subject].predict)) for s in rest_generic]
     personal_cards = {s: r.card for s, r in personal.items()}
     chosen = (choice["chosen"]["switch_probability"], choice["chosen"]["threshold"])
     generic, generic_chosen = (lambda _: card), (lambda _: chosen_card)

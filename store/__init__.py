@@ -10,7 +10,7 @@ the recording (unique by content hash per participant), the scoring (unique by m
 episodes, or nothing. The fused table goes to `blob_root/<sha256>.parquet` first (content-addressed,
 so a second upload of it writes nothing); `python -m store gc` removes blobs no recording refers to.
 No HTTP here: serve/controllers/subjects.py and the command-line tools are the ways in, and they
-validate subject ids (serve.personal.check_subject) before calling.
+validate subject ids (har.subject.check_subject) before calling.
 """
 from __future__ import annotations
 

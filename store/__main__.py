@@ -39,11 +39,12 @@ def main(argv=None) -> int:
     params = load_params(args.params)
     subject = getattr(args, "subject", None)
     if subject is not None:
-        from serve.contract import SUBJECT_PATTERN
-        import re
+        from har.subject import SubjectIdError, check_subject
 
-        if not re.match(SUBJECT_PATTERN, subject):
-            print(f"store: subject {subject[:70]!r} is not a subject id (pattern {SUBJECT_PATTERN})", file=sys.stderr)
+        try:
+            check_subject(subject)
+        except SubjectIdError as error:
+            print(f"store: {error}", file=sys.stderr)
             return 2
     store = Store.from_params(params, url=args.store)
     try:

@@ -33,7 +33,7 @@ class Recording(Base):
     __table_args__ = (UniqueConstraint("participant_id", "content_hash", name="uq_recording_content"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id", ondelete="CASCADE"), index=True)
-    content_hash: Mapped[str] = mapped_column(String(64))  # sha256 over the raw pair (har.timeline.content_hash)
+    content_hash: Mapped[str] = mapped_column(String(64))  # sha256 over the raw pair (store.identity.content_hash)
     name: Mapped[str | None] = mapped_column(String(200))  # the recording id the answer gives (the upload's name)
     start_time: Mapped[str] = mapped_column(String(40))  # ISO wall-clock time of t == 0, with its UTC offset
     start_epoch: Mapped[float] = mapped_column(Float)  # the same instant, seconds since 1970 UTC

@@ -1,5 +1,5 @@
 """Small synthetic answers for the store's tests: episodes laid out by hand, in the shape
-har.timeline.recording_answer gives (only what the store reads is filled in faithfully)."""
+har.answer.Answer.to_builtins gives (only what the store reads is filled in faithfully)."""
 from __future__ import annotations
 
 import numpy as np

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from har.config import load_params
-from serve.batch import write_outputs
+from serve.batch.outputs import write_outputs
 from browser_helpers import (chromium_driver, foreign_requests, quit_driver, require_chromium, wait_for,
                                    requested_urls, write_params)
 from conftest import GARMIN_ACC, GARMIN_GYR, ROOT

@@ -10,7 +10,7 @@ from conftest import GARMIN_ACC, GARMIN_GYR
 from har.config import load_params
 from serve.app import create_app
 from serve import batch
-from serve.batch import write_outputs
+from serve.batch.outputs import write_outputs
 from serve.config import Settings
 from serve.controllers.page import registry_alias
 from serve_helpers import ROOT, TOKEN, write_tiny_model, write_tiny_reference

@@ -19,7 +19,7 @@ from har.fusion import CHANNELS
 from har.annotations import subject_recordings
 from har.personalize import calibration_split, embed, fit_head, generic_head, locate_head, recordings_to_windows
 from har.runtime import ModelRuntime
-from har.timeline import recording_preprocessing
+from har.scoring import Preprocessing
 from log_helpers import one_audit_event, recorded_audit
 
 LABELS = ["sitting", "clapping", "typing"]
@@ -167,7 +167,7 @@ def test_the_personal_model_file_carries_its_metadata_passes_parity_and_is_regis
     # The person's next minute, read and cut the same way, scored by both models.
     write_wisdm_person(tmp_path / "later", "9001", {k: PERSON_RHYTHM[k] for k in ("sitting", "typing")}, 60, seed=6)
     recordings, _ = subject_recordings(tmp_path / "later", "9001", labels=LABELS, data={})
-    later = recordings_to_windows(recordings, LABELS, recording_preprocessing(before))
+    later = recordings_to_windows(recordings, LABELS, Preprocessing.from_card(before))
     right = lambda r: np.mean(r.predict(later.X).argmax(1) == later.y)
     assert right(runtime) >= 0.95 and right(generic_runtime) <= 0.6, (right(runtime), right(generic_runtime))
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from har.runtime import ModelRuntime
-from har.timeline import cut_recording, recording_answer, recording_preprocessing, worn_probabilities
+from har.scoring import FusedTable, Preprocessing, prepare, score
 from har.wear import WearRule
 from serve_helpers import ROOT, write_tiny_model
 from store_db import postgres_server, store, store_url  # noqa: F401  (fixtures)
@@ -27,13 +27,11 @@ def fused_minutes(minutes: float, seed: int = 0) -> pd.DataFrame:
 
 
 def scored_answer(model, fused: pd.DataFrame, start_time: str) -> dict:
-    """What the service answers for this fused table with this model (har.timeline's own path)."""
+    """What the service answers for this fused table with this model (the one scoring path, har/scoring.py)."""
     runtime, rule = ModelRuntime(model), WearRule()
     quality = {"samples_written": len(fused), "fused_seconds": len(fused) / 50.0, "segments": 1}
-    scored = cut_recording(fused, quality, recording_preprocessing(runtime.card), rule, recording_id="r1",
-                           start_time=start_time)
-    probabilities = worn_probabilities(runtime.predict, scored, len(runtime.card.labels))
-    return recording_answer(runtime.card, scored, probabilities, rule, subject="p1")
+    prepared = prepare(FusedTable(fused, "r1", start_time, quality), Preprocessing.from_card(runtime.card), rule)
+    return score(prepared, runtime.predict, runtime.card, rule, subject="p1").to_builtins()
 
 
 def run_store(*args: str) -> subprocess.CompletedProcess:

@@ -1,6 +1,7 @@
 """The study generator (har/study.py) over the real WISDM and Garmin data, and the sessions figures by hand."""
 import json
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -80,13 +81,14 @@ def test_the_workbooks_are_the_garmin_export_format_and_read_back_as_written(tin
 
 
 def test_the_truth_lines_up_with_the_windows_cut_from_the_session(tiny_study):
-    from har.timeline import garmin_windows
+    from har.scoring import GarminPair, Preprocessing, prepare
 
     out, manifest = tiny_study
     name = manifest["sessions"][0]["session"]
     truth, summary = read_truth(out, name)
-    cut = garmin_windows(out / "recordings" / f"{name}-accelerometer_data.xlsx",
-                         out / "recordings" / f"{name}-gyroscope_data.xlsx", PREPROCESSING, WearRule())
+    cut = prepare(GarminPair(out / "recordings" / f"{name}-accelerometer_data.xlsx",
+                             out / "recordings" / f"{name}-gyroscope_data.xlsx"), Preprocessing(**PREPROCESSING),
+                  WearRule())
     assert len(truth) == summary["seconds"] == int(np.floor(summary["pieces"][-1]["end_s"] - 0.1))
     checked = 0
     for piece in summary["pieces"]:
@@ -153,7 +155,7 @@ def test_a_session_across_a_daylight_saving_change_is_refused_by_name(tmp_path):
 
 
 def test_fused_output_is_what_the_batch_scorer_reads(tmp_path):
-    from serve.batch import find_jobs
+    from serve.batch.jobs import find_jobs
 
     plan = StudyPlan(participants=2, seed=2, midnight=False, output="fused", **TINY)
     manifest = generate_study(tmp_path, WISDM_DIR, [SUBJECT, "1605"], labels=LABELS, garmin=(GARMIN_ACC, GARMIN_GYR),
@@ -169,9 +171,10 @@ def test_fused_output_is_what_the_batch_scorer_reads(tmp_path):
 # ---------------------------------------------------------------- the sessions figures, by hand
 
 def answer(episodes, minutes, not_worn):
+    """The part of a har.answer.Answer that compare_session reads."""
     labels = ["typing", "sitting"]
-    return {"episodes": [{"label": l, "start_s": s, "end_s": e} for l, s, e in episodes],
-            "minutes_per_activity": {a: minutes.get(a, 0.0) for a in labels}, "not_worn_minutes": not_worn}
+    return SimpleNamespace(episodes=[{"label": l, "start_s": s, "end_s": e} for l, s, e in episodes],
+                           minutes_per_activity={a: minutes.get(a, 0.0) for a in labels}, not_worn_minutes=not_worn)
 
 
 def test_the_sessions_figures_worked_out_by_hand():
@@ -207,7 +210,7 @@ def test_minutes_errors_of_two_sessions_do_not_cancel():
 
 def test_the_generate_command_writes_a_study_the_batch_scorer_reads(tmp_path, monkeypatch, capsys):
     from conftest import ROOT
-    from serve.batch import find_jobs
+    from serve.batch.jobs import find_jobs
     from stages.sessions import main
 
     monkeypatch.chdir(ROOT)  # params.yaml: the labels, data.raw and the Garmin hour

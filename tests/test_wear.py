@@ -171,6 +171,7 @@ def test_the_live_monitor_counts_not_worn_windows_on_their_own():
 
 def test_a_production_folder_of_the_real_hour_is_judged_on_worn_windows_only(garmin_recording, tmp_path):
     from har.drift import unjudged_report, wear_finding
+    from har.scoring import Preprocessing
     from stages.drift import production_windows
 
     fused, _ = fuse_recording(garmin_recording, target_hz=HZ, max_gap_s=0.5, lowpass_hz=10.0)
@@ -179,7 +180,7 @@ def test_a_production_folder_of_the_real_hour_is_judged_on_worn_windows_only(gar
     fused.to_parquet(session / "hour.parquet")
     pd.DataFrame([{"recording": "hour", "file": "hour.parquet"}]).to_csv(session / "index.csv", index=False)
     worn, not_worn, recordings = production_windows(
-        tmp_path, {"window_length": 200, "overlap": 0.5, "target_hz": HZ}, RULE)
+        tmp_path, Preprocessing(target_hz=HZ, max_gap_s=0.5, lowpass_hz=10.0, window_length=200, overlap=0.5), RULE)
     assert len(worn) + not_worn == recordings[0]["windows"] == 1815
     assert not_worn >= 55 * 30 and recordings[0]["not_worn_minutes"] >= 55
     finding = wear_finding(len(worn), not_worn, 50)

@@ -6,7 +6,7 @@ The script asks for the bearer token once, keeps it in the tab's sessionStorage 
 on every call to the JSON routes, which keep their guards. Routes that exist for the pages:
 
 - `POST /recordings/files`: a `/recordings` answer in, the files `python -m serve.batch` writes
-  for it out (written by `serve.batch.write_outputs` itself, so the downloads are those files);
+  for it out (written by `serve.batch.outputs.write_outputs` itself, so the downloads are those files);
 - `GET /drift/report`: the drift stage's HTML report (`monitor.report`), where one exists;
 - `GET /study` (the study page, serve/templates/study.html.j2 + serve/static/study.js), and for it
   `GET /study/access` (may this token write?) and `GET /study/subjects/{subject}/hours` (the store's
@@ -31,7 +31,7 @@ from litestar.template.config import TemplateConfig
 from litestar.openapi.spec import OpenAPIType, RequestBody, Schema
 
 from serve import contract
-from serve.batch import write_outputs
+from serve.batch.outputs import FILES as BATCH_FILES, write_outputs
 from serve.controllers.subjects import SUBJECT, in_store
 from serve.service import Service, may_read, token_required
 from serve.validation import RequestError
@@ -44,8 +44,6 @@ SECURED = [{"bearer": []}]
 # The page loads its own files only; the browser refuses anything else even if a bug asked for it.
 CSP = ("default-src 'self'; img-src 'self' data: blob:; connect-src 'self' blob:; object-src 'none'; base-uri 'none'; "
        "frame-ancestors 'none'; form-action 'self'")
-# The files of one recording's folder, in the order the page lists them (serve.batch.write_outputs writes them).
-BATCH_FILES = ("recording.json", "timeline.csv", "episodes.csv", "minutes_per_activity.csv")
 
 
 def registry_alias(model_path) -> str | None:

@@ -30,6 +30,6 @@ def recordings_controller(max_upload_bytes: int) -> type[Controller]:
                         data: Annotated[GarminUpload, Body(media_type=RequestEncodingType.MULTI_PART)],
                         subject: Annotated[str | None, Parameter(pattern=contract.SUBJECT_PATTERN, description=(
                             "whose recording: scored by that person's model if there is one"))] = None) -> dict:
-            return (await service.score_upload(data, subject)).answer
+            return (await service.score_upload(data, subject)).answer.to_builtins()
 
     return RecordingsController

@@ -23,7 +23,7 @@ from litestar.enums import RequestEncodingType
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Schema
 from litestar.params import Body, Parameter
 
-from har.timeline import content_hash
+from store.identity import content_hash
 from serve import admission, contract
 from serve.config import Settings
 from serve.service import GarminUpload, Service, may_read, token_required
@@ -105,8 +105,8 @@ def subjects_controller(max_upload_bytes: int) -> type[Controller]:
             scored = await service.score_upload(data, subject)
             digest = content_hash(scored.raw["accelerometer"], scored.raw["gyroscope"])
             stored, created = await in_store(request.app.state, lambda store: store.ingest(
-                subject, content_hash=digest, fused=scored.scored.fused, answer=scored.answer, timezone=timezone,
-                actor=WRITER))
+                subject, content_hash=digest, fused=scored.prepared.fused, answer=scored.answer.to_builtins(),
+                timezone=timezone, actor=WRITER))
             return Response(stored, status_code=201 if created else 200)
 
         @route("/{subject:str}/recordings", http_method=HttpMethod.OPTIONS, include_in_schema=False, status_code=204,
