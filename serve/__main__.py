@@ -17,7 +17,7 @@ from har.logs import add_log_arguments, setup_logging
 from har.modelfile import ModelFileError
 from serve.config import Settings
 from serve.logs import ACCESS_LOGGER
-from serve.security import ConfigurationError, load_token, require_token
+from serve.security import ConfigurationError, load_token
 
 ACCEPTED_GRACE_S = 1.0
 
@@ -80,13 +80,9 @@ def main(argv=None) -> int:
                              store_url=args.store)
     try:
         token = load_token(settings.token_env, settings.token_file)
-        require_token(token, insecure=args.insecure_local, host=settings.host, env_var=settings.token_env)
-        from serve.app import create_app  # the web stack and the model load only once the token question is settled
-
         read_token = load_token(settings.read_token_env, None)
-        if read_token is not None and (token is None or read_token == token):
-            raise ConfigurationError(f"${settings.read_token_env} (the read-only token) needs the service's token "
-                                     "beside it, and must differ from it")
+        from serve.app import create_app  # it checks the tokens' rules before the model loads
+
         app = create_app(settings, token=token, insecure=args.insecure_local, read_token=read_token)
     except (ConfigurationError, ModelFileError) as error:
         log.error("serve: refusing to start: %s", error)

@@ -1,15 +1,16 @@
 """The Litestar application: the route groups of serve/controllers/, the shared service, error handling.
 
-`create_app` builds the `Service` (serve/service.py: the model runtime, predictor, per-person models,
-metrics, drift) once, keeps it in `app.state`, and hands it to every handler as the `service`
-dependency. Every route that scores windows goes through `Service.predictor`; every route that
-takes a recording through `Service.score_upload`.
+`create_app` checks the token rules, builds the `Service` (serve/service.py: the model runtime,
+predictor, per-person models, metrics, drift) and the `StudyStore` once, and hands them to every
+handler as the `service` and `store` dependencies. Who is calling is found once per request
+(serve.security.authentication); the routes' guards read it. Every route that scores windows goes
+through `Service.predictor`; every route that takes a recording through `Service.score_upload`.
 """
 from __future__ import annotations
 
 import logging
 
-from litestar import Litestar, MediaType, Request, Response
+from litestar import Litestar, MediaType, Request, Response, Router
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
@@ -23,25 +24,27 @@ from serve.controllers.health import HealthController
 from serve.controllers.monitoring import MonitoringController
 from serve.controllers.page import STATIC_FILES, TEMPLATES, PageController
 from serve.controllers.predict import predict_controller
-from serve.controllers.recordings import recordings_controller
-from serve.controllers.subjects import StudyStore, subjects_controller
+from serve.controllers.recordings import FilesController, RecordingsController
+from serve.controllers.study import StudyController
+from serve.controllers.subjects import SubjectsController
 from serve.controllers.v2 import v2_controller
 from serve.monitoring import Observer
-from serve.security import bearer_guard, require_token
-from serve.service import Service, service_from_state
+from serve.security import authentication, check_tokens
+from serve.service import Service, StudyStore
 from serve.validation import RequestError
 
 log = logging.getLogger("serve")
 
 
 def route_handlers(service: Service) -> list:
-    """Every route group of the service (those whose OpenAPI document or body limit depends on the model or
-    the settings are made for them)."""
+    """Every route group of the service. The two whose OpenAPI document states the served model's window shape
+    are made for it; the routes that take recordings sit on a router with the upload limit."""
     card, settings = service.card, service.settings
     limit = settings.max_windows_per_request
-    return [HealthController, predict_controller(card, limit), v2_controller(card, limit),
-            recordings_controller(settings.max_upload_bytes), subjects_controller(settings.max_upload_bytes),
-            MonitoringController, PageController, STATIC_FILES]
+    uploads = Router("/", route_handlers=[RecordingsController, SubjectsController],
+                     request_max_body_size=settings.max_upload_bytes)
+    return [HealthController, predict_controller(card, limit), v2_controller(card, limit), uploads,
+            FilesController, StudyController, MonitoringController, PageController, STATIC_FILES]
 
 
 def _error_response(request: Request, status_code: int, message: str) -> Response:
@@ -59,11 +62,12 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
     """The service for `settings.model_path` (or a given runtime).
 
     `token` None is refused unless `insecure` (local try-outs only); `read_token` may only read the study
-    store's routes. `observers` receive every
+    store's routes, and must differ from `token` (serve.security.check_tokens). `observers` receive every
     scored batch; `extra_route_handlers` add routes (a drift monitor's `GET /drift`, say).
     """
-    require_token(token, insecure=insecure, host=settings.host, env_var=settings.token_env)
-    service = Service.build(settings, token=token, runtime=runtime, observers=observers)
+    check_tokens(token, read_token, insecure=insecure, host=settings.host, env_var=settings.token_env,
+                 read_env_var=settings.read_token_env)
+    service = Service.build(settings, runtime=runtime, observers=observers)
     study = StudyStore(settings)
 
     def request_error(request: Request, error: RequestError) -> Response:
@@ -89,13 +93,13 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
 
     return install_request_log(Litestar(  # request ids and the access event around everything (serve/logs.py)
         route_handlers=[*route_handlers(service), *(extra_route_handlers or [])],
-        state=State({"service": service, "study": study, "read_guard": bearer_guard(token, read_token, write=False),
-                     "write_guard": bearer_guard(token, read_token, write=True)}),
-        dependencies={"service": Provide(service_from_state, sync_to_thread=False)},
+        state=State({"service": service}),  # serve/admission.py's hook finds the upload budget there
+        dependencies={"service": Provide(lambda: service, sync_to_thread=False),
+                      "store": Provide(lambda: study, sync_to_thread=False)},
         template_config=TEMPLATES,
         on_startup=[service.start],
         on_shutdown=[service.stop, study.close],
-        middleware=[service.metrics.middleware],
+        middleware=[service.metrics.middleware, authentication(token, read_token)],
         request_max_body_size=settings.max_body_bytes,
         exception_handlers={RequestError: request_error, HTTPException: http_error, Exception: unexpected_error},
         logging_config=None,  # logging is set up by whoever runs the app (serve/__main__.py, uvicorn)

@@ -1,11 +1,13 @@
-"""Bearer-token authentication for the prediction routes (the windows are health data).
+"""Bearer-token authentication (the windows and the study are health data): the tokens, their rules, the one
+authentication step per request, and the two guards that read what it found.
 
-The token comes from an environment variable or a file (a Docker or Kubernetes secret). With
-neither, the service refuses to start, unless it is told explicitly that it runs insecurely
-on this machine only.
+The service's token comes from an environment variable or a file (a Docker or Kubernetes secret).
+With neither, the service refuses to start, unless it is told explicitly that it runs insecurely on
+this machine only. An optional second token may only read the study store's routes.
 """
 from __future__ import annotations
 
+import enum
 import hmac
 import ipaddress
 import os
@@ -53,34 +55,85 @@ def require_token(token: str | None, *, insecure: bool, host: str, env_var: str)
         raise ConfigurationError(f"--insecure-local serves without a token on a loopback address only, not {host}")
 
 
-def bearer_guard(token: str | None, read_token: str | None = None, *, write: bool = True):
-    """A Litestar guard: requests must carry `Authorization: Bearer <token>` (no-op when token is None).
+def check_tokens(token: str | None, read_token: str | None, *, insecure: bool, host: str, env_var: str,
+                 read_env_var: str) -> None:
+    """The rules for the two tokens, wherever an app is made (serve.app.create_app checks them): a token unless
+    insecure on loopback (`require_token`), and a read-only token only beside a service token and unlike it."""
+    require_token(token, insecure=insecure, host=host, env_var=env_var)
+    if read_token is not None and (token is None or read_token == token):
+        raise ConfigurationError(f"${read_env_var} (the read-only token) needs the service's token beside it, "
+                                 "and must differ from it")
 
-    `read_token` (the study store's read-only token) is accepted too where `write` is False, and refused
-    with 403 where it is True: it is known, but may not do this.
-    """
-    from litestar.exceptions import NotAuthorizedException, PermissionDeniedException  # start-up checks need no web stack
 
+class Caller(enum.Enum):
+    """Who is calling, as the one authentication step (`authentication`) finds it from the bearer token."""
+
+    SERVICE = "service"  # the service's token (everyone, when the service runs without one: --insecure-local)
+    READER = "reader"  # the read-only token: may read the study store's routes only
+    MISSING = "missing"  # no bearer token
+    INVALID = "invalid"  # a bearer token that is neither
+
+
+def identify(authorization: str, token: bytes | None, read_token: bytes | None) -> Caller:
+    """The caller of an `Authorization` header value (constant-time comparisons)."""
+    if token is None:
+        return Caller.SERVICE
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not credentials:
+        return Caller.MISSING
+    given = credentials.strip().encode()
+    if hmac.compare_digest(given, token):
+        return Caller.SERVICE
+    if read_token is not None and hmac.compare_digest(given, read_token):
+        return Caller.READER
+    return Caller.INVALID
+
+
+def authentication(token: str | None, read_token: str | None = None):
+    """ASGI middleware: who is calling, found once per request (and per WebSocket) and kept as the connection's
+    `user` (a Caller) for the guards to read. It refuses nothing itself: the routes without guards (health,
+    metrics, the pages) stay open."""
     expected = token.encode() if token else None
     reader = read_token.encode() if read_token else None
 
-    async def guard(connection, _route_handler) -> None:
-        # async: Litestar runs a plain-function guard in a worker thread, a thread hop per request
-        if expected is None:
-            return
-        header = connection.headers.get("authorization", "")
-        scheme, _, credentials = header.partition(" ")
-        if scheme.lower() != "bearer" or not credentials:
-            raise NotAuthorizedException("missing bearer token: send 'Authorization: Bearer <token>'",
-                                         headers={"WWW-Authenticate": 'Bearer realm="har"'})
-        given = credentials.strip().encode()
-        if hmac.compare_digest(given, expected):
-            return
-        if reader is not None and hmac.compare_digest(given, reader):
-            if write:
-                raise PermissionDeniedException("the read-only token may not write: use the service's token")
-            return
-        raise NotAuthorizedException("invalid bearer token",
-                                     headers={"WWW-Authenticate": 'Bearer realm="har", error="invalid_token"'})
+    def middleware(app):
+        async def authenticate(scope, receive, send):
+            if scope["type"] in ("http", "websocket"):
+                header = next((value for name, value in scope["headers"] if name == b"authorization"), b"")
+                scope["user"] = identify(header.decode("latin-1"), expected, reader)
+            await app(scope, receive, send)
 
-    return guard
+        return authenticate
+
+    return middleware
+
+
+def refuse(caller: Caller) -> None:
+    """401 for a request without the service's or the read-only token, saying which of the two it is."""
+    from litestar.exceptions import NotAuthorizedException  # start-up checks need no web stack
+
+    if caller is Caller.MISSING:
+        raise NotAuthorizedException("missing bearer token: send 'Authorization: Bearer <token>'",
+                                     headers={"WWW-Authenticate": 'Bearer realm="har"'})
+    raise NotAuthorizedException("invalid bearer token",
+                                 headers={"WWW-Authenticate": 'Bearer realm="har", error="invalid_token"'})
+
+
+# Guards are async: Litestar runs a plain-function guard in a worker thread, a thread hop per request.
+
+async def token_required(connection, _route_handler) -> None:
+    """Writes and scoring: the service's token; the read-only token is known, but may not do this (403)."""
+    caller = connection.user
+    if caller is Caller.SERVICE:
+        return
+    if caller is Caller.READER:
+        from litestar.exceptions import PermissionDeniedException
+
+        raise PermissionDeniedException("the read-only token may not write: use the service's token")
+    refuse(caller)
+
+
+async def may_read(connection, _route_handler) -> None:
+    """Reading the study: the service's token or the read-only one."""
+    if connection.user not in (Caller.SERVICE, Caller.READER):
+        refuse(connection.user)

@@ -1,8 +1,10 @@
 """What every route group shares: the model runtime, its card, the predictor, the per-person models,
-metrics and drift, built once per app and handed to the controllers as the `service` dependency.
+metrics and drift (`Service`), and the study store (`StudyStore`), built once per app and handed to
+the controllers as the `service` and `store` dependencies.
 
-`score_upload` is the one path from an uploaded Garmin pair to a `/recordings` answer, so every
-route that takes recordings (scoring only, or scoring and storing) answers the same thing.
+`Service.score_upload` is the service's adapter of the one scoring path (har/scoring.py: prepare,
+then score): an uploaded Garmin pair in, the typed answer out, so every route that takes recordings
+(scoring only, or scoring and storing) answers the same thing.
 """
 from __future__ import annotations
 
@@ -10,12 +12,13 @@ import functools
 import logging
 import re
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio.to_thread
 import numpy as np
-from litestar.datastructures import State, UploadFile
+from litestar.datastructures import UploadFile
 
 from har.drift import DriftCollector, RunningDriftMonitor, load_reference, reference_path_for
 from har.modelfile import ModelCard
@@ -108,7 +111,6 @@ def safe_filename(name: str | None, fallback: str) -> str:
 @dataclass
 class Service:
     settings: Settings
-    token: str | None
     runtime: ModelRuntime
     model_path: object  # a file, or models:/<name>@<alias>
     registry: dict | None  # {"uri", "name", "version"} for a registry model, else None
@@ -123,7 +125,7 @@ class Service:
     ready: bool = False
 
     @classmethod
-    def build(cls, settings: Settings, *, token: str | None, runtime: ModelRuntime | None = None,
+    def build(cls, settings: Settings, *, runtime: ModelRuntime | None = None,
               observers: list[Observer] | None = None) -> "Service":
         model_path = model_file(settings.model_path, settings.tracking_uri)  # a file, or models:/har@champion
         runtime = runtime or ModelRuntime(model_path, threads=settings.threads)
@@ -142,7 +144,7 @@ class Service:
                    if settings.batching else None)
         personal = PersonalModels(settings.personal_dir, card, cache_size=settings.personal_cache_size,
                                   threads=settings.threads)
-        return cls(settings=settings, token=token, runtime=runtime, model_path=model_path,
+        return cls(settings=settings, runtime=runtime, model_path=model_path,
                    registry=registry_source(model_path), metrics=metrics, drift=drift, reference_path=reference_path,
                    predictor=Predictor(observed, batcher, on_direct_call=metrics.on_batch), batcher=batcher,
                    personal=personal, observers=observers_all, upload_budget=UploadBudget.from_settings(settings, metrics.admission))
@@ -216,16 +218,35 @@ class Service:
             await self.batcher.stop()
 
 
-def service_from_state(state: State) -> Service:
-    """The `service` dependency every controller asks for."""
-    return state.service
+class StudyStore:
+    """The service's study store (store/), opened (and migrated) on first use, once per process; handed to the
+    controllers as the `store` dependency. `call` runs a store method in a worker thread (the database is
+    blocking I/O) and answers its refusals as HTTP statuses."""
 
+    def __init__(self, settings: Settings):
+        self.settings, self._store, self._lock = settings, None, threading.Lock()
 
-async def token_required(connection, route_handler) -> None:
-    """Writes and scoring: the service's token (the read-only token is refused 403; serve.security.bearer_guard)."""
-    await connection.app.state.write_guard(connection, route_handler)
+    def get(self):
+        with self._lock:
+            if self._store is None:
+                from store import Store
 
+                s = self.settings
+                self._store = Store.open(s.store_url, blob_root=s.store_blob_root, personal_models_dir=s.personal_dir,
+                                         default_timezone=s.store_timezone, min_worn_hours=s.min_worn_hours)
+            return self._store
 
-async def may_read(connection, route_handler) -> None:
-    """Reading the study: the service's token or the read-only one."""
-    await connection.app.state.read_guard(connection, route_handler)
+    async def call(self, method, *args, **kwargs):
+        """`method(store, *args, **kwargs)` in a worker thread; NotFound is 404, the store's other refusals 422."""
+        from store import NotFound, StoreError
+
+        try:
+            return await anyio.to_thread.run_sync(lambda: method(self.get(), *args, **kwargs))
+        except NotFound as error:
+            raise RequestError(404, str(error)) from None
+        except StoreError as error:
+            raise RequestError(422, str(error)) from None
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()

@@ -284,6 +284,14 @@ def test_the_app_refuses_to_start_without_a_token_or_with_a_tampered_model(setti
         create_app(Settings(model_path=tampered), token=TOKEN)
 
 
+def test_the_app_checks_the_read_only_tokens_rules_itself(settings):
+    """Every caller of create_app gets the rules, not only `python -m serve`."""
+    with pytest.raises(ConfigurationError, match="must differ"):
+        create_app(settings, token=TOKEN, read_token=TOKEN)
+    with pytest.raises(ConfigurationError, match="needs the service's token"):
+        create_app(settings, token=None, insecure=True, read_token="read-only-token-0123456789")
+
+
 def test_live_drift_is_reported_at_drift_and_in_metrics(tmp_path, settings):
     """With a drift reference beside the model, /drift and /metrics show what requests carried."""
     from dataclasses import replace

@@ -10,7 +10,8 @@ from har.modelfile import ModelCard
 from serve import contract
 from serve.logs import note as note_access
 from serve.personal import answered_by, check_subject
-from serve.service import Service, token_required
+from serve.security import token_required
+from serve.service import Service
 from serve.validation import RequestError, parse_predict, parse_predict_npy, parse_predict_octets
 from serve.wire import JSON, NPY, OCTET_STREAM, SHAPE_HEADER, media_type
 

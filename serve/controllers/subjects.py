@@ -13,61 +13,24 @@ Writes need the service's token; the optional read-only token ($HAR_SERVE_READ_T
 """
 from __future__ import annotations
 
-import threading
 from datetime import date
 from typing import Annotated
 
-import anyio.to_thread
 from litestar import Controller, HttpMethod, Request, Response, delete, get, post, route
 from litestar.enums import RequestEncodingType
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Schema
 from litestar.params import Body, Parameter
 
-from store.identity import content_hash
 from serve import admission, contract
-from serve.config import Settings
-from serve.service import GarminUpload, Service, may_read, token_required
-from serve.validation import RequestError
+from serve.security import may_read, token_required
+from serve.service import GarminUpload, Service, StudyStore
+from store.identity import content_hash
 
 SECURED = [{"bearer": []}]
 WRITER = "token:service"  # the audit trail's actor for writes: only the service's token may write here
 CSV = "text/csv"
 SUBJECT = Annotated[str, Parameter(pattern=contract.SUBJECT_PATTERN, description="pseudonymous subject id")]
 OBJECT, LIST = Schema(type=OpenAPIType.OBJECT), Schema(type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.OBJECT))
-
-
-class StudyStore:
-    """The service's study store, opened (and migrated) on first use, once per process."""
-
-    def __init__(self, settings: Settings):
-        self.settings, self._store, self._lock = settings, None, threading.Lock()
-
-    def get(self):
-        with self._lock:
-            if self._store is None:
-                from store import Store
-
-                s = self.settings
-                self._store = Store.open(s.store_url, blob_root=s.store_blob_root, personal_models_dir=s.personal_dir,
-                                         default_timezone=s.store_timezone, min_worn_hours=s.min_worn_hours)
-            return self._store
-
-    def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
-
-
-async def in_store(connection_state, call, *args, **kwargs):
-    """A store call in a worker thread (the database is blocking I/O); its refusals as HTTP statuses."""
-    from store import NotFound, StoreError
-
-    study: StudyStore = connection_state.study
-    try:
-        return await anyio.to_thread.run_sync(lambda: call(study.get(), *args, **kwargs))
-    except NotFound as error:
-        raise RequestError(404, str(error)) from None
-    except StoreError as error:
-        raise RequestError(422, str(error)) from None
 
 
 def ok(description: str, schema: Schema = OBJECT, *, csv: bool = False) -> dict:
@@ -77,95 +40,92 @@ def ok(description: str, schema: Schema = OBJECT, *, csv: bool = False) -> dict:
     return {"200": OpenAPIResponse(description=description, content=content)}
 
 
-def days_csv(store, subject: str, date_from, date_to) -> str:
+def days_csv(study, subject: str, date_from, date_to) -> str:
     from store.collate import days_frame
 
-    return days_frame(subject, store.days(subject, date_from, date_to), store.activities()).to_csv(index=False)
+    return days_frame(subject, study.days(subject, date_from, date_to), study.activities()).to_csv(index=False)
 
 
-def subjects_controller(max_upload_bytes: int) -> type[Controller]:
-    class SubjectsController(Controller):
-        path = "/subjects"
-        tags = ["study"]
-        security = SECURED
-        request_max_body_size = max_upload_bytes
+class SubjectsController(Controller):
+    """The store's routes. Its upload limit (serve.max_upload_mb) is set by the app on the router around it."""
 
-        @post("/{subject:str}/recordings", guards=[token_required], status_code=201, **admission.ADMITTED,
-              summary="Store a Garmin workbook pair for a subject: scored by their model (else the generic one)",
-              operation_class=contract.documented(responses={
-                  **ok("The same content scored by the same model was already stored: the stored recording"),
-                  "201": OpenAPIResponse(description="Stored: id, start, end, local days and the /recordings answer",
-                                         content=contract.json_content(OBJECT)),
-                  **contract.errors(400, 401, 403, 413, 415, 422), **admission.RESPONSES}))
-        async def ingest(self, request: Request, service: Service, subject: SUBJECT,
-                         data: Annotated[GarminUpload, Body(media_type=RequestEncodingType.MULTI_PART)],
-                         timezone: Annotated[str | None, Parameter(max_length=64, description=(
-                             "the participant's IANA time zone, for a new participant (default store.timezone)"))]
-                         = None) -> Response:
-            scored = await service.score_upload(data, subject)
-            digest = content_hash(scored.raw["accelerometer"], scored.raw["gyroscope"])
-            stored, created = await in_store(request.app.state, lambda store: store.ingest(
-                subject, content_hash=digest, fused=scored.prepared.fused, answer=scored.answer.to_builtins(),
-                timezone=timezone, actor=WRITER))
-            return Response(stored, status_code=201 if created else 200)
+    path = "/subjects"
+    tags = ["study"]
+    security = SECURED
 
-        @route("/{subject:str}/recordings", http_method=HttpMethod.OPTIONS, include_in_schema=False, status_code=204,
-               response_headers={"Allow": "GET, OPTIONS, POST"})
-        async def allowed_on_recordings(self) -> None:
-            # Litestar 2 answers OPTIONS on a path with two handlers with the first one's method only
-            # (litestar-org/litestar#4169, fixed in 3): say both here. A controller's handlers register in
-            # name order (dir()), and this one must come before the GET and the POST so that it is the path's one.
-            return None
+    @post("/{subject:str}/recordings", guards=[token_required], status_code=201, **admission.ADMITTED,
+          summary="Store a Garmin workbook pair for a subject: scored by their model (else the generic one)",
+          operation_class=contract.documented(responses={
+              **ok("The same content scored by the same model was already stored: the stored recording"),
+              "201": OpenAPIResponse(description="Stored: id, start, end, local days and the /recordings answer",
+                                     content=contract.json_content(OBJECT)),
+              **contract.errors(400, 401, 403, 413, 415, 422), **admission.RESPONSES}))
+    async def ingest(self, service: Service, store: StudyStore, subject: SUBJECT,
+                     data: Annotated[GarminUpload, Body(media_type=RequestEncodingType.MULTI_PART)],
+                     timezone: Annotated[str | None, Parameter(max_length=64, description=(
+                         "the participant's IANA time zone, for a new participant (default store.timezone)"))]
+                     = None) -> Response:
+        scored = await service.score_upload(data, subject)
+        digest = content_hash(scored.raw["accelerometer"], scored.raw["gyroscope"])
+        stored, created = await store.call(lambda study: study.ingest(
+            subject, content_hash=digest, fused=scored.prepared.fused, answer=scored.answer.to_builtins(),
+            timezone=timezone, actor=WRITER))
+        return Response(stored, status_code=201 if created else 200)
 
-        @get("/", guards=[may_read], summary="Every subject: recordings, first and last day, days and valid days",
-             operation_class=contract.documented(responses={**ok("The subjects", LIST), **contract.errors(401)}))
-        async def subjects(self, request: Request) -> list[dict]:
-            return await in_store(request.app.state, lambda store: store.subjects())
+    @route("/{subject:str}/recordings", http_method=HttpMethod.OPTIONS, include_in_schema=False, status_code=204,
+           response_headers={"Allow": "GET, OPTIONS, POST"})
+    async def allowed_on_recordings(self) -> None:
+        # Litestar 2 answers OPTIONS on a path with two handlers with the first one's method only
+        # (litestar-org/litestar#4169, fixed in 3): say both here. A controller's handlers register in
+        # name order (dir()), and this one must come before the GET and the POST so that it is the path's one.
+        return None
 
-        @get("/{subject:str}/days", guards=[may_read], summary="One entry per local day (JSON, or CSV by Accept)",
-             operation_class=contract.documented(responses={
-                 **ok("The days from the first to the last recorded one, within from..to", LIST, csv=True),
-                 **contract.errors(400, 401, 404)}))
-        async def days(self, request: Request, subject: SUBJECT,
-                       date_from: Annotated[date | None, Parameter(query="from", description="first day, YYYY-MM-DD")]
-                       = None,
-                       date_to: Annotated[date | None, Parameter(query="to", description="last day, YYYY-MM-DD")]
-                       = None) -> Response:
-            if CSV in request.headers.get("accept", ""):
-                body = await in_store(request.app.state, days_csv, subject, date_from, date_to)
-                return Response(body, media_type=CSV)
-            return Response(await in_store(request.app.state, lambda store: store.days(subject, date_from, date_to)))
+    @get("/", guards=[may_read], summary="Every subject: recordings, first and last day, days and valid days",
+         operation_class=contract.documented(responses={**ok("The subjects", LIST), **contract.errors(401)}))
+    async def subjects(self, store: StudyStore) -> list[dict]:
+        return await store.call(lambda study: study.subjects())
 
-        @get("/{subject:str}/days.csv", guards=[may_read], media_type=CSV, summary="The days as CSV",
-             operation_class=contract.documented(responses=contract.errors(400, 401, 404)))
-        async def days_as_csv(self, request: Request, subject: SUBJECT,
-                              date_from: Annotated[date | None, Parameter(query="from")] = None,
-                              date_to: Annotated[date | None, Parameter(query="to")] = None) -> Response:
-            return Response(await in_store(request.app.state, days_csv, subject, date_from, date_to), media_type=CSV)
+    @get("/{subject:str}/days", guards=[may_read], summary="One entry per local day (JSON, or CSV by Accept)",
+         operation_class=contract.documented(responses={
+             **ok("The days from the first to the last recorded one, within from..to", LIST, csv=True),
+             **contract.errors(400, 401, 404)}))
+    async def days(self, request: Request, store: StudyStore, subject: SUBJECT,
+                   date_from: Annotated[date | None, Parameter(query="from", description="first day, YYYY-MM-DD")]
+                   = None,
+                   date_to: Annotated[date | None, Parameter(query="to", description="last day, YYYY-MM-DD")]
+                   = None) -> Response:
+        if CSV in request.headers.get("accept", ""):
+            return Response(await store.call(days_csv, subject, date_from, date_to), media_type=CSV)
+        return Response(await store.call(lambda study: study.days(subject, date_from, date_to)))
 
-        @get("/{subject:str}/hours", guards=[may_read],
-             summary="24-hour profile per activity and of wear: all days, weekdays, weekend days",
-             operation_class=contract.documented(responses={**ok("The profiles"), **contract.errors(400, 401, 404)}))
-        async def hours(self, request: Request, subject: SUBJECT) -> dict:
-            return await in_store(request.app.state, lambda store: store.hours(subject))
+    @get("/{subject:str}/days.csv", guards=[may_read], media_type=CSV, summary="The days as CSV",
+         operation_class=contract.documented(responses=contract.errors(400, 401, 404)))
+    async def days_as_csv(self, store: StudyStore, subject: SUBJECT,
+                          date_from: Annotated[date | None, Parameter(query="from")] = None,
+                          date_to: Annotated[date | None, Parameter(query="to")] = None) -> Response:
+        return Response(await store.call(days_csv, subject, date_from, date_to), media_type=CSV)
 
-        @get("/{subject:str}/recordings", guards=[may_read], summary="The subject's stored recordings",
-             operation_class=contract.documented(responses={**ok("The recordings", LIST),
-                                                            **contract.errors(400, 401, 404)}))
-        async def recordings(self, request: Request, subject: SUBJECT) -> list[dict]:
-            return await in_store(request.app.state, lambda store: store.recordings(subject))
+    @get("/{subject:str}/hours", guards=[may_read],
+         summary="24-hour profile per activity and of wear: all days, weekdays, weekend days",
+         operation_class=contract.documented(responses={**ok("The profiles"), **contract.errors(400, 401, 404)}))
+    async def hours(self, store: StudyStore, subject: SUBJECT) -> dict:
+        return await store.call(lambda study: study.hours(subject))
 
-        @get("/{subject:str}/recordings/{recording_id:int}", guards=[may_read],
-             summary="A stored recording with its scorings and the newest scoring's answer",
-             operation_class=contract.documented(responses={**ok("The recording"), **contract.errors(400, 401, 404)}))
-        async def recording(self, request: Request, subject: SUBJECT, recording_id: int) -> dict:
-            return await in_store(request.app.state, lambda store: store.recording(subject, recording_id))
+    @get("/{subject:str}/recordings", guards=[may_read], summary="The subject's stored recordings",
+         operation_class=contract.documented(responses={**ok("The recordings", LIST),
+                                                        **contract.errors(400, 401, 404)}))
+    async def recordings(self, store: StudyStore, subject: SUBJECT) -> list[dict]:
+        return await store.call(lambda study: study.recordings(subject))
 
-        @delete("/{subject:str}", guards=[token_required], status_code=200,
-                summary="Erase every row, blob and personal model of a subject; an audit row keeps the counts",
-                operation_class=contract.documented(responses={**ok("What was removed"),
-                                                               **contract.errors(400, 401, 403, 404)}))
-        async def erase(self, request: Request, subject: SUBJECT) -> dict:
-            return await in_store(request.app.state, lambda store: store.erase(subject, actor=WRITER))
+    @get("/{subject:str}/recordings/{recording_id:int}", guards=[may_read],
+         summary="A stored recording with its scorings and the newest scoring's answer",
+         operation_class=contract.documented(responses={**ok("The recording"), **contract.errors(400, 401, 404)}))
+    async def recording(self, store: StudyStore, subject: SUBJECT, recording_id: int) -> dict:
+        return await store.call(lambda study: study.recording(subject, recording_id))
 
-    return SubjectsController
+    @delete("/{subject:str}", guards=[token_required], status_code=200,
+            summary="Erase every row, blob and personal model of a subject; an audit row keeps the counts",
+            operation_class=contract.documented(responses={**ok("What was removed"),
+                                                           **contract.errors(400, 401, 403, 404)}))
+    async def erase(self, store: StudyStore, subject: SUBJECT) -> dict:
+        return await store.call(lambda study: study.erase(subject, actor=WRITER))

@@ -9,7 +9,8 @@ from litestar.openapi.spec import OpenAPIType, Schema
 from har.modelfile import ModelCard
 from serve import contract
 from serve.logs import note as note_access
-from serve.service import Service, token_required
+from serve.security import token_required
+from serve.service import Service
 from serve.validation import RequestError, parse_v2_infer, v2_binary_outputs
 from serve.wire import JSON, OCTET_STREAM, V2_HEADER_LENGTH, encode_bytes_tensor, media_type, v2_message
 
