@@ -47,7 +47,8 @@ from har.config import load_params, resolve_raw  # noqa: E402
 from har.fusion import CHANNELS  # noqa: E402
 from har.garmin import find_garmin_pairs, read_garmin_pair  # noqa: E402
 from har.runtime import ModelRuntime  # noqa: E402
-from har.scoring import FusedTable, Preprocessing, prepare  # noqa: E402
+from har.preprocessing import Preprocessing  # noqa: E402
+from har.scoring import FusedTable, prepare  # noqa: E402
 from har.wear import WearRule  # noqa: E402
 from serve.batch import run  # noqa: E402
 from serve.batch.engine import open_client, run_tasks  # noqa: E402

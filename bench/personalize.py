@@ -2,7 +2,7 @@
 
     taskset -c 0 python -m bench.personalize [--subjects 3] [--seconds 60]   # -> metrics/bench_personalize.json
 
-For each of the first test subjects (data/windows/meta.json), `stages.personalize.personalise` reads
+For each of the first test subjects (data/windows/meta.json), `har.personalize.personalise` reads
 their WISDM recordings, keeps the first --seconds of each, fuses, windows, embeds, fits and writes the
 model (the Keras parity check is left out: it is a check, not the adaptation). The baseline, measured
 in the same run: the generic model scoring the same person's full recordings with onnxruntime.
@@ -20,10 +20,9 @@ import numpy as np
 
 from har.annotations import subject_recordings
 from har.config import load_params, resolve_raw, write_json
-from har.personalize import recordings_to_windows
+from har.personalize import personalise, recordings_to_windows
 from har.runtime import ModelRuntime
-from har.scoring import Preprocessing
-from stages.personalize import personalise
+from har.preprocessing import Preprocessing
 
 REPORT = Path("metrics/bench_personalize.json")
 

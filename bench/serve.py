@@ -55,10 +55,10 @@ TARGETS = {"binary_batch64_share": 0.6, "p50_ms_1_client": 1.5, "requests_per_s_
 
 def tiny_stand_in(folder: Path, params: dict) -> tuple[Path, Path]:
     """An untrained model of the configured architecture, exported the way the export stage does it."""
+    from har.export import build_metadata, convert, weights_version
     from har.fusion import CHANNELS
     from har.model import build_model
     from har.modelfile import stamp
-    from stages.export import build_metadata, convert, weights_version
 
     labels, length = params["data"]["labels"], params["window"]["length"]
     model = build_model(params["model"], window_length=length, n_channels=len(CHANNELS), n_classes=len(labels),

@@ -25,7 +25,8 @@ from timing import median_seconds, report  # noqa: E402
 
 from har.config import load_params, resolve_raw  # noqa: E402
 from har.study import StudyPlan, batch_rows, garmin_hour, generate_study, milli_units  # noqa: E402
-from har.scoring import GarminPair, Preprocessing, prepare  # noqa: E402
+from har.preprocessing import Preprocessing  # noqa: E402
+from har.scoring import GarminPair, prepare  # noqa: E402
 from har.wear import WearRule  # noqa: E402
 
 

@@ -24,8 +24,9 @@ MatMul + Add beside the last layer: no re-conversion, the same input contract.
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -33,10 +34,15 @@ from onnx import numpy_helper
 from scipy.special import softmax
 from threadpoolctl import threadpool_limits
 
+from har.annotations import subject_recordings
+from har.export import parity, parity_sample
+from har.modelfile import read_card, stamp
+from har.preprocessing import Preprocessing
 from har.recording import Recording
+from har.runtime import ModelRuntime
+from har.windows import window_step
 
-if TYPE_CHECKING:
-    from har.scoring import Preprocessing
+MIN_SECONDS_ADVISED = 30  # per class; below it the worst test subject lost up to 0.08 macro-F1
 
 
 # ---------------------------------------------------------------- the last layer in the ONNX graph
@@ -351,3 +357,99 @@ def personal_metadata(generic: dict[str, str], *, subject: str, head: Head, cali
             "calibration_hash": calibration,
             "seconds_per_class": json.dumps(seconds),
             "personalisation": json.dumps(method)}
+
+
+# ---------------------------------------------------------------- the method on one person's features
+
+def uses_residual(settings: dict) -> bool:
+    return settings["method"] == "head" and settings.get("residual_l2") is not None
+
+
+def features_for(f: np.ndarray, generic: Head, settings: dict) -> np.ndarray:
+    """[h, u] when the method fits the residual, else h alone."""
+    return f if uses_residual(settings) else f[:, :generic.embedding]
+
+
+def adapt(generic: Head, f: np.ndarray, y: np.ndarray, settings: dict) -> Head:
+    """The person's head from features f = [h, u] (generic_head(model, f.shape[1]) as `generic`)."""
+    if settings["method"] not in ("head", "generic"):
+        raise ValueError(f"personalize.method must be 'head' or 'generic', got {settings['method']!r}")
+    if settings["method"] == "generic" or len(y) == 0:
+        return generic
+    start = generic if uses_residual(settings) else Head(generic.weights[:generic.embedding], generic.bias,
+                                                          generic.scale, generic.embedding)
+    return fit_head(features_for(f, generic, settings), y, start, l2=float(settings["l2"]),
+                    residual_l2=settings.get("residual_l2"), max_iter=int(settings["max_iter"]))
+
+
+# ---------------------------------------------------------------- a person's model file
+
+def keras_parity(keras_path: Path, head: Head, X: np.ndarray, onnx_probs: np.ndarray, atol: float) -> dict:
+    """Keras's generic body (the inputs of the last two Dense layers: h, then u) with the new head,
+    against onnxruntime."""
+    import keras
+
+    model = keras.models.load_model(keras_path, compile=False)
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    outputs = [dense[-1].input] + ([dense[-2].input] if head.embedding < len(head.weights) else [])
+    predicted = keras.Model(model.inputs, outputs).predict(X, batch_size=256, verbose=0)
+    f = np.concatenate([np.asarray(o) for o in (predicted if isinstance(predicted, list) else [predicted])], axis=1)
+    return parity(head.probabilities(f).astype(np.float32), onnx_probs, atol)
+
+
+def personalise(session: Path, subject: str, out: Path, params: dict, *, model_path: Path,
+                keras_path: Path | None, seconds: float | None = None) -> dict:
+    """Adapt, stamp, check parity; write `out` only when parity holds. Returns the report."""
+    settings = params["personalize"]
+    started_wall, started_cpu = time.perf_counter(), time.process_time()
+    data = model_path.read_bytes()
+    card = read_card(data, str(model_path))  # the generic model, checksum verified
+    model = onnx.load_from_string(data)
+    recordings, read_report = subject_recordings(session, subject, labels=card.labels, data=params["data"])
+    preprocessing = Preprocessing.from_card(card)
+    windows = recordings_to_windows(recordings, card.labels, preprocessing)
+    window_s = card.window_length / preprocessing.target_hz
+    if seconds:  # only the first `seconds` of each recording (the personalize stage's calibration data)
+        first, _ = calibration_split(windows.recording, windows.start_t, seconds=seconds, window_s=window_s)
+        windows = LabelledWindows(*(getattr(windows, k)[first] for k in ("X", "y", "recording", "start_t")))
+    if len(windows.y) == 0:
+        raise SystemExit(f"personalize: {session} holds no complete {card.window_length}-sample window for "
+                         f"subject {subject!r}")
+    _, f = embed(model, windows.X, threads=int(settings["threads"]))
+    generic = generic_head(model, f.shape[1])
+    head = adapt(generic, f, windows.y, settings)
+    step_s = window_step(card.window_length, preprocessing.overlap) / preprocessing.target_hz
+    seconds = seconds_per_class(windows.y, card.labels, window_s, step_s)
+    metadata = personal_metadata(
+        {**metadata_of(model), "generic_sha256": card.sha256}, subject=subject, head=head,
+        calibration=calibration_hash(windows.X, windows.y), seconds=seconds,
+        method={k: settings.get(k) for k in ("method", "l2", "residual_l2", "max_iter")})
+    personal = stamp(write_head(model, head), metadata)
+    adapt_cpu, adapt_wall = time.process_time() - started_cpu, time.perf_counter() - started_wall
+
+    sample = parity_sample(windows.X, int(params["serve"]["export"]["parity_max_windows"]))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    candidate = out.with_name(out.name + ".partial")
+    candidate.write_bytes(personal)
+    try:
+        runtime = ModelRuntime(candidate)  # the service's loader: checksum and contract verified
+        onnx_probs = runtime.predict(sample)
+    finally:
+        candidate.unlink()
+    atol = float(params["serve"]["export"]["parity_atol"])
+    _, f_sample = embed(model, sample)
+    checks = {"numpy_head": parity(head.probabilities(features_for(f_sample, head, settings)).astype(np.float32),
+                                   onnx_probs, atol)}
+    if keras_path is not None and keras_path.exists():
+        checks["keras"] = keras_parity(keras_path, head, sample, onnx_probs, atol)
+    passed = all(c["passed"] for c in checks.values())
+    if passed:
+        out.write_bytes(personal)
+    changed = np.flatnonzero(np.any(head.weights != generic.weights[:len(head.weights)], axis=0) | (head.bias != generic.bias))
+    return {"subject": subject, "out": str(out), "written": passed, "model_name": runtime.card.name,
+            "model_version": runtime.card.version, "sha256": runtime.card.sha256,
+            "generic_model_version": card.version, "calibration_hash": metadata["calibration_hash"],
+            "windows": int(len(windows.y)), "seconds_per_class": seconds,
+            "classes_adapted": [card.labels[i] for i in changed],
+            "adaptation_cpu_s": round(adapt_cpu, 3), "adaptation_wall_s": round(adapt_wall, 3),
+            "read": read_report, "parity": checks}

@@ -28,58 +28,11 @@ import pandas as pd
 
 from har.answer import Answer, answer_for
 from har.drift import recording_drift
-from har.fusion import CHANNELS, fuse_recording
+from har.fusion import CHANNELS
 from har.garmin import read_garmin_pair
 from har.modelfile import ModelCard
-from har.recording import Recording
+from har.preprocessing import Preprocessing
 from har.wear import WearRule, recording_wear, worn_windows
-from har.windows import make_windows
-
-PREPROCESSING_KEYS = ("target_hz", "max_gap_s", "lowpass_hz", "window_length", "overlap")
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How raw recordings become the model's windows: the fusion and window settings it was exported with."""
-
-    target_hz: float
-    max_gap_s: float
-    lowpass_hz: float | None
-    window_length: int
-    overlap: float
-
-    @classmethod
-    def from_card(cls, card: ModelCard) -> "Preprocessing":
-        """The model's own settings (its metadata's preprocessing, the input contract's window and rate beside)."""
-        settings = {"window_length": card.window_length, "target_hz": card.input_contract["target_hz"],
-                    **card.preprocessing}
-        missing = [k for k in PREPROCESSING_KEYS if k not in settings]
-        if missing:
-            raise ValueError(f"model {card.name} {card.version}: its preprocessing lacks {missing} "
-                             f"(expected {list(PREPROCESSING_KEYS)}, as stages/export.py writes them)")
-        lowpass = settings["lowpass_hz"]
-        return cls(target_hz=float(settings["target_hz"]), max_gap_s=float(settings["max_gap_s"]),
-                   lowpass_hz=None if lowpass is None else float(lowpass),
-                   window_length=int(settings["window_length"]), overlap=float(settings["overlap"]))
-
-    @property
-    def window_s(self) -> float:
-        return self.window_length / self.target_hz
-
-    @property
-    def step_s(self) -> float:
-        """Seconds between consecutive window starts within a segment."""
-        return self.window_s * (1 - self.overlap)
-
-    def fuse(self, recording: Recording) -> tuple[pd.DataFrame, dict]:
-        """The recording on the model's grid (har.fusion), and fusion's report."""
-        return fuse_recording(recording, target_hz=self.target_hz, max_gap_s=self.max_gap_s,
-                              lowpass_hz=self.lowpass_hz)
-
-    def cut(self, fused: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """The model's windows [n, length, 6] of a fused table and their start times (har.windows)."""
-        return make_windows(fused, length=self.window_length, overlap=self.overlap, target_hz=self.target_hz)
-
 
 # ---------------------------------------------------------------- sources
 

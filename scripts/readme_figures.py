@@ -18,7 +18,8 @@ sys.path.insert(0, str(ROOT))  # run as a script: the repository's packages are 
 
 from har.config import load_params  # noqa: E402
 from har.runtime import ModelRuntime  # noqa: E402
-from har.scoring import GarminPair, Preprocessing, prepare, score  # noqa: E402
+from har.preprocessing import Preprocessing  # noqa: E402
+from har.scoring import GarminPair, prepare, score  # noqa: E402
 from har.wear import WearRule  # noqa: E402
 
 STATE_COLOURS = {"not_worn": "#9e9e9e", "uncertain": "#d9d9d9"}  # grey: what is not an activity

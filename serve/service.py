@@ -20,13 +20,14 @@ import anyio.to_thread
 import numpy as np
 from litestar.datastructures import UploadFile
 
+from har.answer import Answer
 from har.drift import DriftCollector, RunningDriftMonitor, load_reference, reference_path_for
 from har.modelfile import ModelCard
+from har.preprocessing import Preprocessing
 from har.recording import InputError
 from har.registry import registry_source
 from har.runtime import ModelRuntime, model_file
-from har.answer import Answer
-from har.scoring import EmptyRecording, GarminPair, PreparedRecording, Preprocessing, prepare, score
+from har.scoring import EmptyRecording, GarminPair, PreparedRecording, prepare, score
 from serve.admission import UploadBudget
 from serve.batching import DynamicBatcher
 from serve.config import Settings

@@ -29,7 +29,8 @@ from har.drift import (MONITORED, UNITS, bin_counts, build_reference, drift_repo
                        output_summary, reference_path_for, sample_values, unjudged_report, wear_finding)
 from har.modelfile import read_card
 from har.notify import notify_drift
-from har.scoring import FusedTable, Preprocessing, fused_index, prepare
+from har.preprocessing import Preprocessing
+from har.scoring import FusedTable, fused_index, prepare
 from har.wear import WearRule
 
 METRICS = Path("metrics/drift.json")

@@ -15,7 +15,7 @@ The stage: one session per validation and per test subject (all their recordings
 `sessions.nonwear_minutes` of the real Garmin hour's desk stillness between two of them), written as
 workbooks and scored through the one scoring path the service uses (har/scoring.py: `prepare`, then
 `score` with the ONNX runtime), then compared with the truth second by second (har.study). Again for
-each test subject's per-person model (stages.personalize's `personalise`, fitted on the first
+each test subject's per-person model (har.personalize's `personalise`, fitted on the first
 `sessions.personal_seconds` of each recording, scored on sessions built from the rest, one window
 later), with the generic model's figures on the same sessions beside it. The timeline settings that
 matter for minutes (switch probability, abstention threshold) are compared on the validation sessions;
@@ -35,9 +35,10 @@ import pandas as pd
 
 from har.config import load_params, resolve_raw, write_json
 from har.modelfile import ModelCard
+from har.preprocessing import Preprocessing
 from har.runtime import ModelRuntime
+from har.scoring import GarminPair, PreparedRecording, prepare, remembered, score
 from har.study import StudyPlan, compare_session, generate_study, read_truth, study_figures
-from har.scoring import GarminPair, PreparedRecording, Preprocessing, prepare, remembered, score
 from har.wear import WearRule
 
 MODEL = Path("models/model.onnx")
@@ -142,9 +143,9 @@ def timeline_candidates(card: ModelCard, sessions: list[Scored], params: dict) -
 # ---------------------------------------------------------------- per-person models
 
 def personal_runtimes(subjects: list[str], params: dict, folder: Path) -> dict[str, ModelRuntime]:
-    """Each subject's model fitted on the first personal_seconds of each recording (stages.personalize's own
+    """Each subject's model fitted on the first personal_seconds of each recording (har.personalize's
     `personalise`: the head refit, stamped, checked against the numpy head), loaded by the service's loader."""
-    from stages.personalize import personalise
+    from har.personalize import personalise
 
     seconds = float(params["sessions"]["personal_seconds"])
     runtimes = {}

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from har.answer import fusion_report
 from har.audit import audit, local_actor
+from har.preprocessing import Preprocessing
 from har.runtime import ModelRuntime
-from har.scoring import FusedTable, Preprocessing, prepare, score
+from har.scoring import FusedTable, prepare, score
 from har.wear import WearRule
 
 

@@ -119,7 +119,7 @@ def test_the_same_keras_model_converts_to_the_same_bytes(project):
     records the ONNX file's md5)."""
     import keras
 
-    from stages.export import convert
+    from har.export import convert
 
     model = keras.saving.load_model(project / "models/model.keras", compile=False)
     first, _ = convert(model, 200, 6, opset=17)

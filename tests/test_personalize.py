@@ -19,7 +19,7 @@ from har.fusion import CHANNELS
 from har.annotations import subject_recordings
 from har.personalize import calibration_split, embed, fit_head, generic_head, locate_head, recordings_to_windows
 from har.runtime import ModelRuntime
-from har.scoring import Preprocessing
+from har.preprocessing import Preprocessing
 from log_helpers import one_audit_event, recorded_audit
 
 LABELS = ["sitting", "clapping", "typing"]
@@ -58,7 +58,7 @@ def generic(tmp_path_factory):
     """A project folder with a tiny generic model trained on generated people: model.keras, model.onnx, params.yaml."""
     from har.training import train_model
     from stages.compose_params import compose
-    from stages.export import export
+    from har.export import export
 
     root = tmp_path_factory.mktemp("project")
     compose(root / "params.yaml", ["model=tiny", "train=tiny", "train.epochs=40", "train.patience=40", "train.lr=0.01"])

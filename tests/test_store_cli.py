@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from har.preprocessing import Preprocessing
 from har.runtime import ModelRuntime
-from har.scoring import FusedTable, Preprocessing, prepare, score
+from har.scoring import FusedTable, prepare, score
 from har.wear import WearRule
 from serve_helpers import ROOT, write_tiny_model
 from store_db import postgres_server, store, store_url  # noqa: F401  (fixtures)

@@ -81,7 +81,8 @@ def test_the_workbooks_are_the_garmin_export_format_and_read_back_as_written(tin
 
 
 def test_the_truth_lines_up_with_the_windows_cut_from_the_session(tiny_study):
-    from har.scoring import GarminPair, Preprocessing, prepare
+    from har.preprocessing import Preprocessing
+    from har.scoring import GarminPair, prepare
 
     out, manifest = tiny_study
     name = manifest["sessions"][0]["session"]

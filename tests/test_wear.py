@@ -171,7 +171,7 @@ def test_the_live_monitor_counts_not_worn_windows_on_their_own():
 
 def test_a_production_folder_of_the_real_hour_is_judged_on_worn_windows_only(garmin_recording, tmp_path):
     from har.drift import unjudged_report, wear_finding
-    from har.scoring import Preprocessing
+    from har.preprocessing import Preprocessing
     from stages.drift import production_windows
 
     fused, _ = fuse_recording(garmin_recording, target_hz=HZ, max_gap_s=0.5, lowpass_hz=10.0)

@@ -17,8 +17,9 @@ import pandas as pd
 from har.answer import Answer
 from har.drift import load_reference
 from har.modelfile import ModelFileError
+from har.preprocessing import Preprocessing
 from har.runtime import ModelRuntime
-from har.scoring import Preprocessing, prepare, score
+from har.scoring import prepare, score
 from har.wear import WearRule
 from serve.batch.jobs import Job, recording_hash
 from serve.batch.outputs import done_marker, write_done, write_outputs
