@@ -34,7 +34,7 @@ class Settings:
     store_url: str | None = None  # the study store (params `store.url`; --store): opened on its first use
     store_blob_root: Path | None = None
     store_timezone: str = "UTC"  # a new participant's zone when the upload names none
-    min_worn_hours: float = 16.0  # the valid-day rule (store.min_worn_hours)
+    min_worn_hours: float | None = None  # the valid-day rule (store.min_worn_hours); None: the store's default
     # Admission of recording uploads (serve/admission.py), the `serve.recordings` params; None: unbounded.
     memory_budget_bytes: int | None = 1024 * MB
     memory_per_uploaded_byte: float = 22.0
@@ -74,7 +74,7 @@ class Settings:
             store_url=store.get("url"),
             store_blob_root=Path(store["blob_root"]) if store.get("blob_root") else None,
             store_timezone=store.get("timezone", cls.store_timezone),
-            min_worn_hours=float(store.get("min_worn_hours", cls.min_worn_hours)),
+            min_worn_hours=None if store.get("min_worn_hours") is None else float(store["min_worn_hours"]),
             memory_budget_bytes=None if budget_mb is None else int(float(budget_mb) * MB),
             memory_per_uploaded_byte=float(recordings.get("memory_per_uploaded_byte", cls.memory_per_uploaded_byte)),
             max_waiting_uploads=int(recordings.get("max_waiting", cls.max_waiting_uploads)),

@@ -233,8 +233,9 @@ class StudyStore:
                 from store import Store
 
                 s = self.settings
+                rule = {} if s.min_worn_hours is None else {"min_worn_hours": s.min_worn_hours}  # else the store's
                 self._store = Store.open(s.store_url, blob_root=s.store_blob_root, personal_models_dir=s.personal_dir,
-                                         default_timezone=s.store_timezone, min_worn_hours=s.min_worn_hours)
+                                         default_timezone=s.store_timezone, **rule)
             return self._store
 
     async def call(self, method, *args, **kwargs):

@@ -262,8 +262,9 @@ class Store:
             raise NotFound(f"no subject {subject!r} in the store")
         return person
 
-    def _timeline(self, conn, person) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-        """(hours, runs, labels) of one participant, cached until a scoring of theirs is added or removed."""
+    def _timeline(self, conn, person) -> tuple[pd.DataFrame, pd.DataFrame, list[str], dict, dict]:
+        """(hours, runs, labels, recordings per local day, day rows by valid-day rule made so far) of one
+        participant, cached until a scoring of theirs is added or removed."""
         key = (person.id, person.timezone, queries.participant_version(conn, person.id))
         with self._cache_lock:
             if key in self._cache:
