@@ -44,7 +44,8 @@ def main(argv=None) -> None:
                                  keras_path=None, seconds=args.seconds)
             started = time.process_time()  # the baseline: the generic model on the same person's recordings
             recordings, _ = subject_recordings(source, subject, labels=generic.card.labels, data=params["data"])
-            generic.predict(recordings_to_windows(recordings, generic.card.labels, Preprocessing.from_card(generic.card)).X)
+            preprocessing = Preprocessing.from_card(generic.card)
+            generic.predict(recordings_to_windows(recordings, generic.card.labels, preprocessing).X)
             rows.append({"subject": subject, "windows": report["windows"], "adaptation_cpu_s": report["adaptation_cpu_s"],
                          "adaptation_wall_s": report["adaptation_wall_s"],
                          "generic_scoring_cpu_s": round(time.process_time() - started, 3)})

@@ -10,8 +10,8 @@ sessions stage and the drift stage (which prepares production recordings and jud
 
 Reading, fusion and windowing are the pipeline's own functions (`har.garmin`, `har.fusion`,
 `har.windows`) called with the settings the model was exported with (`Preprocessing`, read from the
-model card only, never from params), so a recording is cut into exactly the windows the pipeline
-would cut: no training/serving skew. A fused table made elsewhere is refused when it was sampled or
+model card only, never from params: har/preprocessing.py), so a recording is cut into exactly the
+windows the pipeline would cut: no training/serving skew. A fused table made elsewhere is refused when it was sampled or
 filtered otherwise. Each window is then marked worn or not (har/wear.py); windows in non-wear
 episodes are never scored. See docs/timelines.md.
 """
@@ -33,6 +33,7 @@ from har.garmin import read_garmin_pair
 from har.modelfile import ModelCard
 from har.preprocessing import Preprocessing
 from har.wear import WearRule, recording_wear, worn_windows
+
 
 # ---------------------------------------------------------------- sources
 

@@ -16,6 +16,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio.from_thread
 import anyio.to_thread
 import numpy as np
 from litestar.datastructures import UploadFile
@@ -148,7 +149,8 @@ class Service:
         return cls(settings=settings, runtime=runtime, model_path=model_path,
                    registry=registry_source(model_path), metrics=metrics, drift=drift, reference_path=reference_path,
                    predictor=Predictor(observed, batcher, on_direct_call=metrics.on_batch), batcher=batcher,
-                   personal=personal, observers=observers_all, upload_budget=UploadBudget.from_settings(settings, metrics.admission))
+                   personal=personal, observers=observers_all,
+                   upload_budget=UploadBudget.from_settings(settings, metrics.admission))
 
     @property
     def card(self) -> ModelCard:
