@@ -171,14 +171,14 @@ def main() -> None:
         table.to_parquet(fused / f"{recording.recording_id}.parquet")
         pd.DataFrame([{"recording": recording.recording_id, "file": f"{recording.recording_id}.parquet",
                        "start_time": recording.start_time}]).to_csv(fused / "index.csv", index=False)
-        scored = prepare(FusedTable(table, recording.recording_id, recording.start_time, quality), preprocessing,
-                         wear_rule)
+        prepared = prepare(FusedTable(table, recording.recording_id, recording.start_time, quality), preprocessing,
+                           wear_rule)
         # One recording, in this process; a fresh output folder each run (a recording already done is skipped).
         outputs = iter([tmp / f"out-{n}" for n in range(2 * args.runs)])
         from_raw = median_seconds(lambda: timed_run(raw, next(outputs), spec), args.runs)
         from_fused = median_seconds(lambda: timed_run(fused, next(outputs), spec), args.runs)
         last = tmp / f"out-{2 * args.runs - 1}"
-        model_only = median_seconds(lambda: runtime.predict(scored.windows), args.runs)
+        model_only = median_seconds(lambda: runtime.predict(prepared.windows), args.runs)
         answer = json.loads(next(last.glob("*/recording.json")).read_text())
         sizes = {"raw_pair_mb": round((acc.stat().st_size + gyr.stat().st_size) / 1e6, 2),
                  "fused_table_mb": round(sum(f.stat().st_size for f in fused.glob("*.parquet")) / 1e6, 2),

@@ -71,8 +71,8 @@ def main() -> None:
         pair = [scratch / "garmin" / "recordings" / name, scratch / "garmin" / "recordings" /
                 name.replace("accelerometer", "gyroscope")]
         read_s = median_seconds(lambda: prepare(GarminPair(*pair), preprocessing, WearRule()), args.runs)
-        recording = prepare(GarminPair(*pair), preprocessing, WearRule())
-        seconds = recording.quality["fused_seconds"]
+        prepared = prepare(GarminPair(*pair), preprocessing, WearRule())
+        seconds = prepared.quality["fused_seconds"]
         from har.garmin import read_garmin_pair
         raw = read_garmin_pair(*pair)
         import pandas as pd
