@@ -2,6 +2,8 @@
 
 Writes DIR/participants, DIR/days, DIR/hours and DIR/episodes, each as .csv and .parquet, with the
 columns docs/data-dictionary.md describes (store/collate.py makes them; a test keeps the two equal).
+The tables are written a few participants at a time: each part is appended to the CSV file and
+written as a row group of the Parquet file.
 """
 from __future__ import annotations
 
@@ -12,13 +14,42 @@ from pathlib import Path
 
 from har.config import load_params
 
+ARROW_TYPES = {"text": "string", "date": "string", "integer": "int64", "number": "float64", "boolean": "bool"}
 
-def write_tables(tables: dict, out: Path) -> dict:
+
+def arrow_schema(types: dict[str, str]):
+    import pyarrow as pa
+
+    return pa.schema([(column, pa.type_for_alias(ARROW_TYPES[kind])) for column, kind in types.items()])
+
+
+def write_tables(parts, out: Path) -> dict:
+    """Write each table's parts (store.collate.study_tables) to OUT/<table>.csv and .parquet; rows per table."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from store.collate import column_types
+
     out.mkdir(parents=True, exist_ok=True)
-    for name, table in tables.items():
-        table.to_csv(out / f"{name}.csv", index=False)
-        table.to_parquet(out / f"{name}.parquet", index=False)
-    return {name: len(table) for name, table in tables.items()}
+    writers, rows = {}, {}
+    try:
+        for types, tables in parts:
+            for name, table in tables.items():
+                if name not in writers:
+                    writers[name] = pq.ParquetWriter(out / f"{name}.parquet", arrow_schema(types[name]))
+                    table.iloc[:0].to_csv(out / f"{name}.csv", index=False)
+                writers[name].write_table(pa.Table.from_pandas(table, schema=writers[name].schema, preserve_index=False))
+                table.to_csv(out / f"{name}.csv", mode="a", header=False, index=False)
+                rows[name] = rows.get(name, 0) + len(table)
+        for name, types in column_types([]).items():  # a store without participants: the tables, empty
+            if name not in writers:
+                writers[name] = pq.ParquetWriter(out / f"{name}.parquet", arrow_schema(types))
+                (out / f"{name}.csv").write_text(",".join(types) + "\n")
+                rows[name] = 0
+    finally:
+        for writer in writers.values():
+            writer.close()
+    return rows
 
 
 def main(argv=None) -> int:

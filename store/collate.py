@@ -3,13 +3,19 @@
 Column names are plain and stable, in the field's style (stepcount's and GGIR's day summaries):
 `date`, `worn_min`, `<activity>_min`, `valid_day`. The activity columns are the union of the activities
 of every participant's newest scorings, in the order first seen, so all participants share one set.
+
+The tables come a few participants at a time (`study_tables`), each part from the store's summary rows
+(and, for `episodes`, the stored episodes) of those participants only: memory stays flat in the number
+of participants, and serve/collate.py appends each part to the files.
 """
 from __future__ import annotations
+
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
 
-from store.days import NOT_WORN, UNCERTAIN
+from store.days import NOT_WORN, UNCERTAIN, day_dicts
 
 STATE_COLUMNS = {"recorded_min": "recorded_minutes", "worn_min": "worn_minutes", "not_worn_min": "not_worn_minutes",
                  "uncertain_min": "uncertain_minutes", "overlap_min": "overlap_minutes"}
@@ -61,14 +67,40 @@ def participants_frame(people: list[dict], days: pd.DataFrame, activities: list[
     return pd.DataFrame(rows, columns=columns)
 
 
-def study_tables(store) -> dict[str, pd.DataFrame]:
-    """participants, days, hours, episodes of everyone in the store."""
-    people, episodes = store.study()
-    activities = list(dict.fromkeys(a for p in people for a in p["labels"]))
-    days = [days_frame(p["subject"], p["days"], activities) for p in people]
-    hours = [hours_frame(p["subject"], p["hours"], activities) for p in people]
-    days = pd.concat(days, ignore_index=True) if days else days_frame("", [], activities)
-    empty_hours = hours_frame("", pd.DataFrame(columns=["date", "hour", "hour_start", "recorded_s", "overlap_s",
-                                                        NOT_WORN, UNCERTAIN]), activities)
-    return {"participants": participants_frame(people, days, activities), "days": days,
-            "hours": pd.concat(hours, ignore_index=True) if hours else empty_hours, "episodes": episodes}
+def column_types(activities: list[str]) -> dict[str, dict[str, str]]:
+    """Each table's columns in order, with the type the data dictionary gives (text, date, integer, number,
+    boolean): every part of a table is written with these, whatever one part happens to hold."""
+    minutes = [*STATE_COLUMNS, *[f"{a}_min" for a in activities]]
+    return {
+        "participants": {"subject": "text", "timezone": "text", "recordings": "integer", "first_date": "date",
+                         "last_date": "date", "days": "integer", "valid_days": "integer", "valid_weekdays": "integer",
+                         "valid_weekend_days": "integer", "worn_min_weekday_mean": "number",
+                         "worn_min_weekend_mean": "number", **{f"{a}_min_weekday_mean": "number" for a in activities},
+                         **{f"{a}_min_weekend_mean": "number" for a in activities}},
+        "days": {"subject": "text", "date": "date", "weekday": "text", "day_hours": "number",
+                 "recordings": "integer", **dict.fromkeys(minutes, "number"),
+                 **{f"{a}_episodes": "integer" for a in activities}, "valid_day": "boolean"},
+        "hours": {"subject": "text", "date": "date", "hour": "integer", "hour_start": "text",
+                  **dict.fromkeys(minutes, "number")},
+        "episodes": {"subject": "text", "recording_id": "integer", "scoring_id": "integer", "label": "text",
+                     "start_time": "text", "end_time": "text", "duration_s": "number", "windows": "integer",
+                     "mean_confidence": "number"}}
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The parts one after another (the empty ones only give the columns)."""
+    full = [f for f in frames if len(f)]
+    return pd.concat(full, ignore_index=True) if full else frames[0]
+
+
+def study_tables(store, participants_per_chunk: int = 10) -> Iterator[tuple[dict, dict]]:
+    """(column types, {table: part}) for every few participants of the store, from one snapshot of it."""
+    for activities, people, episodes in store.study_chunks(participants_per_chunk):
+        days = _concat([days_frame(p["subject"], day_dicts(p["days"], p["labels"],
+                                                           min_worn_hours=store.min_worn_hours), activities)
+                        for p in people])
+        hours = _concat([hours_frame(p["subject"], p["hours"], activities) for p in people])
+        people = [{**p, "first_day": p["days"].dates[0].isoformat() if len(p["days"].dates) else None,
+                   "last_day": p["days"].dates[-1].isoformat() if len(p["days"].dates) else None} for p in people]
+        yield column_types(activities), {"participants": participants_frame(people, days, activities), "days": days,
+                                         "hours": hours, "episodes": episodes}

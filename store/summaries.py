@@ -1,0 +1,208 @@
+"""Days and hours kept at ingest: a participant's summary rows (store/tables.py), recomputed for the days a
+new scoring touches, in the transaction that stores it; read back for days, hours and collate.
+
+A scoring changes the timeline only inside the span its episodes cover, and a run's start only inside
+that span or at its end. So storing one recomputes the participant's local dates from the first that
+span (or the recording) touches to the date of its end (the "dirty days"), with store/days.py's
+arithmetic, over the episodes of every recording that reaches those days: overlaps between recordings
+are resolved once per second exactly as over the whole history, and no other day is read or written.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+
+from store import days as day_math
+from store import queries
+from store.tables import SummaryDay, SummaryDayLabel, SummaryHour, SummaryHourLabel
+
+DAY = timedelta(days=1)
+
+
+def dirty_dates(timezone: str, recording: tuple[float, float], covered: list) -> tuple:
+    """The first and last local date whose summaries a scoring changes: the recording's own days (its count of
+    recordings) and, for each covered span (the new scoring's, the one it supersedes), its dates up to the date
+    of its end itself (a run that began there may now begin earlier)."""
+    start, end = recording
+    first = [day_math.local_date(start, timezone)]
+    last = [day_math.local_date(max(start, end - 1e-6), timezone)]
+    for span in covered:
+        if span is not None and span[0] is not None:
+            first.append(day_math.local_date(span[0], timezone))
+            last.append(day_math.local_date(span[1], timezone))
+    return min(first), max(last)
+
+
+def recordings_per_day(recordings, first, last, timezone: str) -> dict:
+    """date -> recordings touching it (a recording touches its local dates from start to end), first..last."""
+    counts: dict = {}
+    for r in recordings:
+        day = day_math.local_date(r.start_epoch, timezone)
+        end = day_math.local_date(max(r.start_epoch, r.end_epoch - 1e-6), timezone)
+        while day <= end:
+            if first <= day <= last:
+                counts[day] = counts.get(day, 0) + 1
+            day += DAY
+    return counts
+
+
+def refresh(conn, participant_id: int, timezone: str, first, last) -> None:
+    """Recompute the participant's summary rows of local dates first..last from the newest scorings' episodes."""
+    start, end = day_math.local_midnights(pd.DatetimeIndex([first, last + DAY]), timezone)
+    reaching = queries.recordings_reaching(conn, participant_id, float(start), float(end))
+    scorings = [r for r in reaching
+                if r.covered_start is not None and r.covered_start <= end and r.covered_end >= start]
+    # `reaching` is in the order that decides overlaps: the recording that started first (then the lower id) wins
+    rank = {r.scoring_id: k for k, r in enumerate(scorings)}
+    start_epoch = {r.scoring_id: r.start_epoch for r in scorings}
+    rows = queries.episodes_of(conn, list(rank))
+    scoring, label, start_s, end_s = (list(c) for c in zip(*rows)) if rows else ([], [], [], [])
+    episodes = day_math.episode_frame([start_epoch[s] for s in scoring], label, start_s, end_s,
+                                      [rank[s] for s in scoring])
+    hours, runs = day_math.hours_table(episodes, timezone, [], dates=(first, last))
+    days = day_math.day_table(hours, runs, recordings_per_day(reaching, first, last, timezone))
+    queries.replace_summaries(conn, participant_id, first.isoformat(), last.isoformat(),
+                              summary_rows(participant_id, hours, days))
+
+
+def summary_rows(participant_id: int, hours: pd.DataFrame, days: day_math.DayTable) -> dict:
+    """The rows of the four summary tables for `hours_table`'s bins and their `day_table`: only what holds
+    time (or, for a date, a recording), as plain Python numbers."""
+    day_iso = [d.isoformat() for d in days.dates]
+    rows = {SummaryDay: [], SummaryDayLabel: [], SummaryHour: [], SummaryHourLabel: []}
+    for k in np.flatnonzero((days.recorded_s > 0) | (days.recordings > 0)):
+        rows[SummaryDay].append({"participant_id": participant_id, "date": day_iso[k],
+                                 "recordings": int(days.recordings[k]), "recorded_seconds": float(days.recorded_s[k]),
+                                 "overlap_seconds": float(days.overlap_s[k])})
+    for label in days.seconds.columns:
+        seconds, episodes = days.seconds[label].to_numpy(), days.episodes[label].to_numpy()
+        for k in np.flatnonzero(seconds > 0):
+            rows[SummaryDayLabel].append({"participant_id": participant_id, "date": day_iso[k], "label": label,
+                                          "seconds": float(seconds[k]), "episodes": int(episodes[k])})
+    recorded = hours[hours["recorded_s"] > 0]
+    bin_date = [d.isoformat() for d in recorded["date"]]
+    for date, place, hour, seconds, overlap in zip(bin_date, recorded["bin"].tolist(), recorded["hour"].tolist(),
+                                                   recorded["recorded_s"].tolist(), recorded["overlap_s"].tolist()):
+        rows[SummaryHour].append({"participant_id": participant_id, "date": date, "bin": place, "hour": hour,
+                                  "recorded_seconds": seconds, "overlap_seconds": overlap})
+    for label in days.seconds.columns:
+        seconds = recorded[label].to_numpy()
+        for k in np.flatnonzero(seconds > 0):
+            rows[SummaryHourLabel].append({"participant_id": participant_id, "date": bin_date[k],
+                                           "bin": int(recorded["bin"].iloc[k]), "label": label,
+                                           "seconds": float(seconds[k])})
+    return rows
+
+
+def rebuild(conn) -> None:
+    """Every participant's summaries from their whole history (the migration that adds the tables)."""
+    from sqlalchemy import func, select
+
+    from store.tables import Participant, Recording, Scoring
+
+    people = conn.execute(select(Participant.id, Participant.timezone, func.min(Recording.start_epoch),
+                                 func.max(Recording.end_epoch))
+                          .join(Recording, Recording.participant_id == Participant.id)
+                          .group_by(Participant.id, Participant.timezone)).all()
+    for participant_id, timezone, start, end in people:
+        covered = conn.execute(select(func.min(Scoring.covered_start), func.max(Scoring.covered_end))
+                               .join(Recording, Recording.id == Scoring.recording_id)
+                               .where(Recording.participant_id == participant_id)).one()
+        first, last = dirty_dates(timezone, (start, end), [tuple(covered)])
+        refresh(conn, participant_id, timezone, first, last)
+
+
+# --- reads -------------------------------------------------------------------------------------------------
+def _dates(iso) -> np.ndarray:
+    return np.asarray(iso, dtype="datetime64[D]")
+
+
+def day_tables(conn, people: list, date_from=None, date_to=None) -> dict:
+    """participant id -> DayTable of every local date from their first to their last recorded one (within
+    date_from..date_to), from the summary rows; dates with nothing recorded are zeros. `people`: rows with id
+    and timezone."""
+    ids = [p.id for p in people]
+    totals, labels = {}, {}
+    for row in queries.summary_days(conn, ids):
+        totals.setdefault(row[0], []).append(row[1:])
+    low = None if date_from is None else str(date_from)
+    high = None if date_to is None else str(date_to)
+    for row in queries.summary_day_labels(conn, ids, low, high):
+        labels.setdefault(row[0], []).append(row[1:])
+    return {p.id: _day_table(totals.get(p.id, []), labels.get(p.id, []), p.timezone, low, high) for p in people}
+
+
+def _day_table(totals: list, labels: list, timezone: str, low: str | None, high: str | None) -> day_math.DayTable:
+    recorded_dates = [t[0] for t in totals if t[2] > 0]
+    first = max(recorded_dates[0], low) if recorded_dates and low else (recorded_dates[0] if recorded_dates else None)
+    last = min(recorded_dates[-1], high) if recorded_dates and high else (recorded_dates[-1] if recorded_dates else None)
+    if first is None or first > last:
+        return day_math.day_table(pd.DataFrame(columns=day_math.HOUR_COLUMNS), pd.DataFrame(columns=["label", "date"]))
+    dates = pd.date_range(first, last, freq="D")
+    calendar = dates.to_numpy().astype("datetime64[D]")
+    n = len(dates)
+    recordings, recorded, overlap = np.zeros(n, np.int64), np.zeros(n), np.zeros(n)
+    inside = [t for t in totals if first <= t[0] <= last]
+    if inside:
+        at = np.searchsorted(calendar, _dates([t[0] for t in inside]))
+        recordings[at] = [t[1] for t in inside]
+        recorded[at] = [t[2] for t in inside]
+        overlap[at] = [t[3] for t in inside]
+    names = list(dict.fromkeys([*day_math.STATES, *(row[1] for row in labels)]))
+    seconds, episodes = np.zeros((n, len(names))), np.zeros((n, len(names)), np.int64)
+    if labels:
+        at = np.searchsorted(calendar, _dates([row[0] for row in labels]))
+        column = pd.Categorical([row[1] for row in labels], categories=names).codes
+        seconds[at, column] = [row[2] for row in labels]
+        episodes[at, column] = [row[3] for row in labels]
+    return day_math.DayTable(dates=np.asarray(dates.date), day_hours=day_math.day_lengths(first, last, timezone) / 3600.0,
+                             recordings=recordings, recorded_s=recorded, overlap_s=overlap,
+                             seconds=pd.DataFrame(seconds, columns=names),
+                             episodes=pd.DataFrame(episodes, columns=names))
+
+
+def hour_tables(conn, people: list, labels: dict, *, every_hour: bool) -> dict:
+    """participant id -> their hour bins as `hours_table` gives them (HOUR_COLUMNS, one column per label of
+    `labels[id]`, the two states and any other label stored), from the summary rows. `every_hour`: every bin
+    from the first to the last recorded date (the heatmap, collate), else only the bins with recorded time
+    (with date, bin, hour and the sums: the hour profile)."""
+    ids = [p.id for p in people]
+    bins, label_rows = {}, {}
+    for row in queries.summary_hours(conn, ids):
+        bins.setdefault(row[0], []).append(row[1:])
+    for row in queries.summary_hour_labels(conn, ids):
+        label_rows.setdefault(row[0], []).append(row[1:])
+    return {p.id: _hour_table(bins.get(p.id, []), label_rows.get(p.id, []), labels.get(p.id, []), p.timezone,
+                              every_hour) for p in people}
+
+
+def _bin_key(dates: np.ndarray, places) -> np.ndarray:
+    """One sortable integer per (date, bin): a day has at most 25 bins."""
+    return np.asarray(dates).astype("datetime64[D]").astype(np.int64) * 32 + np.asarray(places, np.int64)
+
+
+def _hour_table(bins: list, label_rows: list, labels: list[str], timezone: str, every_hour: bool) -> pd.DataFrame:
+    names = list(dict.fromkeys([*labels, *day_math.STATES, *(row[2] for row in label_rows)]))
+    stored = pd.DataFrame({"date": _dates([b[0] for b in bins]), "bin": np.asarray([b[1] for b in bins], np.int64),
+                           "hour": np.asarray([b[2] for b in bins], np.int64),
+                           "recorded_s": np.asarray([b[3] for b in bins], float),
+                           "overlap_s": np.asarray([b[4] for b in bins], float)})
+    if every_hour:
+        frame = (day_math.hour_bins(bins[0][0], bins[-1][0], timezone) if bins
+                 else pd.DataFrame(columns=day_math.HOUR_COLUMNS[:-2]))
+        key = _bin_key(frame["date"].to_numpy(), frame["bin"])
+        frame["recorded_s"], frame["overlap_s"] = 0.0, 0.0
+        at = np.searchsorted(key, _bin_key(stored["date"].to_numpy(), stored["bin"]))
+        frame.loc[at, "recorded_s"] = stored["recorded_s"].to_numpy()
+        frame.loc[at, "overlap_s"] = stored["overlap_s"].to_numpy()
+    else:
+        frame = stored.assign(date=stored["date"].to_numpy().astype(object))
+        key = _bin_key(stored["date"].to_numpy(), stored["bin"])
+    seconds = np.zeros((len(frame), len(names)))
+    if label_rows:
+        at = np.searchsorted(key, _bin_key(_dates([row[0] for row in label_rows]), [row[1] for row in label_rows]))
+        seconds[at, pd.Categorical([row[2] for row in label_rows], categories=names).codes] = \
+            [row[3] for row in label_rows]
+    return pd.concat([frame.reset_index(drop=True), pd.DataFrame(seconds, columns=names)], axis=1)
