@@ -81,8 +81,8 @@ def _sqlite_setup(engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
 
 
-def upgrade(engine) -> None:
-    """`alembic upgrade head` on this database (store/migrations/), in place."""
+def upgrade(engine, revision: str = "head") -> None:
+    """`alembic upgrade head` (or to `revision`) on this database (store/migrations/), in place."""
     from alembic import command
     from alembic.config import Config
 
@@ -91,7 +91,7 @@ def upgrade(engine) -> None:
     with engine.connect() as conn:
         conn = conn.execution_options(write=True)
         config.attributes["connection"] = conn
-        command.upgrade(config, "head")
+        command.upgrade(config, revision)
         conn.commit()
 
 
@@ -302,7 +302,7 @@ class Store:
         if not self.blob_root.is_dir():
             return {"blobs": 0}
         with self.transaction() as conn:
-            files = list(self.blob_root.glob("*.parquet")) + list(self.blob_root.glob(".tmp-*"))
+            files = sorted({*self.blob_root.glob("*.parquet"), *self.blob_root.glob(".tmp-*")})  # .tmp-*.parquet: once
             referenced = queries.blob_references(conn, [f.stem for f in files])
         removed, cutoff = 0, time.time() - min_age_s
         for path in files:

@@ -4,14 +4,19 @@ re-scorings and an erasure; re-scoring and erasure worked out by hand; the migra
 for rows stored before them; concurrent writers of one participant. On SQLite and on PostgreSQL."""
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pandas as pd
+from sqlalchemy import func, select
 
 import store_reference as reference
 from serve.collate import write_tables
+from store import Store
 from store.collate import days_frame, hours_frame, participants_frame, study_tables
+from store.tables import SUMMARY_TABLES, Participant, SummaryHourLabel
 from store_db import postgres_server, store, store_url  # noqa: F401  (fixtures)
-from store_helpers import ACTIVITIES, answer, fused
+from store_helpers import ACTIVITIES, MODEL, answer, fused
 
 ZONES = {"p1": "Europe/Berlin", "p2": "America/New_York", "p3": "UTC"}
 CHAMPION = {"name": "har", "version": "v2", "sha256": "c" * 64}
@@ -155,3 +160,131 @@ def test_summaries_equal_the_whole_history_computation(store, tmp_path):
         for table in ("participants", "days", "hours", "episodes"):
             assert (tmp_path / f"by{per_part}" / f"{table}.csv").read_bytes() == \
                 (tmp_path / "by1" / f"{table}.csv").read_bytes(), (per_part, table)
+
+
+def summary_counts(store) -> dict:
+    """Rows per summary table and participant id."""
+    with store.transaction() as conn:
+        return {(t.__tablename__, pid): n for t in SUMMARY_TABLES
+                for pid, n in conn.execute(select(t.participant_id, func.count()).group_by(t.participant_id))}
+
+
+def test_a_rescoring_moves_the_days_to_the_newest_scoring_where_recordings_overlap(store):
+    first, _ = store.ingest("p1", content_hash="a", fused=fused(60, 1), timezone="UTC",
+                            answer=answer("2025-06-10T10:00:00", [("sitting", 0, 3600)]))
+    store.ingest("p1", content_hash="b", fused=fused(60, 2), timezone="UTC",
+                 answer=answer("2025-06-10T10:30:00", [("typing", 0, 3600)]))
+    (before,) = store.days("p1")
+    assert (before["recorded_minutes"], before["overlap_minutes"]) == (90.0, 30.0)
+    assert before["minutes_per_activity"] == {"sitting": 60.0, "typing": 30.0, "clapping": 0.0}
+    # The champion hears drinking in the first recording's first 20 minutes only: from 10:30 the second
+    # recording is alone, and its typing counts whole.
+    assert store.add_scoring(first["id"], answer("2025-06-10T10:00:00", [("drinking", 0, 1200)], model=CHAMPION,
+                                                 activities=CHAMPION_ACTIVITIES))
+    (after,) = store.days("p1")
+    assert (after["recorded_minutes"], after["overlap_minutes"]) == (80.0, 0.0)
+    assert after["minutes_per_activity"] == {"typing": 60.0, "drinking": 20.0, "sitting": 0.0, "clapping": 0.0}
+    assert after["episodes_per_activity"] == {"typing": 1, "drinking": 1, "sitting": 0, "clapping": 0}
+    with store.transaction() as conn:  # the kept rows themselves, hour by hour
+        rows = conn.execute(select(SummaryHourLabel.bin, SummaryHourLabel.label, SummaryHourLabel.seconds)
+                            .order_by(SummaryHourLabel.bin, SummaryHourLabel.label)).all()
+    assert [tuple(r) for r in rows] == [(10, "drinking", 1200.0), (10, "typing", 1800.0), (11, "typing", 1800.0)]
+    assert store.days("p1") == reference.days(store, "p1") and store.hours("p1") == reference.hours(store, "p1")
+
+
+def test_erasure_removes_the_persons_summaries_and_no_one_elses(store):
+    for subject, seed in (("p1", 1), ("p2", 2)):
+        store.ingest(subject, content_hash=subject, fused=fused(60, seed), timezone="UTC",
+                     answer=answer("2025-06-10T23:30:00", [("sitting", 0, 1800), ("typing", 1800, 3600)]))
+    with store.transaction() as conn:
+        ids = dict(conn.execute(select(Participant.subject, Participant.id)).all())
+    before = summary_counts(store)
+    # two dates, two hours, two labels: one day row per date, one label row per date and label that has time
+    assert {t: before[(t, ids["p1"])] for t, _ in before if _ == ids["p1"]} == {
+        "summary_days": 2, "summary_day_labels": 2, "summary_hours": 2, "summary_hour_labels": 2}
+    store.erase("p1")
+    assert summary_counts(store) == {k: n for k, n in before.items() if k[1] == ids["p2"]}
+
+
+ROW_0001 = {  # the 0001 schema's columns that an ingest fills (no summaries, no covered span)
+    "participants": "INSERT INTO participants (subject, timezone, created_at) VALUES (:subject, :tz, :at) RETURNING id",
+    "recordings": "INSERT INTO recordings (participant_id, content_hash, name, start_time, start_epoch, end_epoch, "
+                  "fused_seconds, blob_sha256, quality, wear, created_at) VALUES (:participant_id, :content, "
+                  ":content, :start_time, :start_epoch, :end_epoch, :seconds, :blob, '{}', '{}', :at) RETURNING id",
+    "scorings": "INSERT INTO scorings (recording_id, model_name, model_version, model_sha256, personal, labels, "
+                "scored_at, answer) VALUES (:recording_id, 'har', :version, :sha, false, :labels, :at, :answer) "
+                "RETURNING id",
+    "episodes": "INSERT INTO episodes (scoring_id, label, start_s, end_s, windows, mean_confidence) "
+                "VALUES (:scoring_id, :label, :start_s, :end_s, 1, 0.9)"}
+
+
+def test_the_migration_fills_the_summaries_of_rows_stored_before_them(store_url, tmp_path):
+    """A database at revision 0001 holding the generated study, upgraded: days and hours as the whole history
+    gives them, and ingests after the upgrade keep them so."""
+    import json
+
+    from sqlalchemy import create_engine, text
+
+    from store import _sqlite_setup, queries, upgrade
+    from store.days import epoch
+
+    engine = create_engine(store_url)
+    if store_url.startswith("sqlite"):
+        _sqlite_setup(engine)
+    upgrade(engine, "0001")
+    plans, at = generated_study(), pd.Timestamp("2025-01-01", tz="UTC").to_pydatetime()
+    recordings = {}
+    with engine.connect() as conn, conn.begin():
+        insert = lambda table, values: conn.execute(text(ROW_0001[table]), values)
+        people = {s: insert("participants", {"subject": s, "tz": ZONES[s], "at": at}).scalar_one() for s in ZONES}
+        for plan in plans:
+            subject, content, episodes = plan[1], plan[2], plan[-1]
+            model, activities = (MODEL, ACTIVITIES) if plan[0] == "ingest" else (CHAMPION, CHAMPION_ACTIVITIES)
+            if plan[0] == "ingest":
+                start_epoch = epoch(plan[3], ZONES[subject])
+                recordings[content] = insert("recordings", {
+                    "participant_id": people[subject], "content": content, "start_time": plan[3],
+                    "start_epoch": start_epoch, "end_epoch": start_epoch + episodes[-1][2], "seconds": episodes[-1][2],
+                    "blob": "0" * 64, "at": at}).scalar_one()
+            scoring = insert("scorings", {"recording_id": recordings[content], "version": model["version"],
+                                          "sha": model["sha256"], "labels": json.dumps(activities), "at": at,
+                                          "answer": queries.pack({"labels": activities})}).scalar_one()
+            insert("episodes", [{"scoring_id": scoring, "label": label, "start_s": a, "end_s": b}
+                                for label, a, b in episodes])
+    engine.dispose()
+    upgraded = Store.open(store_url, blob_root=tmp_path / "blobs")
+    try:
+        assert sum(summary_counts(upgraded).values()) > 0
+        assert_as_the_whole_history_gives(upgraded, ZONES)
+        upgraded.ingest("p1", content_hash="after", fused=fused(60), timezone=ZONES["p1"],
+                        answer=answer("2025-03-30T01:30:00", [("clapping", 0, 7200)]))  # over the spring gap
+        assert_as_the_whole_history_gives(upgraded, ["p1"])
+    finally:
+        upgraded.close()
+
+
+def test_concurrent_ingests_of_one_participant_keep_the_days_exact(store):
+    """Eight overlapping recordings of one person stored at once: each ingest recomputes days another is
+    changing, so they must take turns (PostgreSQL: the participant's row lock)."""
+    store.ingest("p1", content_hash="first", fused=fused(60), timezone="UTC",
+                 answer=answer("2025-06-10T08:00:00", [("sitting", 0, 600)]))
+    barrier, errors = threading.Barrier(8), []
+
+    def ingest(k: int) -> None:
+        try:
+            episodes = generated_episodes(np.random.default_rng(k), 4 * 3600.0, ACTIVITIES)
+            barrier.wait(timeout=30)
+            store.ingest("p1", content_hash=f"c{k}", fused=fused(60, k), timezone="UTC",
+                         answer=answer(f"2025-06-10T{8 + k}:{7 * k:02d}:00", episodes))
+        except Exception as error:  # reported below: a thread's exception would otherwise vanish
+            errors.append(error)
+
+    threads = [threading.Thread(target=ingest, args=(k,)) for k in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors
+    days = store.days("p1")
+    assert days[0]["recordings"] == 9 and days[0]["overlap_minutes"] > 0
+    assert days == reference.days(store, "p1") and store.hours("p1") == reference.hours(store, "p1")
