@@ -3,7 +3,7 @@
 Writes DIR/participants, DIR/days, DIR/hours and DIR/episodes, each as .csv and .parquet, with the
 columns docs/data-dictionary.md describes (store/collate.py makes them; a test keeps the two equal).
 The tables are written a few participants at a time: each part is appended to the CSV file and
-written as a row group of the Parquet file.
+written as a row group of the Parquet file, so memory stays flat however many participants there are.
 """
 from __future__ import annotations
 
@@ -14,41 +14,36 @@ from pathlib import Path
 
 from har.config import load_params
 
-ARROW_TYPES = {"text": "string", "date": "string", "integer": "int64", "number": "float64", "boolean": "bool"}
-
-
-def arrow_schema(types: dict[str, str]):
-    import pyarrow as pa
-
-    return pa.schema([(column, pa.type_for_alias(ARROW_TYPES[kind])) for column, kind in types.items()])
-
 
 def write_tables(parts, out: Path) -> dict:
     """Write each table's parts (store.collate.study_tables) to OUT/<table>.csv and .parquet; rows per table."""
-    import pyarrow as pa
+    import pyarrow.csv as pa_csv
     import pyarrow.parquet as pq
 
-    from store.collate import column_types
+    from store.collate import arrow_schema, arrow_table, column_types
+
+    def open_files(name: str, types: dict) -> tuple:
+        schema = arrow_schema(types)
+        return pq.ParquetWriter(out / f"{name}.parquet", schema), pa_csv.CSVWriter(out / f"{name}.csv", schema)
 
     out.mkdir(parents=True, exist_ok=True)
-    writers, rows = {}, {}
+    files, rows = {}, {}
     try:
         for types, tables in parts:
-            for name, table in tables.items():
-                if name not in writers:
-                    writers[name] = pq.ParquetWriter(out / f"{name}.parquet", arrow_schema(types[name]))
-                    table.iloc[:0].to_csv(out / f"{name}.csv", index=False)
-                writers[name].write_table(pa.Table.from_pandas(table, schema=writers[name].schema, preserve_index=False))
-                table.to_csv(out / f"{name}.csv", mode="a", header=False, index=False)
-                rows[name] = rows.get(name, 0) + len(table)
+            for name, frame in tables.items():
+                if name not in files:
+                    files[name], rows[name] = open_files(name, types[name]), 0
+                table = arrow_table(frame, types[name])
+                for writer in files[name]:
+                    writer.write_table(table)
+                rows[name] += len(frame)
         for name, types in column_types([]).items():  # a store without participants: the tables, empty
-            if name not in writers:
-                writers[name] = pq.ParquetWriter(out / f"{name}.parquet", arrow_schema(types))
-                (out / f"{name}.csv").write_text(",".join(types) + "\n")
-                rows[name] = 0
+            if name not in files:
+                files[name], rows[name] = open_files(name, types), 0
     finally:
-        for writer in writers.values():
-            writer.close()
+        for writers in files.values():
+            for writer in writers:
+                writer.close()
     return rows
 
 

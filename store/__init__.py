@@ -40,9 +40,10 @@ DEFAULT_URL = "sqlite:///data/store/study.db"
 DEFAULT_BLOB_ROOT = Path("data/store/blobs")
 DEFAULT_MIN_WORN_HOURS = 16.0  # GGIR's includedaycrit; stepcount 21 h, asleep 22 h (docs/study.md)
 ORPHAN_AGE_S = 3600.0  # gc leaves younger unreferenced blobs alone: an ingest may be between blob and commit
-# The fused table's Parquet: zstd at level 1 and no dictionary (sensor floats hardly repeat, and trying costs
-# 20 times the write). bench/store.py measures the choices (`blob_formats` in metrics/bench_store.json).
-BLOB_PARQUET = {"compression": "zstd", "compression_level": 1, "use_dictionary": False}
+# The fused table's Parquet: each float's bytes split into streams (byte_stream_split), then zstd at level 1,
+# no dictionary (sensor floats hardly repeat, and trying costs 20 times the write). Of the choices bench/store.py
+# measures (`blob_formats` in metrics/bench_store.json) the smallest file, in less time than Snappy took before.
+BLOB_PARQUET = {"compression": "zstd", "compression_level": 1, "use_byte_stream_split": True, "use_dictionary": False}
 PENDING_BLOB = ""  # a new recording's blob_sha256 until its blob is on disk: set before the same commit
 
 
@@ -189,7 +190,13 @@ class Store:
             handle, temporary = tempfile.mkstemp(dir=self.blob_root, prefix=".tmp-", suffix=".parquet")
             with os.fdopen(handle, "wb") as f:
                 f.write(data)
+                os.fsync(f.fileno())  # the bytes, then the name, on disk before a row can name them
             os.replace(temporary, path)
+            folder = os.open(self.blob_root, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
         return sha
 
     def fused(self, recording_id: int) -> pd.DataFrame:
@@ -429,7 +436,7 @@ class Store:
                 labels = {pid: _labels(lists) for pid, lists in labels_of.items()}
                 days = summaries.day_tables(conn, chunk)
                 hours = summaries.hour_tables(conn, chunk, labels, every_hour=True)
-                episodes = self._episodes_table(queries.timeline(conn, ids), {p.id: p for p in chunk})
+                episodes = self._episodes_table(conn, chunk)
                 yield activities, [{"subject": p.subject, "timezone": p.timezone, "recordings": recordings.get(p.id, 0),
                         "labels": labels.get(p.id, []), "days": days[p.id], "hours": hours[p.id]}
                        for p in chunk], episodes
@@ -437,30 +444,31 @@ class Store:
     EPISODE_COLUMNS = ["subject", "recording_id", "scoring_id", "label", "start_time", "end_time", "duration_s",
                        "windows", "mean_confidence"]
 
-    def _episodes_table(self, rows: list[tuple], people: dict) -> pd.DataFrame:
-        """The stored episodes of each recording's newest scoring (queries.timeline's rows), with local
-        wall-clock times; empty episodes are left out."""
-        names = ["participant_id", "recording_id", "start_epoch", "label", "start_s", "end_s", "windows",
-                 "mean_confidence", "scoring_id"]
-        columns = dict(zip(names, zip(*rows))) if rows else {n: () for n in names}
-        start_s, end_s = np.asarray(columns["start_s"], float), np.asarray(columns["end_s"], float)
+    def _episodes_table(self, conn, people: list) -> pd.DataFrame:
+        """The stored episodes of each recording's newest scoring, with local wall-clock times; empty episodes
+        are left out."""
+        columns = queries.episode_columns(conn, [p.id for p in people])
+        people = {p.id: p for p in people}
+        start_s, end_s = columns["start_s"].astype(float), columns["end_s"].astype(float)
         keep = end_s > start_s
-        participant = np.asarray(columns["participant_id"], np.int64)[keep]
-        start_epoch = np.asarray(columns["start_epoch"], float)[keep]
+        participant = columns["participant_id"][keep]
+        start_epoch = columns["start_epoch"].astype(float)[keep]
         start, end = start_epoch + start_s[keep], start_epoch + end_s[keep]
         start_time, end_time = np.empty(len(start), object), np.empty(len(start), object)
         for pid in np.unique(participant):
             mine = participant == pid
-            start_time[mine] = day_math.iso_times(start[mine], people[pid].timezone)
-            end_time[mine] = day_math.iso_times(end[mine], people[pid].timezone)
+            # an episode mostly ends where the next begins: each instant is written once
+            instants, at = np.unique(np.r_[start[mine], end[mine]], return_inverse=True)
+            text = np.asarray(day_math.iso_times(instants, people[pid].timezone), object)[at]
+            start_time[mine], end_time[mine] = text[:mine.sum()], text[mine.sum():]
         confidence = np.array([np.nan if c is None else c for c in columns["mean_confidence"]], float)[keep]
         return pd.DataFrame({
             "subject": pd.Series(participant).map({k: p.subject for k, p in people.items()}).to_numpy(object),
-            "recording_id": np.asarray(columns["recording_id"], np.int64)[keep],
-            "scoring_id": np.asarray(columns["scoring_id"], np.int64)[keep],
-            "label": np.asarray(columns["label"], object)[keep], "start_time": start_time, "end_time": end_time,
+            "recording_id": columns["recording_id"][keep],
+            "scoring_id": columns["scoring_id"][keep],
+            "label": columns["label"][keep], "start_time": start_time, "end_time": end_time,
             "duration_s": np.round(end_s[keep] - start_s[keep], 3),
-            "windows": np.asarray(columns["windows"], np.int64)[keep], "mean_confidence": confidence},
+            "windows": columns["windows"].astype(np.int64)[keep], "mean_confidence": confidence},
             columns=self.EPISODE_COLUMNS)
 
     def audit_rows(self) -> list[dict]:

@@ -6,7 +6,10 @@ of every participant's newest scorings, in the order first seen, so all particip
 
 The tables come a few participants at a time (`study_tables`), each part from the store's summary rows
 (and, for `episodes`, the stored episodes) of those participants only: memory stays flat in the number
-of participants, and serve/collate.py appends each part to the files.
+of participants, and serve/collate.py appends each part to the files. Each part becomes one Arrow table
+with the column types of `column_types`, written as CSV (Arrow's writer: a header, text in quotes, empty
+where a value is missing) and as a Parquet row group; GET /subjects/{subject}/days.csv is written the same
+way (`days_csv`).
 """
 from __future__ import annotations
 
@@ -91,6 +94,38 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """The parts one after another (the empty ones only give the columns)."""
     full = [f for f in frames if len(f)]
     return pd.concat(full, ignore_index=True) if full else frames[0]
+
+
+ARROW_TYPES = {"text": "string", "date": "string", "integer": "int64", "number": "float64", "boolean": "bool"}
+
+
+def arrow_schema(types: dict[str, str]):
+    import pyarrow as pa
+
+    return pa.schema([(column, pa.type_for_alias(ARROW_TYPES[kind])) for column, kind in types.items()])
+
+
+def arrow_table(frame: pd.DataFrame, types: dict[str, str]):
+    """`frame` as an Arrow table of exactly `types`' columns and types (NaN: missing)."""
+    import pyarrow as pa
+
+    return pa.Table.from_pandas(frame, schema=arrow_schema(types), preserve_index=False)
+
+
+def csv_text(table) -> str:
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    sink = pa.BufferOutputStream()
+    pa_csv.write_csv(table, sink)
+    return sink.getvalue().to_pybytes().decode()
+
+
+def days_csv(store, subject: str, date_from=None, date_to=None) -> str:
+    """GET /subjects/{subject}/days.csv: the collated `days` table's rows of `subject`."""
+    activities = store.activities()
+    frame = days_frame(subject, store.days(subject, date_from, date_to), activities)
+    return csv_text(arrow_table(frame, column_types(activities)["days"]))
 
 
 def study_tables(store, participants_per_chunk: int = 10) -> Iterator[tuple[dict, dict]]:

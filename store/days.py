@@ -248,20 +248,22 @@ def hour_profile(hours: pd.DataFrame, labels: list[str]) -> dict:
         if column not in recorded:
             recorded[column] = 0.0
     recorded["worn"] = recorded["recorded_s"] - recorded[NOT_WORN]
-    recorded["weekend"] = [d.weekday() >= 5 for d in recorded["date"]]
+    # 1970-01-01 was a Thursday: days since then + 3, modulo 7, counts from Monday
+    recorded["weekend"] = (np.asarray(recorded["date"].to_numpy(), "datetime64[D]").astype(np.int64) + 3) % 7 >= 5
+    columns = ["recorded_s", "worn", NOT_WORN, UNCERTAIN, *activities]
     profiles = {}
     for group, rows in (("all", recorded), ("weekday", recorded[~recorded["weekend"]]),
                         ("weekend", recorded[recorded["weekend"]])):
-        per_day = rows.groupby(["date", "hour"])[["recorded_s", "worn", NOT_WORN, UNCERTAIN, *activities]].sum()
+        per_day = rows.groupby(["date", "hour"])[columns].sum()
         by_hour = per_day.groupby(level="hour")
-        mean, days = by_hour.mean(), by_hour.size()
+        mean = by_hour.mean().reindex(range(24), fill_value=0.0)  # an hour no day recorded: 0
+        days = by_hour.size().reindex(range(24), fill_value=0).to_numpy()
+        value = {column: mean[column].to_numpy() for column in columns}
         profiles[group] = [{
-            "hour": hour, "days": int(days.get(hour, 0)),
-            "recorded_minutes": minutes(mean["recorded_s"].get(hour, 0.0)),
-            "worn_minutes": minutes(mean["worn"].get(hour, 0.0)),
-            "not_worn_minutes": minutes(mean[NOT_WORN].get(hour, 0.0)),
-            "uncertain_minutes": minutes(mean[UNCERTAIN].get(hour, 0.0)),
-            "minutes_per_activity": {a: minutes(mean[a].get(hour, 0.0)) for a in activities}} for hour in range(24)]
+            "hour": hour, "days": int(days[hour]),
+            "recorded_minutes": minutes(value["recorded_s"][hour]), "worn_minutes": minutes(value["worn"][hour]),
+            "not_worn_minutes": minutes(value[NOT_WORN][hour]), "uncertain_minutes": minutes(value[UNCERTAIN][hour]),
+            "minutes_per_activity": {a: minutes(value[a][hour]) for a in activities}} for hour in range(24)]
     return profiles
 
 

@@ -9,6 +9,7 @@ import zlib
 from datetime import datetime, timezone
 
 import msgspec
+import numpy as np
 from sqlalchemy import Connection, and_, case, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -140,15 +141,46 @@ def driver_tuples(conn: Connection, statement) -> list[tuple]:
         cursor.close()
 
 
-def timeline(conn: Connection, participant_ids: list[int]) -> list[tuple]:
-    """Episodes of each recording's newest scoring: participant, recording, its start, label, start_s, end_s,
-    windows, mean confidence, scoring."""
+def columns(rows: list[tuple], names: list[str]) -> dict:
+    """driver_tuples' rows as one numpy array per column (objects where a column holds text or None)."""
+    result = {}
+    for k, name in enumerate(names):
+        values = [row[k] for row in rows]
+        kind = type(values[0]) if values else float
+        result[name] = np.asarray(values, dtype=None if kind in (int, float) and None not in values else object)
+    return result
+
+
+def newest_scorings(conn: Connection, participant_ids: list[int]) -> list[tuple]:
+    """scoring_id, recording_id, participant_id, start_epoch of each recording's newest scoring, in the order
+    that decides overlaps (participant, recording start, recording id)."""
+    return driver_tuples(conn, select(newest_scoring_id(), Recording.id, Recording.participant_id, Recording.start_epoch)
+                         .where(Recording.participant_id.in_(participant_ids))
+                         .order_by(Recording.participant_id, Recording.start_epoch, Recording.id))
+
+
+def newest_episodes(conn: Connection, participant_ids: list[int]) -> list[tuple]:
+    """scoring_id, label, start_s, end_s, windows, mean_confidence of the episodes of each recording's newest
+    scoring, in newest_scorings' order, then by start (what a recording is, newest_scorings says once)."""
     return driver_tuples(conn,
-        select(Recording.participant_id, Recording.id, Recording.start_epoch, Episode.label, Episode.start_s,
-               Episode.end_s, Episode.windows, Episode.mean_confidence, Episode.scoring_id)
-        .join(Episode, Episode.scoring_id == newest_scoring_id())
+        select(Episode.scoring_id, Episode.label, Episode.start_s, Episode.end_s, Episode.windows,
+               Episode.mean_confidence)
+        .join(Recording, Episode.scoring_id == newest_scoring_id())
         .where(Recording.participant_id.in_(participant_ids))
         .order_by(Recording.participant_id, Recording.start_epoch, Recording.id, Episode.start_s))
+
+
+def episode_columns(conn: Connection, participant_ids: list[int]) -> dict[str, np.ndarray]:
+    """newest_episodes as columns, each episode with its scoring's recording_id, participant_id, start_epoch."""
+    episodes = columns(newest_episodes(conn, participant_ids),
+                       ["scoring_id", "label", "start_s", "end_s", "windows", "mean_confidence"])
+    scorings = columns(newest_scorings(conn, participant_ids),
+                       ["scoring_id", "recording_id", "participant_id", "start_epoch"])
+    order = np.argsort(scorings["scoring_id"])
+    at = order[np.searchsorted(scorings["scoring_id"], episodes["scoring_id"], sorter=order)] if len(order) else \
+        np.zeros(0, np.int64)
+    return {**episodes, **{name: np.asarray(scorings[name])[at] for name in ("recording_id", "participant_id",
+                                                                              "start_epoch")}}
 
 
 def newest_labels(conn: Connection, participant_ids: list[int] | None = None) -> list:

@@ -115,52 +115,76 @@ def rebuild(conn) -> None:
 
 
 # --- reads -------------------------------------------------------------------------------------------------
-def _dates(iso) -> np.ndarray:
-    return np.asarray(iso, dtype="datetime64[D]")
+# The summary rows come ordered by participant, date (and bin, label); they are taken apart as columns, so
+# that a year of hour rows (some 80,000) costs array operations rather than a Python step per row.
+def _day_numbers(dates: np.ndarray) -> np.ndarray:
+    """YYYY-MM-DD strings in runs of equal dates -> days since 1970 (each distinct run parsed once)."""
+    if not len(dates):
+        return np.zeros(0, np.int64)
+    starts = np.flatnonzero(np.r_[True, dates[1:] != dates[:-1]])
+    days = np.asarray(dates[starts].astype(str), dtype="datetime64[D]").astype(np.int64)
+    return np.repeat(days, np.diff(np.r_[starts, len(dates)]))
+
+
+def _by_participant(columns: dict[str, np.ndarray], ids: list[int]) -> dict[int, dict[str, np.ndarray]]:
+    """The columns cut into each participant's rows (the rows are ordered by participant)."""
+    pid = np.asarray(columns["participant_id"], np.int64)
+    bounds = {p: (np.searchsorted(pid, p, "left"), np.searchsorted(pid, p, "right")) for p in ids}
+    return {p: {name: column[a:b] for name, column in columns.items()} for p, (a, b) in bounds.items()}
+
+
+def _label_matrix(labels: np.ndarray, names: list[str], at: np.ndarray, values, shape, dtype=float) -> np.ndarray:
+    """values placed at (row `at`, column of the label) of a zero matrix with one column per name."""
+    matrix = np.zeros(shape, dtype)
+    column = pd.Categorical(labels, categories=names).codes
+    matrix[at, column] = values
+    return matrix
+
+
+DAY_COLUMNS = ["participant_id", "date", "recordings", "recorded_seconds", "overlap_seconds"]
+DAY_LABEL_COLUMNS = ["participant_id", "date", "label", "seconds", "episodes"]
+HOUR_ROW_COLUMNS = ["participant_id", "date", "bin", "hour", "recorded_seconds", "overlap_seconds"]
+HOUR_LABEL_COLUMNS = ["participant_id", "date", "bin", "label", "seconds"]
 
 
 def day_tables(conn, people: list, date_from=None, date_to=None) -> dict:
     """participant id -> DayTable of every local date from their first to their last recorded one (within
     date_from..date_to), from the summary rows; dates with nothing recorded are zeros. `people`: rows with id
     and timezone."""
-    ids = [p.id for p in people]
-    totals, labels = {}, {}
-    for row in queries.summary_days(conn, ids):
-        totals.setdefault(row[0], []).append(row[1:])
+    ids = sorted(p.id for p in people)
     low = None if date_from is None else str(date_from)
     high = None if date_to is None else str(date_to)
-    for row in queries.summary_day_labels(conn, ids, low, high):
-        labels.setdefault(row[0], []).append(row[1:])
-    return {p.id: _day_table(totals.get(p.id, []), labels.get(p.id, []), p.timezone, low, high) for p in people}
+    totals = _by_participant(queries.columns(queries.summary_days(conn, ids), DAY_COLUMNS), ids)
+    labels = _by_participant(queries.columns(queries.summary_day_labels(conn, ids, low, high), DAY_LABEL_COLUMNS), ids)
+    return {p.id: _day_table(totals[p.id], labels[p.id], p.timezone, low, high) for p in people}
 
 
-def _day_table(totals: list, labels: list, timezone: str, low: str | None, high: str | None) -> day_math.DayTable:
-    recorded_dates = [t[0] for t in totals if t[2] > 0]
-    first = max(recorded_dates[0], low) if recorded_dates and low else (recorded_dates[0] if recorded_dates else None)
-    last = min(recorded_dates[-1], high) if recorded_dates and high else (recorded_dates[-1] if recorded_dates else None)
+def _day_table(totals: dict, labels: dict, timezone: str, low: str | None, high: str | None) -> day_math.DayTable:
+    recorded_dates = totals["date"][totals["recorded_seconds"] > 0]
+    first = max([recorded_dates[0], *([low] if low else [])]) if len(recorded_dates) else None
+    last = min([recorded_dates[-1], *([high] if high else [])]) if len(recorded_dates) else None
+    names = list(dict.fromkeys([*day_math.STATES, *pd.unique(labels["label"])]))
     if first is None or first > last:
-        return day_math.day_table(pd.DataFrame(columns=day_math.HOUR_COLUMNS), pd.DataFrame(columns=["label", "date"]))
-    dates = pd.date_range(first, last, freq="D")
-    calendar = dates.to_numpy().astype("datetime64[D]")
-    n = len(dates)
+        return day_math.DayTable(dates=np.zeros(0, object), day_hours=np.zeros(0), recordings=np.zeros(0, np.int64),
+                                 recorded_s=np.zeros(0), overlap_s=np.zeros(0), seconds=pd.DataFrame(columns=names),
+                                 episodes=pd.DataFrame(columns=names))
+    origin = np.datetime64(first, "D").astype(np.int64)
+    n = int(np.datetime64(last, "D").astype(np.int64) - origin) + 1
+    inside = (totals["date"] >= first) & (totals["date"] <= last)
+    at = _day_numbers(totals["date"][inside]) - origin
     recordings, recorded, overlap = np.zeros(n, np.int64), np.zeros(n), np.zeros(n)
-    inside = [t for t in totals if first <= t[0] <= last]
-    if inside:
-        at = np.searchsorted(calendar, _dates([t[0] for t in inside]))
-        recordings[at] = [t[1] for t in inside]
-        recorded[at] = [t[2] for t in inside]
-        overlap[at] = [t[3] for t in inside]
-    names = list(dict.fromkeys([*day_math.STATES, *(row[1] for row in labels)]))
-    seconds, episodes = np.zeros((n, len(names))), np.zeros((n, len(names)), np.int64)
-    if labels:
-        at = np.searchsorted(calendar, _dates([row[0] for row in labels]))
-        column = pd.Categorical([row[1] for row in labels], categories=names).codes
-        seconds[at, column] = [row[2] for row in labels]
-        episodes[at, column] = [row[3] for row in labels]
-    return day_math.DayTable(dates=np.asarray(dates.date), day_hours=day_math.day_lengths(first, last, timezone) / 3600.0,
-                             recordings=recordings, recorded_s=recorded, overlap_s=overlap,
-                             seconds=pd.DataFrame(seconds, columns=names),
-                             episodes=pd.DataFrame(episodes, columns=names))
+    recordings[at] = totals["recordings"][inside]
+    recorded[at] = totals["recorded_seconds"][inside]
+    overlap[at] = totals["overlap_seconds"][inside]
+    at = _day_numbers(labels["date"]) - origin
+    return day_math.DayTable(
+        dates=(np.datetime64(first, "D") + np.arange(n)).astype(object),
+        day_hours=day_math.day_lengths(first, last, timezone) / 3600.0, recordings=recordings,
+        recorded_s=recorded, overlap_s=overlap,
+        seconds=pd.DataFrame(_label_matrix(labels["label"], names, at, labels["seconds"], (n, len(names))),
+                             columns=names),
+        episodes=pd.DataFrame(_label_matrix(labels["label"], names, at, labels["episodes"], (n, len(names)), np.int64),
+                              columns=names))
 
 
 def hour_tables(conn, people: list, labels: dict, *, every_hour: bool) -> dict:
@@ -168,41 +192,36 @@ def hour_tables(conn, people: list, labels: dict, *, every_hour: bool) -> dict:
     `labels[id]`, the two states and any other label stored), from the summary rows. `every_hour`: every bin
     from the first to the last recorded date (the heatmap, collate), else only the bins with recorded time
     (with date, bin, hour and the sums: the hour profile)."""
-    ids = [p.id for p in people]
-    bins, label_rows = {}, {}
-    for row in queries.summary_hours(conn, ids):
-        bins.setdefault(row[0], []).append(row[1:])
-    for row in queries.summary_hour_labels(conn, ids):
-        label_rows.setdefault(row[0], []).append(row[1:])
-    return {p.id: _hour_table(bins.get(p.id, []), label_rows.get(p.id, []), labels.get(p.id, []), p.timezone,
-                              every_hour) for p in people}
+    ids = sorted(p.id for p in people)
+    bins = _by_participant(queries.columns(queries.summary_hours(conn, ids), HOUR_ROW_COLUMNS), ids)
+    label_rows = _by_participant(queries.columns(queries.summary_hour_labels(conn, ids), HOUR_LABEL_COLUMNS), ids)
+    return {p.id: _hour_table(bins[p.id], label_rows[p.id], labels.get(p.id, []), p.timezone, every_hour)
+            for p in people}
 
 
-def _bin_key(dates: np.ndarray, places) -> np.ndarray:
-    """One sortable integer per (date, bin): a day has at most 25 bins."""
-    return np.asarray(dates).astype("datetime64[D]").astype(np.int64) * 32 + np.asarray(places, np.int64)
+def _bin_key(days: np.ndarray, places) -> np.ndarray:
+    """One sortable integer per (date, bin), from days since 1970: a day has at most 25 bins."""
+    return np.asarray(days, np.int64) * 32 + np.asarray(places, np.int64)
 
 
-def _hour_table(bins: list, label_rows: list, labels: list[str], timezone: str, every_hour: bool) -> pd.DataFrame:
-    names = list(dict.fromkeys([*labels, *day_math.STATES, *(row[2] for row in label_rows)]))
-    stored = pd.DataFrame({"date": _dates([b[0] for b in bins]), "bin": np.asarray([b[1] for b in bins], np.int64),
-                           "hour": np.asarray([b[2] for b in bins], np.int64),
-                           "recorded_s": np.asarray([b[3] for b in bins], float),
-                           "overlap_s": np.asarray([b[4] for b in bins], float)})
+def _hour_table(bins: dict, label_rows: dict, labels: list[str], timezone: str, every_hour: bool) -> pd.DataFrame:
+    names = list(dict.fromkeys([*labels, *day_math.STATES, *pd.unique(label_rows["label"])]))
+    days = _day_numbers(bins["date"])
+    stored = _bin_key(days, bins["bin"])
     if every_hour:
-        frame = (day_math.hour_bins(bins[0][0], bins[-1][0], timezone) if bins
+        frame = (day_math.hour_bins(bins["date"][0], bins["date"][-1], timezone) if len(days)
                  else pd.DataFrame(columns=day_math.HOUR_COLUMNS[:-2]))
-        key = _bin_key(frame["date"].to_numpy(), frame["bin"])
-        frame["recorded_s"], frame["overlap_s"] = 0.0, 0.0
-        at = np.searchsorted(key, _bin_key(stored["date"].to_numpy(), stored["bin"]))
-        frame.loc[at, "recorded_s"] = stored["recorded_s"].to_numpy()
-        frame.loc[at, "overlap_s"] = stored["overlap_s"].to_numpy()
+        key = _bin_key(np.asarray(frame["date"].to_numpy(), "datetime64[D]").astype(np.int64), frame["bin"])
+        at = np.searchsorted(key, stored)
+        for column, values in (("recorded_s", bins["recorded_seconds"]), ("overlap_s", bins["overlap_seconds"])):
+            frame[column] = np.zeros(len(frame))
+            frame.loc[at, column] = np.asarray(values, float)
     else:
-        frame = stored.assign(date=stored["date"].to_numpy().astype(object))
-        key = _bin_key(stored["date"].to_numpy(), stored["bin"])
-    seconds = np.zeros((len(frame), len(names)))
-    if label_rows:
-        at = np.searchsorted(key, _bin_key(_dates([row[0] for row in label_rows]), [row[1] for row in label_rows]))
-        seconds[at, pd.Categorical([row[2] for row in label_rows], categories=names).codes] = \
-            [row[3] for row in label_rows]
+        frame = pd.DataFrame({"date": days.astype("datetime64[D]").astype(object),
+                              "bin": np.asarray(bins["bin"], np.int64), "hour": np.asarray(bins["hour"], np.int64),
+                              "recorded_s": np.asarray(bins["recorded_seconds"], float),
+                              "overlap_s": np.asarray(bins["overlap_seconds"], float)})
+        key = stored
+    at = np.searchsorted(key, _bin_key(_day_numbers(label_rows["date"]), label_rows["bin"]))
+    seconds = _label_matrix(label_rows["label"], names, at, label_rows["seconds"], (len(frame), len(names)))
     return pd.concat([frame.reset_index(drop=True), pd.DataFrame(seconds, columns=names)], axis=1)

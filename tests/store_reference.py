@@ -18,12 +18,9 @@ def timeline(store, subject: str):
     """(person, hours, runs, labels, recordings per day) of `subject` from all their episodes."""
     with store.transaction() as conn:
         person = queries.participant(conn, subject)
-        rows = queries.timeline(conn, [person.id])
+        columns = queries.episode_columns(conn, [person.id])
         labels = _labels([r.labels for r in queries.newest_labels(conn, [person.id])])
         recordings = queries.recordings(conn, [person.id])
-    names = ["participant_id", "recording_id", "start_epoch", "label", "start_s", "end_s", "windows",
-             "mean_confidence", "scoring_id"]
-    columns = dict(zip(names, zip(*rows))) if rows else {n: () for n in names}
     # rows come ordered by recording start, then id: priority is the recording's rank in that order
     recording = pd.Series(columns["recording_id"], dtype="int64")
     priority = (recording != recording.shift()).cumsum() - 1

@@ -78,9 +78,9 @@ def ok(description: str, schema: Schema = OBJECT, *, csv: bool = False) -> dict:
 
 
 def days_csv(store, subject: str, date_from, date_to) -> str:
-    from store.collate import days_frame
+    from store.collate import days_csv
 
-    return days_frame(subject, store.days(subject, date_from, date_to), store.activities()).to_csv(index=False)
+    return days_csv(store, subject, date_from, date_to)
 
 
 def subjects_controller(max_upload_bytes: int) -> type[Controller]:
