@@ -82,8 +82,26 @@ def _sqlite_setup(engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
 
 
+def head_revision() -> str:
+    """The newest revision: the migrations are numbered files, NNNN_what.py, each revising the one before (a test
+    checks that Alembic finds the same head)."""
+    return max(p.name for p in (MIGRATIONS / "versions").glob("[0-9]*_*.py")).split("_")[0]
+
+
+def current_revision(engine) -> str | None:
+    from sqlalchemy import inspect, text
+
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
 def upgrade(engine, revision: str = "head") -> None:
-    """`alembic upgrade head` (or to `revision`) on this database (store/migrations/), in place."""
+    """`alembic upgrade head` (or to `revision`) on this database (store/migrations/), in place. A database
+    already at the head is left as it is without loading Alembic (a process's first request waits for this)."""
+    if revision == "head" and current_revision(engine) == head_revision():
+        return
     from alembic import command
     from alembic.config import Config
 

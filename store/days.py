@@ -52,10 +52,10 @@ def day_lengths(first_date, last_date, timezone: str) -> np.ndarray:
     return np.diff(local_midnights(dates, timezone))
 
 
-def hour_bins(first_date, last_date, timezone: str) -> pd.DataFrame:
+def hour_bins(first_date, last_date, timezone: str, *, text: bool = True) -> pd.DataFrame:
     """One row per hour of absolute time from local midnight of `first_date` to the end of `last_date`:
     start, end (epoch seconds), date, bin (the hour's place in its day, from 0), local hour, hour_start
-    (local ISO time), day_hours (the date's length)."""
+    (local ISO time; left out without `text`), day_hours (the date's length)."""
     dates = pd.date_range(pd.Timestamp(first_date), pd.Timestamp(last_date) + pd.Timedelta(days=1), freq="D")
     midnights = local_midnights(dates, timezone)
     day_s = np.diff(midnights)
@@ -64,9 +64,11 @@ def hour_bins(first_date, last_date, timezone: str) -> pd.DataFrame:
     place = np.arange(per_day.sum()) - np.repeat(np.cumsum(per_day) - per_day, per_day)
     start = midnights[day] + 3600.0 * place
     end = np.minimum(start + 3600.0, midnights[day + 1])
-    hour_start = iso_times(start, timezone, unit="s")
+    local = pd.to_datetime(np.round(start * 1e6).astype(np.int64), unit="us", utc=True).tz_convert(timezone)
     return pd.DataFrame({"start": start, "end": end, "date": np.asarray(dates[:-1].date)[day], "bin": place,
-                         "hour": [int(t[11:13]) for t in hour_start], "hour_start": hour_start,
+                         "hour": np.asarray(local.hour, np.int64),
+                         **({"hour_start": pd.Series(iso_times(start, timezone, unit="s"), dtype=object)}
+                            if text else {}),
                          "day_hours": (day_s / 3600.0)[day]})
 
 
@@ -105,8 +107,7 @@ def episode_frame(start_epoch, label, start_s, end_s, priority) -> pd.DataFrame:
     start_epoch = np.asarray(start_epoch, float)
     frame = pd.DataFrame({"start": start_epoch + np.asarray(start_s, float),
                           "end": start_epoch + np.asarray(end_s, float),
-                          # a handful of distinct strings over hundreds of thousands of rows
-                          "label": pd.Categorical(np.asarray(label, dtype=object)),
+                          "label": pd.Series(np.asarray(label, dtype=object), dtype=object),
                           "priority": np.asarray(priority, np.int64)})
     return frame[frame["end"] > frame["start"]]
 
@@ -114,13 +115,14 @@ def episode_frame(start_epoch, label, start_s, end_s, priority) -> pd.DataFrame:
 HOUR_COLUMNS = ["start", "end", "date", "bin", "hour", "hour_start", "day_hours", "recorded_s", "overlap_s"]
 
 
-def hours_table(episodes: pd.DataFrame, timezone: str, labels: list[str], dates: tuple | None = None
-                ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def hours_table(episodes: pd.DataFrame, timezone: str, labels: list[str], dates: tuple | None = None, *,
+                hour_text: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(hours, runs): seconds per label in every local hour, and the resolved timeline's runs (label, start,
     date of the start).
 
-    `episodes`: start, end (epoch s), label, priority. Columns of `hours`: HOUR_COLUMNS, then one per label
-    (`labels`, the two states, then any other label the episodes give: still counted).
+    `episodes`: start, end (epoch s), label, priority. Columns of `hours`: HOUR_COLUMNS (hour_start only with
+    `hour_text`), then one per label (`labels`, the two states, then any other label the episodes give: still
+    counted).
 
     Without `dates`, every local day from the first recorded to the last. With `dates` (first, last), only
     those days: `episodes` must then hold every episode that covers an instant of them or ends at their
@@ -131,14 +133,15 @@ def hours_table(episodes: pd.DataFrame, timezone: str, labels: list[str], dates:
     Each piece of time keeps the row of the episode that owns it (`owner`): a further per-row value
     summed like the seconds (issue 37's probabilities over windows) is gathered by that row.
     """
-    names = list(dict.fromkeys([*labels, *STATES, *pd.unique(np.asarray(episodes["label"], dtype=object))]))
+    given = np.asarray(episodes["label"], dtype=object)
+    names = list(dict.fromkeys([*labels, *STATES, *pd.unique(given)]))
     if episodes.empty and dates is None:
         return pd.DataFrame(columns=[*HOUR_COLUMNS, *names]), pd.DataFrame(columns=["label", "start", "date"])
     start, end = episodes["start"].to_numpy(float), episodes["end"].to_numpy(float)
-    codes = pd.Categorical(np.asarray(episodes["label"], dtype=object), categories=names).codes.astype(np.int64)
+    codes = pd.Categorical(given, categories=names).codes.astype(np.int64)
     if dates is None:
         dates = local_date(start.min(), timezone), local_date(np.nextafter(end.max(), -np.inf), timezone)
-    bins = hour_bins(*dates, timezone)
+    bins = hour_bins(*dates, timezone, text=hour_text)
     bin_start, window_end = bins["start"].to_numpy(), float(bins["end"].iloc[-1])
     p_start, p_end, owner, p_coverage = resolve(start, end, np.arange(len(start)), episodes["priority"].to_numpy(),
                                                 np.append(bin_start, window_end))
@@ -188,8 +191,9 @@ def day_table(hours: pd.DataFrame, runs: pd.DataFrame, recordings_per_day: dict 
     names = [c for c in hours.columns if c not in HOUR_COLUMNS]
     dates = hours["date"].to_numpy()
     day_start = np.flatnonzero(np.r_[True, dates[1:] != dates[:-1]]) if len(hours) else np.zeros(0, np.int64)
-    total = lambda column: (np.add.reduceat(hours[column].to_numpy(float), day_start) if len(hours)
-                            else np.zeros(0))
+    values = hours[["recorded_s", "overlap_s", *names]].to_numpy(float)
+    sums = np.column_stack([np.add.reduceat(np.ascontiguousarray(values[:, k]), day_start) if len(hours)
+                            else np.zeros(0) for k in range(values.shape[1])]) if values.shape[1] else values
     episodes = np.zeros((len(day_start), len(names)), np.int64)
     if len(runs):
         column_of = {name: k for k, name in enumerate(names)}
@@ -200,8 +204,7 @@ def day_table(hours: pd.DataFrame, runs: pd.DataFrame, recordings_per_day: dict 
     day_dates = dates[day_start]
     return DayTable(dates=day_dates, day_hours=hours["day_hours"].to_numpy(float)[day_start],
                     recordings=np.array([(recordings_per_day or {}).get(d, 0) for d in day_dates], np.int64),
-                    recorded_s=total("recorded_s"), overlap_s=total("overlap_s"),
-                    seconds=pd.DataFrame({name: total(name) for name in names}),
+                    recorded_s=sums[:, 0], overlap_s=sums[:, 1], seconds=pd.DataFrame(sums[:, 2:], columns=names),
                     episodes=pd.DataFrame(episodes, columns=names))
 
 

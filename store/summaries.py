@@ -61,7 +61,7 @@ def refresh(conn, participant_id: int, timezone: str, first, last) -> None:
     scoring, label, start_s, end_s = (list(c) for c in zip(*rows)) if rows else ([], [], [], [])
     episodes = day_math.episode_frame([start_epoch[s] for s in scoring], label, start_s, end_s,
                                       [rank[s] for s in scoring])
-    hours, runs = day_math.hours_table(episodes, timezone, [], dates=(first, last))
+    hours, runs = day_math.hours_table(episodes, timezone, [], dates=(first, last), hour_text=False)
     days = day_math.day_table(hours, runs, recordings_per_day(reaching, first, last, timezone))
     queries.replace_summaries(conn, participant_id, first.isoformat(), last.isoformat(),
                               summary_rows(participant_id, hours, days))
@@ -70,30 +70,30 @@ def refresh(conn, participant_id: int, timezone: str, first, last) -> None:
 def summary_rows(participant_id: int, hours: pd.DataFrame, days: day_math.DayTable) -> dict:
     """The rows of the four summary tables for `hours_table`'s bins and their `day_table`: only what holds
     time (or, for a date, a recording), as plain Python numbers."""
+    names = list(days.seconds.columns)
     day_iso = [d.isoformat() for d in days.dates]
-    rows = {SummaryDay: [], SummaryDayLabel: [], SummaryHour: [], SummaryHourLabel: []}
-    for k in np.flatnonzero((days.recorded_s > 0) | (days.recordings > 0)):
-        rows[SummaryDay].append({"participant_id": participant_id, "date": day_iso[k],
-                                 "recordings": int(days.recordings[k]), "recorded_seconds": float(days.recorded_s[k]),
-                                 "overlap_seconds": float(days.overlap_s[k])})
-    for label in days.seconds.columns:
-        seconds, episodes = days.seconds[label].to_numpy(), days.episodes[label].to_numpy()
-        for k in np.flatnonzero(seconds > 0):
-            rows[SummaryDayLabel].append({"participant_id": participant_id, "date": day_iso[k], "label": label,
-                                          "seconds": float(seconds[k]), "episodes": int(episodes[k])})
+    kept = np.flatnonzero((days.recorded_s > 0) | (days.recordings > 0))
+    day_rows = [{"participant_id": participant_id, "date": day_iso[k], "recordings": n, "recorded_seconds": r,
+                 "overlap_seconds": o} for k, n, r, o in zip(kept.tolist(), days.recordings[kept].tolist(),
+                                                             days.recorded_s[kept].tolist(), days.overlap_s[kept].tolist())]
+    seconds, episodes = days.seconds.to_numpy(float), days.episodes.to_numpy(np.int64)
+    day, label = np.nonzero(seconds > 0)
+    day_label_rows = [{"participant_id": participant_id, "date": day_iso[k], "label": names[j], "seconds": v, "episodes": e}
+                      for k, j, v, e in zip(day.tolist(), label.tolist(), seconds[day, label].tolist(),
+                                            episodes[day, label].tolist())]
     recorded = hours[hours["recorded_s"] > 0]
-    bin_date = [d.isoformat() for d in recorded["date"]]
-    for date, place, hour, seconds, overlap in zip(bin_date, recorded["bin"].tolist(), recorded["hour"].tolist(),
-                                                   recorded["recorded_s"].tolist(), recorded["overlap_s"].tolist()):
-        rows[SummaryHour].append({"participant_id": participant_id, "date": date, "bin": place, "hour": hour,
-                                  "recorded_seconds": seconds, "overlap_seconds": overlap})
-    for label in days.seconds.columns:
-        seconds = recorded[label].to_numpy()
-        for k in np.flatnonzero(seconds > 0):
-            rows[SummaryHourLabel].append({"participant_id": participant_id, "date": bin_date[k],
-                                           "bin": int(recorded["bin"].iloc[k]), "label": label,
-                                           "seconds": float(seconds[k])})
-    return rows
+    bin_iso = [d.isoformat() for d in recorded["date"]]
+    places = recorded["bin"].to_numpy(np.int64).tolist()
+    hour_rows = [{"participant_id": participant_id, "date": d, "bin": b, "hour": h, "recorded_seconds": r,
+                  "overlap_seconds": o}
+                 for d, b, h, r, o in zip(bin_iso, places, recorded["hour"].to_numpy(np.int64).tolist(),
+                                          recorded["recorded_s"].tolist(), recorded["overlap_s"].tolist())]
+    seconds = recorded[names].to_numpy(float)
+    at, label = np.nonzero(seconds > 0)
+    hour_label_rows = [{"participant_id": participant_id, "date": bin_iso[k], "bin": places[k], "label": names[j],
+                        "seconds": v} for k, j, v in zip(at.tolist(), label.tolist(), seconds[at, label].tolist())]
+    return {SummaryDay: day_rows, SummaryDayLabel: day_label_rows, SummaryHour: hour_rows,
+            SummaryHourLabel: hour_label_rows}
 
 
 def rebuild(conn) -> None:

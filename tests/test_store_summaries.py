@@ -288,3 +288,17 @@ def test_concurrent_ingests_of_one_participant_keep_the_days_exact(store):
     days = store.days("p1")
     assert days[0]["recordings"] == 9 and days[0]["overlap_minutes"] > 0
     assert days == reference.days(store, "p1") and store.hours("p1") == reference.hours(store, "p1")
+
+
+def test_the_head_revision_read_from_the_file_names_is_alembics(store_url):
+    """Store.open skips Alembic for a database at the head it reads from the migrations' file names."""
+    from alembic.script import ScriptDirectory
+
+    from store import MIGRATIONS, current_revision, head_revision
+
+    assert head_revision() == ScriptDirectory(str(MIGRATIONS)).get_current_head() == "0002"
+    opened = Store.open(store_url)
+    try:
+        assert current_revision(opened.engine) == "0002"
+    finally:
+        opened.close()
