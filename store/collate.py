@@ -31,9 +31,7 @@ def days_frame(subject: str, days: list[dict], activities: list[str]) -> pd.Data
              **{f"{a}_min": d["minutes_per_activity"].get(a, 0.0) for a in activities},
              **{f"{a}_episodes": d["episodes_per_activity"].get(a, 0) for a in activities},
              "valid_day": d["valid"]} for d in days]
-    columns = ["subject", "date", "weekday", "day_hours", "recordings", *STATE_COLUMNS,
-               *[f"{a}_min" for a in activities], *[f"{a}_episodes" for a in activities], "valid_day"]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=list(column_types(activities)["days"]))
 
 
 def hours_frame(subject: str, hours: pd.DataFrame, activities: list[str]) -> pd.DataFrame:
@@ -59,15 +57,13 @@ def participants_frame(people: list[dict], days: pd.DataFrame, activities: list[
         weekend = valid["weekday"].isin(["Saturday", "Sunday"])
         row = {"subject": person["subject"], "timezone": person["timezone"], "recordings": person["recordings"],
                "first_date": person["first_day"], "last_date": person["last_day"], "days": len(mine),
-               "valid_days": len(valid), "valid_weekdays": int((~weekend).sum()), "valid_weekend_days": int(weekend.sum())}
+               "valid_days": len(valid), "valid_weekdays": int((~weekend).sum()),
+               "valid_weekend_days": int(weekend.sum())}
         for column in ["worn_min", *[f"{a}_min" for a in activities]]:
             for group, part in (("weekday", valid[~weekend]), ("weekend", valid[weekend])):
                 row[f"{column}_{group}_mean"] = round(float(part[column].mean()), 3) if len(part) else np.nan
         rows.append(row)
-    columns = ["subject", "timezone", "recordings", "first_date", "last_date", "days", "valid_days", "valid_weekdays",
-               "valid_weekend_days", "worn_min_weekday_mean", "worn_min_weekend_mean",
-               *[f"{a}_min_weekday_mean" for a in activities], *[f"{a}_min_weekend_mean" for a in activities]]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=list(column_types(activities)["participants"]))
 
 
 def column_types(activities: list[str]) -> dict[str, dict[str, str]]:

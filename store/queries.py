@@ -77,8 +77,9 @@ def ensure_recording(conn: Connection, participant_id: int, values: dict) -> tup
     inserted = insert_ignoring_conflict(conn, Recording.__table__, values, ["participant_id", "content_hash"])
     if inserted is not None:
         return inserted, True
-    return conn.execute(select(Recording.id).where(Recording.participant_id == participant_id,
-                                                   Recording.content_hash == values["content_hash"])).scalar_one(), False
+    existing = conn.execute(select(Recording.id).where(Recording.participant_id == participant_id,
+                                                       Recording.content_hash == values["content_hash"])).scalar_one()
+    return existing, False
 
 
 def set_blob(conn: Connection, recording_id: int, blob_sha256: str) -> None:
@@ -154,9 +155,10 @@ def columns(rows: list[tuple], names: list[str]) -> dict:
 def newest_scorings(conn: Connection, participant_ids: list[int]) -> list[tuple]:
     """scoring_id, recording_id, participant_id, start_epoch of each recording's newest scoring, in the order
     that decides overlaps (participant, recording start, recording id)."""
-    return driver_tuples(conn, select(newest_scoring_id(), Recording.id, Recording.participant_id, Recording.start_epoch)
-                         .where(Recording.participant_id.in_(participant_ids))
-                         .order_by(Recording.participant_id, Recording.start_epoch, Recording.id))
+    return driver_tuples(conn,
+        select(newest_scoring_id(), Recording.id, Recording.participant_id, Recording.start_epoch)
+        .where(Recording.participant_id.in_(participant_ids))
+        .order_by(Recording.participant_id, Recording.start_epoch, Recording.id))
 
 
 def newest_episodes(conn: Connection, participant_ids: list[int]) -> list[tuple]:
@@ -274,6 +276,17 @@ def day_counts(conn: Connection, min_worn_seconds: float) -> list:
         .outerjoin(not_worn, and_(not_worn.participant_id == SummaryDay.participant_id,
                                   not_worn.date == SummaryDay.date, not_worn.label == "not_worn"))
         .where(SummaryDay.recorded_seconds > 0).group_by(SummaryDay.participant_id)).all()
+
+
+def participant_spans(conn: Connection) -> list:
+    """Per participant with recordings: id, time zone, the earliest recording start and latest end, the earliest
+    and latest instant any scoring's episodes cover (None without episodes)."""
+    return conn.execute(
+        select(Participant.id, Participant.timezone, func.min(Recording.start_epoch), func.max(Recording.end_epoch),
+               func.min(Scoring.covered_start), func.max(Scoring.covered_end))
+        .join(Recording, Recording.participant_id == Participant.id)
+        .join(Scoring, Scoring.recording_id == Recording.id)
+        .group_by(Participant.id, Participant.timezone)).all()
 
 
 def recording_counts(conn: Connection) -> dict[int, int]:

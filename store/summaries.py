@@ -57,10 +57,10 @@ def refresh(conn, participant_id: int, timezone: str, first, last) -> None:
     # `reaching` is in the order that decides overlaps: the recording that started first (then the lower id) wins
     rank = {r.scoring_id: k for k, r in enumerate(scorings)}
     start_epoch = {r.scoring_id: r.start_epoch for r in scorings}
-    rows = queries.episodes_of(conn, list(rank))
-    scoring, label, start_s, end_s = (list(c) for c in zip(*rows)) if rows else ([], [], [], [])
-    episodes = day_math.episode_frame([start_epoch[s] for s in scoring], label, start_s, end_s,
-                                      [rank[s] for s in scoring])
+    rows = queries.columns(queries.episodes_of(conn, list(rank)), ["scoring_id", "label", "start_s", "end_s"])
+    scoring = rows["scoring_id"].tolist()
+    episodes = day_math.episode_frame([start_epoch[s] for s in scoring], rows["label"], rows["start_s"],
+                                      rows["end_s"], [rank[s] for s in scoring])
     hours, runs = day_math.hours_table(episodes, timezone, [], dates=(first, last), hour_text=False)
     days = day_math.day_table(hours, runs, recordings_per_day(reaching, first, last, timezone))
     queries.replace_summaries(conn, participant_id, first.isoformat(), last.isoformat(),
@@ -74,11 +74,13 @@ def summary_rows(participant_id: int, hours: pd.DataFrame, days: day_math.DayTab
     day_iso = [d.isoformat() for d in days.dates]
     kept = np.flatnonzero((days.recorded_s > 0) | (days.recordings > 0))
     day_rows = [{"participant_id": participant_id, "date": day_iso[k], "recordings": n, "recorded_seconds": r,
-                 "overlap_seconds": o} for k, n, r, o in zip(kept.tolist(), days.recordings[kept].tolist(),
-                                                             days.recorded_s[kept].tolist(), days.overlap_s[kept].tolist())]
+                 "overlap_seconds": o}
+                for k, n, r, o in zip(kept.tolist(), days.recordings[kept].tolist(), days.recorded_s[kept].tolist(),
+                                      days.overlap_s[kept].tolist())]
     seconds, episodes = days.seconds.to_numpy(float), days.episodes.to_numpy(np.int64)
     day, label = np.nonzero(seconds > 0)
-    day_label_rows = [{"participant_id": participant_id, "date": day_iso[k], "label": names[j], "seconds": v, "episodes": e}
+    day_label_rows = [{"participant_id": participant_id, "date": day_iso[k], "label": names[j], "seconds": v,
+                       "episodes": e}
                       for k, j, v, e in zip(day.tolist(), label.tolist(), seconds[day, label].tolist(),
                                             episodes[day, label].tolist())]
     recorded = hours[hours["recorded_s"] > 0]
@@ -98,19 +100,8 @@ def summary_rows(participant_id: int, hours: pd.DataFrame, days: day_math.DayTab
 
 def rebuild(conn) -> None:
     """Every participant's summaries from their whole history (the migration that adds the tables)."""
-    from sqlalchemy import func, select
-
-    from store.tables import Participant, Recording, Scoring
-
-    people = conn.execute(select(Participant.id, Participant.timezone, func.min(Recording.start_epoch),
-                                 func.max(Recording.end_epoch))
-                          .join(Recording, Recording.participant_id == Participant.id)
-                          .group_by(Participant.id, Participant.timezone)).all()
-    for participant_id, timezone, start, end in people:
-        covered = conn.execute(select(func.min(Scoring.covered_start), func.max(Scoring.covered_end))
-                               .join(Recording, Recording.id == Scoring.recording_id)
-                               .where(Recording.participant_id == participant_id)).one()
-        first, last = dirty_dates(timezone, (start, end), [tuple(covered)])
+    for participant_id, timezone, start, end, covered_start, covered_end in queries.participant_spans(conn):
+        first, last = dirty_dates(timezone, (start, end), [(covered_start, covered_end)])
         refresh(conn, participant_id, timezone, first, last)
 
 

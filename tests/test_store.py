@@ -275,5 +275,6 @@ def test_episodes_that_days_cannot_be_computed_from_are_refused_with_the_reason(
         ingest(store, "p1", "2025-06-10T10:00:00", [("sitting", 0, 60), ("typing", 50, 120)])
     rec, _ = ingest(store, "p1", "2025-06-10T10:00:00", [("sitting", 0, 60)])
     with pytest.raises(StoreError, match=r"episode 0 spans \[60.0, 0.0\) s"):
-        store.add_scoring(rec["id"], answer("2025-06-10T10:00:00", [("sitting", 60, 0)], model={**MODEL, "sha256": "f" * 64}))
+        store.add_scoring(rec["id"], answer("2025-06-10T10:00:00", [("sitting", 60, 0)],
+                                            model={**MODEL, "sha256": "f" * 64}))
     assert table_counts(store)["scorings"] == 1 and store.days("p1")[0]["recorded_minutes"] == 1.0
