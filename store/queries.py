@@ -13,6 +13,7 @@ import numpy as np
 from sqlalchemy import Connection, and_, case, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from store.days import NOT_WORN
 from store.tables import (SUMMARY_TABLES, Audit, Episode, Participant, Recording, Scoring, SummaryDay,
                           SummaryDayLabel, SummaryHour, SummaryHourLabel)
 
@@ -274,7 +275,7 @@ def day_counts(conn: Connection, min_worn_seconds: float) -> list:
         select(SummaryDay.participant_id, func.min(SummaryDay.date), func.max(SummaryDay.date), func.count(),
                func.sum(case((worn >= min_worn_seconds, 1), else_=0)))
         .outerjoin(not_worn, and_(not_worn.participant_id == SummaryDay.participant_id,
-                                  not_worn.date == SummaryDay.date, not_worn.label == "not_worn"))
+                                  not_worn.date == SummaryDay.date, not_worn.label == NOT_WORN))
         .where(SummaryDay.recorded_seconds > 0).group_by(SummaryDay.participant_id)).all()
 
 
