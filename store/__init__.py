@@ -16,6 +16,7 @@ validate subject ids (serve.personal.check_subject) before calling.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -120,6 +121,19 @@ def _local_days(start_epoch: float, end_epoch: float, tz: str) -> list[str]:
     return [d.date().isoformat() for d in pd.date_range(first, last, freq="D")]
 
 
+def _sync_folder(folder: Path) -> None:
+    """The folder's entries (a file's new name) on disk. A file system that cannot sync a folder (some FUSE
+    mounts answer EINVAL) is left to its own ordering."""
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(handle)
+
+
 def checked_episodes(answer: dict) -> tuple[np.ndarray, np.ndarray]:
     """(start_s, end_s) of the answer's episodes, once they are what days are computed from: labels of the
     model's activities or the two states, finite bounds in time order that do not overlap."""
@@ -210,11 +224,7 @@ class Store:
                 f.write(data)
                 os.fsync(f.fileno())  # the bytes, then the name, on disk before a row can name them
             os.replace(temporary, path)
-            folder = os.open(self.blob_root, os.O_RDONLY)
-            try:
-                os.fsync(folder)
-            finally:
-                os.close(folder)
+            _sync_folder(self.blob_root)
         return sha
 
     def fused(self, recording_id: int) -> pd.DataFrame:
