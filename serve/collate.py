@@ -2,6 +2,8 @@
 
 Writes DIR/participants, DIR/days, DIR/hours and DIR/episodes, each as .csv and .parquet, with the
 columns docs/data-dictionary.md describes (store/collate.py makes them; a test keeps the two equal).
+The tables are written a few participants at a time: each part is appended to the CSV file and
+written as a row group of the Parquet file, so memory stays flat however many participants there are.
 """
 from __future__ import annotations
 
@@ -13,12 +15,36 @@ from pathlib import Path
 from har.config import load_params
 
 
-def write_tables(tables: dict, out: Path) -> dict:
+def write_tables(parts, out: Path) -> dict:
+    """Write each table's parts (store.collate.study_tables) to OUT/<table>.csv and .parquet; rows per table."""
+    import pyarrow.csv as pa_csv
+    import pyarrow.parquet as pq
+
+    from store.collate import arrow_schema, arrow_table, column_types
+
+    def open_files(name: str, types: dict) -> tuple:
+        schema = arrow_schema(types)
+        return pq.ParquetWriter(out / f"{name}.parquet", schema), pa_csv.CSVWriter(out / f"{name}.csv", schema)
+
     out.mkdir(parents=True, exist_ok=True)
-    for name, table in tables.items():
-        table.to_csv(out / f"{name}.csv", index=False)
-        table.to_parquet(out / f"{name}.parquet", index=False)
-    return {name: len(table) for name, table in tables.items()}
+    files, rows = {}, {}
+    try:
+        for types, tables in parts:
+            for name, frame in tables.items():
+                if name not in files:
+                    files[name], rows[name] = open_files(name, types[name]), 0
+                table = arrow_table(frame, types[name])
+                for writer in files[name]:
+                    writer.write_table(table)
+                rows[name] += len(frame)
+        for name, types in column_types([]).items():  # a store without participants: the tables, empty
+            if name not in files:
+                files[name], rows[name] = open_files(name, types), 0
+    finally:
+        for writers in files.values():
+            for writer in writers:
+                writer.close()
+    return rows
 
 
 def main(argv=None) -> int:

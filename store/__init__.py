@@ -6,21 +6,23 @@
     store.days(subject, "2025-03-01", "2025-03-31"); store.hours(subject); store.erase(subject)
 
 One unit of work is one transaction (`Store.transaction`): an ingest writes the participant (if new),
-the recording (unique by content hash per participant), the scoring (unique by model sha256) and its
-episodes, or nothing. The fused table goes to `blob_root/<sha256>.parquet` first (content-addressed,
-so a second upload of it writes nothing); `python -m store gc` removes blobs no recording refers to.
+the recording (unique by content hash per participant), the scoring (unique by model sha256), its
+episodes and the summaries of the days it touches (store/summaries.py), or nothing. Days, hours and
+collate read the summaries only. The fused table goes to `blob_root/<sha256>.parquet` beside the
+transaction (content-addressed, so a second upload of it writes nothing), and the transaction commits
+only once the blob is on disk; `python -m store gc` removes blobs no recording refers to.
 No HTTP here: serve/controllers/subjects.py and the command-line tools are the ways in, and they
 validate subject ids (har.subject.check_subject) before calling.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
 import tempfile
-import threading
 import time
-from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from datetime import datetime, timezone as dt_timezone
 from pathlib import Path
@@ -32,13 +34,18 @@ from sqlalchemy.engine import make_url
 
 from har.audit import audit, local_actor, subject_digest
 from store import days as day_math
-from store import queries
+from store import queries, summaries
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 DEFAULT_URL = "sqlite:///data/store/study.db"
 DEFAULT_BLOB_ROOT = Path("data/store/blobs")
 DEFAULT_MIN_WORN_HOURS = 16.0  # GGIR's includedaycrit; stepcount 21 h, asleep 22 h (docs/study.md)
 ORPHAN_AGE_S = 3600.0  # gc leaves younger unreferenced blobs alone: an ingest may be between blob and commit
+# The fused table's Parquet: each float's bytes split into streams (byte_stream_split), then zstd at level 1,
+# no dictionary (sensor floats hardly repeat, and trying costs 20 times the write). Of the choices bench/store.py
+# measures (`blob_formats` in metrics/bench_store.json) the smallest file, in less time than Snappy took before.
+BLOB_PARQUET = {"compression": "zstd", "compression_level": 1, "use_byte_stream_split": True, "use_dictionary": False}
+PENDING_BLOB = ""  # a new recording's blob_sha256 until its blob is on disk: set before the same commit
 
 
 class StoreError(ValueError):
@@ -76,8 +83,26 @@ def _sqlite_setup(engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
 
 
-def upgrade(engine) -> None:
-    """`alembic upgrade head` on this database (store/migrations/), in place."""
+def head_revision() -> str:
+    """The newest revision: the migrations are numbered files, NNNN_what.py, each revising the one before (a test
+    checks that Alembic finds the same head)."""
+    return max(p.name for p in (MIGRATIONS / "versions").glob("[0-9]*_*.py")).split("_")[0]
+
+
+def current_revision(engine) -> str | None:
+    from sqlalchemy import inspect, text
+
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def upgrade(engine, revision: str = "head") -> None:
+    """`alembic upgrade head` (or to `revision`) on this database (store/migrations/), in place. A database
+    already at the head is left as it is without loading Alembic (a process's first request waits for this)."""
+    if revision == "head" and current_revision(engine) == head_revision():
+        return
     from alembic import command
     from alembic.config import Config
 
@@ -86,7 +111,7 @@ def upgrade(engine) -> None:
     with engine.connect() as conn:
         conn = conn.execution_options(write=True)
         config.attributes["connection"] = conn
-        command.upgrade(config, "head")
+        command.upgrade(config, revision)
         conn.commit()
 
 
@@ -96,14 +121,49 @@ def _local_days(start_epoch: float, end_epoch: float, tz: str) -> list[str]:
     return [d.date().isoformat() for d in pd.date_range(first, last, freq="D")]
 
 
+def _sync_folder(folder: Path) -> None:
+    """The folder's entries (a file's new name) on disk. A file system that cannot sync a folder (some FUSE
+    mounts answer EINVAL) is left to its own ordering."""
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(handle)
+
+
+def checked_episodes(answer: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(start_s, end_s) of the answer's episodes, once they are what days are computed from: labels of the
+    model's activities or the two states, finite bounds in time order that do not overlap."""
+    name = answer.get("recording", {}).get("id")
+    known = {*answer["labels"]["activities"], *day_math.STATES}
+    episodes = answer["episodes"]
+    for k, episode in enumerate(episodes):
+        if episode.get("label") not in known:
+            raise StoreError(f"recording {name!r}: episode {k} has label {episode.get('label')!r}; expected one of "
+                             f"the model's activities {sorted(answer['labels']['activities'])} or not_worn, uncertain")
+    start = np.array([e["start_s"] for e in episodes], float)
+    end = np.array([e["end_s"] for e in episodes], float)
+    bad = ~np.isfinite(start) | ~np.isfinite(end) | (end < start)
+    bad[1:] |= start[1:] < end[:-1]
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise StoreError(f"recording {name!r}: episode {k} spans [{start[k]}, {end[k]}) s; expected finite bounds, "
+                         "start <= end, each episode starting where the one before ended or later")
+    return start, end
+
+
 class Store:
     def __init__(self, engine, *, blob_root: Path, personal_models_dir: Path | None = None,
                  default_timezone: str = "UTC", min_worn_hours: float = DEFAULT_MIN_WORN_HOURS):
         self.engine, self.blob_root = engine, Path(blob_root)
         self.personal_models_dir = Path(personal_models_dir) if personal_models_dir else None
         self.default_timezone, self.min_worn_hours = default_timezone, float(min_worn_hours)
-        self._cache: OrderedDict = OrderedDict()  # (participant id, version) -> (hours, runs, labels)
-        self._cache_lock = threading.Lock()
+        # writes the fused blobs beside the ingest transactions (Parquet encoding, hashing and file writes
+        # release the GIL while the transaction's Python runs)
+        self._blob_writer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="store-blob")
 
     @classmethod
     def open(cls, url: str | None = None, *, blob_root: str | Path | None = None, migrate: bool = True,
@@ -130,13 +190,19 @@ class Store:
         return cls.open(url or section.get("url"), **options)
 
     def close(self) -> None:
+        self._blob_writer.shutdown(wait=True)
         self.engine.dispose()
 
     @contextmanager
-    def transaction(self, *, write: bool = False):
-        """One unit of work: committed when the block ends, rolled back when it raises."""
+    def transaction(self, *, write: bool = False, snapshot: bool = False):
+        """One unit of work: committed when the block ends, rolled back when it raises. `snapshot`: every
+        statement sees the database as the first did (PostgreSQL's REPEATABLE READ; an SQLite read
+        transaction in WAL mode does so anyway)."""
         with self.engine.connect() as conn:
-            conn = conn.execution_options(write=write)
+            options = {"write": write}
+            if snapshot and conn.dialect.name == "postgresql":
+                options["isolation_level"] = "REPEATABLE READ"
+            conn = conn.execution_options(**options)
             with conn.begin():
                 yield conn
 
@@ -147,9 +213,8 @@ class Store:
     def put_blob(self, fused: pd.DataFrame) -> str:
         """The fused table as Parquet under its own sha256; written once (a temporary file, then a rename)."""
         buffer = io.BytesIO()
-        # no dictionary encoding: sensor floats hardly repeat, and trying costs 20 times the write (bench/store.py)
-        fused.to_parquet(buffer, index=False, use_dictionary=False)
-        data = buffer.getvalue()
+        fused.to_parquet(buffer, index=False, **BLOB_PARQUET)
+        data = buffer.getbuffer()
         sha = hashlib.sha256(data).hexdigest()
         path = self.blob_path(sha)
         if not path.exists():
@@ -157,7 +222,9 @@ class Store:
             handle, temporary = tempfile.mkstemp(dir=self.blob_root, prefix=".tmp-", suffix=".parquet")
             with os.fdopen(handle, "wb") as f:
                 f.write(data)
+                os.fsync(f.fileno())  # the bytes, then the name, on disk before a row can name them
             os.replace(temporary, path)
+            _sync_folder(self.blob_root)
         return sha
 
     def fused(self, recording_id: int) -> pd.DataFrame:
@@ -182,22 +249,31 @@ class Store:
                 day_math.check_timezone(timezone)
             except ValueError as error:
                 raise StoreError(str(error)) from None
-        blob = self.put_blob(fused)
-        with self.transaction(write=True) as conn:
-            person = queries.ensure_participant(conn, subject, timezone or self.default_timezone)
-            if timezone is not None and timezone != person.timezone:
-                raise StoreError(f"subject {subject!r} is stored with time zone {person.timezone!r}, "
-                                 f"not {timezone!r}")
-            start_epoch = day_math.epoch(start_time, person.timezone)
-            fused_seconds = float(answer["recording"]["fused_seconds"])
-            recording_id = queries.ensure_recording(conn, person.id, {
-                "content_hash": content_hash, "name": answer["recording"].get("id"), "start_time": start_time,
-                "start_epoch": start_epoch, "end_epoch": start_epoch + fused_seconds, "fused_seconds": fused_seconds,
-                "blob_sha256": blob, "quality": answer["recording"], "wear": answer.get("wear", {})})
-            created = queries.add_scoring(conn, recording_id, answer) is not None
-            if not created:
-                answer = queries.unpack(queries.scoring_of(conn, recording_id, answer["model"]["sha256"]).answer)
-            stored = queries.recording(conn, person.id, recording_id)
+        episodes = checked_episodes(answer)
+        blob = self._blob_writer.submit(self.put_blob, fused)
+        try:
+            with self.transaction(write=True) as conn:
+                person = queries.ensure_participant(conn, subject, timezone or self.default_timezone)
+                queries.lock_participant(conn, person.id)
+                if timezone is not None and timezone != person.timezone:
+                    raise StoreError(f"subject {subject!r} is stored with time zone {person.timezone!r}, "
+                                     f"not {timezone!r}")
+                start_epoch = day_math.epoch(start_time, person.timezone)
+                fused_seconds = float(answer["recording"]["fused_seconds"])
+                recording_id, inserted = queries.ensure_recording(conn, person.id, {
+                    "content_hash": content_hash, "name": answer["recording"].get("id"), "start_time": start_time,
+                    "start_epoch": start_epoch, "end_epoch": start_epoch + fused_seconds,
+                    "fused_seconds": fused_seconds, "blob_sha256": PENDING_BLOB, "quality": answer["recording"],
+                    "wear": answer.get("wear", {})})
+                created = self._add_scoring(conn, person, queries.recording(conn, person.id, recording_id), answer,
+                                            episodes)
+                if inserted:  # the blob is on disk before the row that names it commits
+                    queries.set_blob(conn, recording_id, blob.result())
+                if not created:
+                    answer = queries.unpack(queries.scoring_of(conn, recording_id, answer["model"]["sha256"]).answer)
+                stored = queries.recording(conn, person.id, recording_id)
+        finally:
+            wait([blob])  # no write of this call outlives it
         if created:  # the audit trail (har/audit.py): who stored what, by which model; nothing when nothing new
             audit("store.ingest", actor=actor or local_actor(), subject=subject, model=answer["model"]["name"],
                   version=answer["model"]["version"], counts={"recordings": 1, "episodes": len(answer["episodes"])},
@@ -205,9 +281,29 @@ class Store:
         return self._recording_entry(subject, person.timezone, stored) | {"answer": answer}, created
 
     def add_scoring(self, recording_id: int, answer: dict) -> bool:
-        """Another model's scoring of a stored recording (re-scoring); False when that model already scored it."""
+        """Another model's scoring of a stored recording (re-scoring); False when that model already scored it.
+        Days and hours follow it from the commit on."""
+        episodes = checked_episodes(answer)
         with self.transaction(write=True) as conn:
-            return queries.add_scoring(conn, recording_id, answer) is not None
+            recording = queries.recording(conn, None, recording_id)
+            if recording is None:
+                raise NotFound(f"no recording {recording_id}")
+            queries.lock_participant(conn, recording.participant_id)
+            person = queries.participant_by_id(conn, recording.participant_id)
+            return self._add_scoring(conn, person, recording, answer, episodes)
+
+    def _add_scoring(self, conn, person, recording, answer: dict, episodes: tuple) -> bool:
+        """The scoring, its episodes and the summaries of the days it changes (the participant is locked)."""
+        start = recording.start_epoch + episodes[0]  # the arithmetic of day_math.episode_frame
+        end = recording.start_epoch + episodes[1]
+        covered = (float(start.min()), float(end.max())) if len(start) else None
+        previous = queries.newest_scoring(conn, recording.id)
+        if queries.add_scoring(conn, recording.id, answer, covered) is None:
+            return False
+        first, last = summaries.dirty_dates(person.timezone, (recording.start_epoch, recording.end_epoch),
+                                            [covered, previous and (previous.covered_start, previous.covered_end)])
+        summaries.refresh(conn, person.id, person.timezone, first, last)
+        return True
 
     def erase(self, subject: str, *, actor: str | None = None) -> dict:
         """Remove every row of `subject`, the blobs only they refer to, and their personal model file.
@@ -218,7 +314,6 @@ class Store:
             person = queries.participant(conn, subject)
             if person is None:
                 raise NotFound(f"no subject {subject!r} in the store")
-            person = person
             shas = {r.blob_sha256 for r in queries.recordings(conn, [person.id])}
             shared = queries.blob_references(conn, sorted(shas), other_than=person.id)
             counts = queries.erase_participant(conn, person.id)
@@ -242,7 +337,7 @@ class Store:
         if not self.blob_root.is_dir():
             return {"blobs": 0}
         with self.transaction() as conn:
-            files = list(self.blob_root.glob("*.parquet")) + list(self.blob_root.glob(".tmp-*"))
+            files = sorted({*self.blob_root.glob("*.parquet"), *self.blob_root.glob(".tmp-*")})  # .tmp-*.parquet: once
             referenced = queries.blob_references(conn, [f.stem for f in files])
         removed, cutoff = 0, time.time() - min_age_s
         for path in files:
@@ -262,55 +357,33 @@ class Store:
             raise NotFound(f"no subject {subject!r} in the store")
         return person
 
-    def _timeline(self, conn, person) -> tuple[pd.DataFrame, pd.DataFrame, list[str], dict, dict]:
-        """(hours, runs, labels, recordings per local day, day rows by valid-day rule made so far) of one
-        participant, cached until a scoring of theirs is added or removed."""
-        key = (person.id, person.timezone, queries.participant_version(conn, person.id))
-        with self._cache_lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
-        rows = queries.timeline(conn, [person.id])
-        labels = _labels([r.labels for r in queries.newest_labels(conn, [person.id])])
-        hours, runs = day_math.hours_table(_episode_frame(rows), person.timezone, labels)
-        per_day = self._recordings_per_day(conn, person)
-        value = (hours, runs, labels, per_day, {})  # the last: day rows by valid-day rule, made on first use
-        with self._cache_lock:
-            self._cache[key] = value
-            while len(self._cache) > 256:
-                self._cache.popitem(last=False)
-        return value
-
-    def _recordings_per_day(self, conn, person) -> dict:
-        counts: dict = {}
-        for row in queries.recordings(conn, [person.id]):
-            r = row
-            for day in _local_days(r.start_epoch, r.end_epoch, person.timezone):
-                key = pd.Timestamp(day).date()
-                counts[key] = counts.get(key, 0) + 1
-        return counts
+    def _labels(self, conn, person) -> list[str]:
+        return _labels([r.labels for r in queries.newest_labels(conn, [person.id])])
 
     def days(self, subject: str, date_from=None, date_to=None, *, min_worn_hours: float | None = None) -> list[dict]:
         """One dict per local day from the first to the last recorded day (within [date_from, date_to])."""
         rule = self.min_worn_hours if min_worn_hours is None else float(min_worn_hours)
         with self.transaction() as conn:
-            hours, runs, labels, per_day, made = self._timeline(conn, self._participant(conn, subject))
-        if rule not in made:
-            made[rule] = day_math.day_rows(hours, runs, labels, recordings_per_day=per_day, min_worn_hours=rule)
-        return [d for d in made[rule] if (date_from is None or d["date"] >= str(date_from))
-                and (date_to is None or d["date"] <= str(date_to))]
+            person = self._participant(conn, subject)
+            table = summaries.day_tables(conn, [person], date_from, date_to)[person.id]
+            labels = self._labels(conn, person)
+        return day_math.day_dicts(table, labels, min_worn_hours=rule)
 
     def hours(self, subject: str) -> dict:
         """The 24-hour profile per activity and of wear: all days, weekdays, weekend days."""
         with self.transaction() as conn:
             person = self._participant(conn, subject)
-            hours, _, labels, _, _ = self._timeline(conn, person)
+            labels = self._labels(conn, person)
+            hours = summaries.hour_tables(conn, [person], {person.id: labels}, every_hour=False)[person.id]
         return {"subject": subject, "timezone": person.timezone, **day_math.hour_profile(hours, labels)}
 
     def hour_rows(self, subject: str) -> pd.DataFrame:
+        """Every hour bin from the first to the last recorded day: date, bin, hour, hour_start, seconds recorded,
+        overlapping and per label (the study page's heatmap)."""
         with self.transaction() as conn:
-            hours, _, _, _, _ = self._timeline(conn, self._participant(conn, subject))
-        return hours
+            person = self._participant(conn, subject)
+            labels = self._labels(conn, person)
+            return summaries.hour_tables(conn, [person], {person.id: labels}, every_hour=True)[person.id]
 
     def participant(self, subject: str) -> dict:
         with self.transaction() as conn:
@@ -319,23 +392,20 @@ class Store:
 
     def subjects(self) -> list[dict]:
         """Each participant: time zone, recordings, first and last day, days and valid days."""
-        result = []
+        min_worn_s = self.min_worn_hours * 3600.0
         with self.transaction() as conn:
-            people = [p for p in queries.participants(conn)]
-            counts: dict = {}
-            for row in queries.recordings(conn, [p.id for p in people]):
-                counts[row.participant_id] = counts.get(row.participant_id, 0) + 1
-            for person in people:
-                hours, runs, labels, per_day, made = self._timeline(conn, person)
-                if self.min_worn_hours not in made:
-                    made[self.min_worn_hours] = day_math.day_rows(hours, runs, labels, recordings_per_day=per_day,
-                                                                  min_worn_hours=self.min_worn_hours)
-                rows = made[self.min_worn_hours]
-                result.append({"subject": person.subject, "timezone": person.timezone,
-                               "recordings": counts.get(person.id, 0),
-                               "first_day": rows[0]["date"] if rows else None,
-                               "last_day": rows[-1]["date"] if rows else None,
-                               "days": len(rows), "valid_days": sum(d["valid"] for d in rows)})
+            people = queries.participants(conn)
+            recordings = queries.recording_counts(conn)
+            counts = {row[0]: row[1:] for row in queries.day_counts(conn, min_worn_s)}
+        result = []
+        for person in people:
+            first, last, recorded, valid = counts.get(person.id, (None, None, 0, 0))
+            days = (pd.Timestamp(last) - pd.Timestamp(first)).days + 1 if first else 0
+            if 0.0 >= min_worn_s:  # the days between with nothing recorded meet a rule of no worn time
+                valid += days - recorded
+            result.append({"subject": person.subject, "timezone": person.timezone,
+                           "recordings": recordings.get(person.id, 0), "first_day": first, "last_day": last,
+                           "days": days, "valid_days": int(valid)})
         return result
 
     def _recording_entry(self, subject: str, tz: str, r) -> dict:
@@ -372,62 +442,62 @@ class Store:
             people = {p.id: p.subject for p in queries.participants(conn)}
             return [(people[r.participant_id], r) for r in queries.all_recordings(conn)]
 
-    def study(self) -> tuple[list[dict], pd.DataFrame]:
-        """Everyone at once, for collate: ([{subject, timezone, recordings, labels, hours, runs, days}], episodes).
-
-        One query for every participant's episodes instead of one per participant."""
-        with self.transaction() as conn:
-            people = [p for p in queries.participants(conn)]
-            ids = [p.id for p in people]
-            frame = _episode_frame(queries.timeline(conn, ids))
-            labels_of: dict = {}
-            for row in queries.newest_labels(conn, ids):
-                labels_of.setdefault(row.participant_id, []).append(row.labels)
-            recordings = [r for r in queries.recordings(conn, ids)]
-        by_person = {pid: rows for pid, rows in frame.groupby("participant_id", sort=False)} if len(frame) else {}
-        result = []
-        for person in people:
-            labels = _labels(labels_of.get(person.id, []))
-            mine = by_person.get(person.id, frame.iloc[:0])
-            hours, runs = day_math.hours_table(mine, person.timezone, labels)
-            per_day: dict = {}
-            count = 0
-            for r in recordings:
-                if r.participant_id == person.id:
-                    count += 1
-                    for day in _local_days(r.start_epoch, r.end_epoch, person.timezone):
-                        key = pd.Timestamp(day).date()
-                        per_day[key] = per_day.get(key, 0) + 1
-            days = day_math.day_rows(hours, runs, labels, recordings_per_day=per_day, min_worn_hours=self.min_worn_hours)
-            result.append({"subject": person.subject, "timezone": person.timezone, "recordings": count,
-                           "labels": labels, "hours": hours, "days": days,
-                           "first_day": days[0]["date"] if days else None, "last_day": days[-1]["date"] if days else None})
-        return result, self._episodes_table(frame, {p.id: p for p in people})
-
     def activities(self) -> list[str]:
         """Every activity of the newest scorings of everyone, in the order first seen (collate's columns)."""
         with self.transaction() as conn:
-            people = [p.id for p in queries.participants(conn)]
-            return _labels([r.labels for r in queries.newest_labels(conn, people)])
+            return _labels([r.labels for r in queries.newest_labels(conn)])
 
-    def _episodes_table(self, frame: pd.DataFrame, people: dict) -> pd.DataFrame:
-        """The stored episodes of each recording's newest scoring, with local wall-clock times."""
-        columns = ["subject", "recording_id", "scoring_id", "label", "start_time", "end_time", "duration_s",
-                   "windows", "mean_confidence"]
-        if frame.empty:
-            return pd.DataFrame(columns=columns)
-        zones = frame["participant_id"].map({k: p.timezone for k, p in people.items()}).to_numpy()
-        start_time, end_time = np.empty(len(frame), object), np.empty(len(frame), object)
-        for zone in set(zones):
-            mine = zones == zone
-            start_time[mine] = _iso_many(frame["start"].to_numpy()[mine], zone)
-            end_time[mine] = _iso_many(frame["end"].to_numpy()[mine], zone)
+    def study_chunks(self, participants_per_chunk: int = 10):
+        """Everyone, a few participants at a time, from one snapshot of the store (collate): per chunk the study's
+        activities (`activities`), a list of {subject, timezone, recordings, labels, days (DayTable), hours (every
+        bin)}, and the chunk's episodes table."""
+        with self.transaction(snapshot=True) as conn:
+            people = queries.participants(conn)
+            recordings = queries.recording_counts(conn)
+            activities = _labels([r.labels for r in queries.newest_labels(conn)])
+            for at in range(0, len(people), participants_per_chunk):
+                chunk = people[at:at + participants_per_chunk]
+                ids = [p.id for p in chunk]
+                labels_of: dict = {}
+                for row in queries.newest_labels(conn, ids):
+                    labels_of.setdefault(row.participant_id, []).append(row.labels)
+                labels = {pid: _labels(lists) for pid, lists in labels_of.items()}
+                days = summaries.day_tables(conn, chunk)
+                hours = summaries.hour_tables(conn, chunk, labels, every_hour=True)
+                episodes = self._episodes_table(conn, chunk)
+                yield activities, [{"subject": p.subject, "timezone": p.timezone, "recordings": recordings.get(p.id, 0),
+                        "labels": labels.get(p.id, []), "days": days[p.id], "hours": hours[p.id]}
+                       for p in chunk], episodes
+
+    EPISODE_COLUMNS = ["subject", "recording_id", "scoring_id", "label", "start_time", "end_time", "duration_s",
+                       "windows", "mean_confidence"]
+
+    def _episodes_table(self, conn, people: list) -> pd.DataFrame:
+        """The stored episodes of each recording's newest scoring, with local wall-clock times; empty episodes
+        are left out."""
+        columns = queries.episode_columns(conn, [p.id for p in people])
+        people = {p.id: p for p in people}
+        start_s, end_s = columns["start_s"].astype(float), columns["end_s"].astype(float)
+        keep = end_s > start_s
+        participant = columns["participant_id"][keep]
+        start_epoch = columns["start_epoch"].astype(float)[keep]
+        start, end = start_epoch + start_s[keep], start_epoch + end_s[keep]
+        start_time, end_time = np.empty(len(start), object), np.empty(len(start), object)
+        for pid in np.unique(participant):
+            mine = participant == pid
+            # an episode mostly ends where the next begins: each instant is written once
+            instants, at = np.unique(np.r_[start[mine], end[mine]], return_inverse=True)
+            text = np.asarray(day_math.iso_times(instants, people[pid].timezone), object)[at]
+            start_time[mine], end_time[mine] = text[:mine.sum()], text[mine.sum():]
+        confidence = np.array([np.nan if c is None else c for c in columns["mean_confidence"]], float)[keep]
         return pd.DataFrame({
-            "subject": frame["participant_id"].map({k: p.subject for k, p in people.items()}),
-            "recording_id": frame["recording_id"], "scoring_id": frame["scoring_id"], "label": frame["label"],
-            "start_time": start_time, "end_time": end_time,
-            "duration_s": (frame["end_s"] - frame["start_s"]).round(3), "windows": frame["windows"],
-            "mean_confidence": frame["mean_confidence"]}, columns=columns).reset_index(drop=True)
+            "subject": pd.Series(participant).map({k: p.subject for k, p in people.items()}).to_numpy(object),
+            "recording_id": columns["recording_id"][keep],
+            "scoring_id": columns["scoring_id"][keep],
+            "label": columns["label"][keep], "start_time": start_time, "end_time": end_time,
+            "duration_s": np.round(end_s[keep] - start_s[keep], 3),
+            "windows": columns["windows"].astype(np.int64)[keep], "mean_confidence": confidence},
+            columns=self.EPISODE_COLUMNS)
 
     def audit_rows(self) -> list[dict]:
         with self.transaction() as conn:
@@ -442,33 +512,6 @@ def _labels(label_lists) -> list[str]:
     for labels in label_lists:
         seen.update(dict.fromkeys(labels))
     return list(seen)
-
-
-def _episode_frame(rows) -> pd.DataFrame:
-    """Episode rows -> start, end (epoch s), label, priority (earlier-starting recording first), recording."""
-    names = ["participant_id", "recording_id", "start_epoch", "label", "start_s", "end_s", "windows",
-             "mean_confidence", "scoring_id"]
-    columns = list(zip(*rows)) if rows else [[] for _ in names]  # rows: plain tuples (queries.driver_tuples)
-    # labels as a categorical: a handful of distinct strings over hundreds of thousands of rows
-    frame = pd.DataFrame({n: pd.Categorical(c) if n == "label" else np.asarray(c) for n, c in zip(names, columns)})
-    frame["start"] = frame["start_epoch"].astype(float) + frame["start_s"].astype(float)
-    frame["end"] = frame["start_epoch"].astype(float) + frame["end_s"].astype(float)
-    # rows come ordered by recording start, then id: priority is the recording's rank in that order
-    new_recording = np.r_[True, frame["recording_id"].to_numpy()[1:] != frame["recording_id"].to_numpy()[:-1]]
-    frame["priority"] = np.cumsum(new_recording) - 1 if len(frame) else np.zeros(0, np.int64)
-    return frame[frame["end"] > frame["start"]]
-
-
-def _iso_many(epochs, tz: str) -> list[str]:
-    """Epoch seconds -> local ISO times with milliseconds and the UTC offset, as _iso gives them, for many at once
-    (numpy formats the wall-clock times; the few distinct offsets are formatted once each)."""
-    if len(epochs) == 0:
-        return []
-    utc = pd.to_datetime(np.round(np.asarray(epochs, float) * 1e6).astype(np.int64), unit="us", utc=True)
-    wall = utc.tz_convert(tz).tz_localize(None).to_numpy()
-    offset_min = ((wall - utc.tz_localize(None).to_numpy()) // np.timedelta64(1, "m")).astype(np.int64)
-    text = {m: f"{'+' if m >= 0 else '-'}{abs(m) // 60:02d}:{abs(m) % 60:02d}" for m in np.unique(offset_min)}
-    return [t + text[m] for t, m in zip(np.datetime_as_string(wall, unit="ms"), offset_min)]
 
 
 def _iso(epoch: float, tz: str) -> str:

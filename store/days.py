@@ -1,18 +1,24 @@
-"""Days and hours from stored episodes, in a participant's local time zone: functions over arrays, no database.
+"""Days and hours in a participant's local time zone: functions over arrays, no database.
 
 Each episode is an interval [start, end) in seconds since 1970 UTC with one label. The covered time is
 cut at every episode bound and at every local hour boundary, so each piece lies in one local hour and
 has one label: minutes per day and hour are sums of exact lengths, never of rounded window counts.
 
 - A day is a local calendar date, from one local midnight to the next: 23 or 25 hours on the days the
-  clocks change. An hour bin is one hour of absolute time after local midnight; it is labelled with the
-  local hour its start shows (on a 25-hour day one local hour label occurs twice, on a 23-hour day one
-  is missing).
+  clocks change. An hour bin is one hour of absolute time after local midnight (`bin` counts them from
+  0 within the day); it is labelled with the local hour its start shows (on a 25-hour day one local hour
+  label occurs twice, on a 23-hour day one is missing).
 - Where recordings overlap, each second counts once: the recording that started first (then the lower
   id) gives the label, and the seconds covered more than once are reported as `overlap`.
 - Episodes per activity count runs of one label in the resolved timeline, on the day the run starts.
+
+The store runs this at ingest over the few days a recording touches (`hours_table(..., dates=...)`)
+and keeps the sums (store/summaries.py); reads format the kept sums with `day_dicts` and
+`hour_profile`.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -28,19 +34,42 @@ def local_midnights(dates: pd.DatetimeIndex, timezone: str) -> np.ndarray:
     return stamps.as_unit("us").asi8 / 1e6
 
 
-def hour_bins(first_date, last_date, timezone: str) -> pd.DataFrame:
+def iso_times(epochs, timezone: str, unit: str = "ms") -> list[str]:
+    """Epoch seconds -> local ISO times with the UTC offset (`unit`: "ms" or "s" precision), for many at once
+    (numpy formats the wall-clock times; the few distinct offsets are formatted once each)."""
+    if len(epochs) == 0:
+        return []
+    utc = pd.to_datetime(np.round(np.asarray(epochs, float) * 1e6).astype(np.int64), unit="us", utc=True)
+    wall = utc.tz_convert(timezone).tz_localize(None).to_numpy()
+    offset_min = ((wall - utc.tz_localize(None).to_numpy()) // np.timedelta64(1, "m")).astype(np.int64)
+    text = {m: f"{'+' if m >= 0 else '-'}{abs(m) // 60:02d}:{abs(m) % 60:02d}" for m in np.unique(offset_min)}
+    return [t + text[m] for t, m in zip(np.datetime_as_string(wall, unit=unit), offset_min)]
+
+
+def day_lengths(first_date, last_date, timezone: str) -> np.ndarray:
+    """Each date's length in seconds, first to last: 86,400, or an hour less or more when the clocks change."""
+    dates = pd.date_range(pd.Timestamp(first_date), pd.Timestamp(last_date) + pd.Timedelta(days=1), freq="D")
+    return np.diff(local_midnights(dates, timezone))
+
+
+def hour_bins(first_date, last_date, timezone: str, *, text: bool = True) -> pd.DataFrame:
     """One row per hour of absolute time from local midnight of `first_date` to the end of `last_date`:
-    start, end (epoch seconds), date, local hour, hour_start (local ISO time), day_hours (the date's length)."""
+    start, end (epoch seconds), date, bin (the hour's place in its day, from 0), local hour, hour_start
+    (local ISO time; left out without `text`), day_hours (the date's length)."""
     dates = pd.date_range(pd.Timestamp(first_date), pd.Timestamp(last_date) + pd.Timedelta(days=1), freq="D")
     midnights = local_midnights(dates, timezone)
     day_s = np.diff(midnights)
     per_day = np.ceil(day_s / 3600.0).astype(np.int64)
     day = np.repeat(np.arange(len(day_s)), per_day)
-    start = midnights[day] + 3600.0 * (np.arange(per_day.sum()) - np.repeat(np.cumsum(per_day) - per_day, per_day))
+    place = np.arange(per_day.sum()) - np.repeat(np.cumsum(per_day) - per_day, per_day)
+    start = midnights[day] + 3600.0 * place
     end = np.minimum(start + 3600.0, midnights[day + 1])
     local = pd.to_datetime(np.round(start * 1e6).astype(np.int64), unit="us", utc=True).tz_convert(timezone)
-    return pd.DataFrame({"start": start, "end": end, "date": np.asarray(dates[:-1].date)[day], "hour": local.hour,
-                         "hour_start": [t.isoformat() for t in local], "day_hours": (day_s / 3600.0)[day]})
+    return pd.DataFrame({"start": start, "end": end, "date": np.asarray(dates[:-1].date)[day], "bin": place,
+                         "hour": np.asarray(local.hour, np.int64),
+                         **({"hour_start": pd.Series(iso_times(start, timezone, unit="s"), dtype=object)}
+                            if text else {}),
+                         "day_hours": (day_s / 3600.0)[day]})
 
 
 def local_date(epoch: float, timezone: str):
@@ -72,27 +101,56 @@ def resolve(start: np.ndarray, end: np.ndarray, codes: np.ndarray, priority: np.
     return cuts[:-1][covered], cuts[1:][covered], owner[covered], coverage[covered]
 
 
-HOUR_COLUMNS = ["start", "end", "date", "hour", "hour_start", "day_hours", "recorded_s", "overlap_s"]
+def episode_frame(start_epoch, label, start_s, end_s, priority) -> pd.DataFrame:
+    """Stored episodes as the intervals `hours_table` takes: start, end (epoch s), label, priority (lower wins).
+    Empty episodes are left out."""
+    start_epoch = np.asarray(start_epoch, float)
+    frame = pd.DataFrame({"start": start_epoch + np.asarray(start_s, float),
+                          "end": start_epoch + np.asarray(end_s, float),
+                          "label": pd.Series(np.asarray(label, dtype=object), dtype=object),
+                          "priority": np.asarray(priority, np.int64)})
+    return frame[frame["end"] > frame["start"]]
 
 
-def hours_table(episodes: pd.DataFrame, timezone: str, labels: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(hours, runs): seconds per label in every local hour from the first to the last recorded day, and the
-    resolved timeline's runs (label, start, end, date of the start).
+HOUR_COLUMNS = ["start", "end", "date", "bin", "hour", "hour_start", "day_hours", "recorded_s", "overlap_s"]
 
-    `episodes`: start, end (epoch s), label, priority. Columns of `hours`: HOUR_COLUMNS, then one per label
-    (`labels`, the two states, then any label of an older model's set: still counted).
+
+def hours_table(episodes: pd.DataFrame, timezone: str, labels: list[str], dates: tuple | None = None, *,
+                hour_text: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(hours, runs): seconds per label in every local hour, and the resolved timeline's runs (label, start,
+    date of the start).
+
+    `episodes`: start, end (epoch s), label, priority. Columns of `hours`: HOUR_COLUMNS (hour_start only with
+    `hour_text`), then one per label (`labels`, the two states, then any other label the episodes give: still
+    counted).
+
+    Without `dates`, every local day from the first recorded to the last. With `dates` (first, last), only
+    those days: `episodes` must then hold every episode that covers an instant of them or ends at their
+    start (the run a day begins with may have begun the day before), and the sums are those the whole
+    history gives for these days, to the bit (tests/test_store_summaries.py). The store computes a
+    recording's days so at ingest.
+
+    Each piece of time keeps the row of the episode that owns it (`owner`): a further per-row value
+    summed like the seconds (issue 37's probabilities over windows) is gathered by that row.
     """
-    names = list(dict.fromkeys([*labels, *STATES, *pd.unique(np.asarray(episodes["label"], dtype=object))]))
-    if episodes.empty:
-        return (pd.DataFrame(columns=[*HOUR_COLUMNS, *names]), pd.DataFrame(columns=["label", "start", "end", "date"]))
+    given = np.asarray(episodes["label"], dtype=object)
+    names = list(dict.fromkeys([*labels, *STATES, *pd.unique(given)]))
+    if episodes.empty and dates is None:
+        return pd.DataFrame(columns=[*HOUR_COLUMNS, *names]), pd.DataFrame(columns=["label", "start", "date"])
     start, end = episodes["start"].to_numpy(float), episodes["end"].to_numpy(float)
-    codes = pd.Categorical(np.asarray(episodes["label"], dtype=object), categories=names).codes.astype(np.int64)
-    first = local_date(start.min(), timezone)
-    last = local_date(np.nextafter(end.max(), -np.inf), timezone)
-    bins = hour_bins(first, last, timezone)
-    bin_start = bins["start"].to_numpy()
-    p_start, p_end, p_code, p_coverage = resolve(start, end, codes, episodes["priority"].to_numpy(),
-                                                 np.append(bin_start, bins["end"].iloc[-1]))
+    codes = pd.Categorical(given, categories=names).codes.astype(np.int64)
+    if dates is None:
+        dates = local_date(start.min(), timezone), local_date(np.nextafter(end.max(), -np.inf), timezone)
+    bins = hour_bins(*dates, timezone, text=hour_text)
+    bin_start, window_end = bins["start"].to_numpy(), float(bins["end"].iloc[-1])
+    p_start, p_end, owner, p_coverage = resolve(start, end, np.arange(len(start)), episodes["priority"].to_numpy(),
+                                                np.append(bin_start, window_end))
+    p_code = codes[owner]
+    # A run starts where the label changes or a gap precedes the piece (pieces before the days count here).
+    new_run = np.ones(len(p_start), bool)
+    new_run[1:] = (p_code[1:] != p_code[:-1]) | (p_start[1:] != p_end[:-1])
+    inside = (p_start >= bin_start[0]) & (p_start < window_end)
+    p_start, p_end, p_code, p_coverage, new_run = (a[inside] for a in (p_start, p_end, p_code, p_coverage, new_run))
     length = p_end - p_start
     where = np.searchsorted(bin_start, p_start, side="right") - 1
     seconds = np.bincount(where * len(names) + p_code, weights=length,
@@ -101,80 +159,114 @@ def hours_table(episodes: pd.DataFrame, timezone: str, labels: list[str]) -> tup
                           "recorded_s": np.bincount(where, weights=length, minlength=len(bins)),
                           "overlap_s": np.bincount(where, weights=length * (p_coverage > 1), minlength=len(bins)),
                           **{name: seconds[:, k] for k, name in enumerate(names)}})
-    # A run starts where the label changes or a gap precedes the piece.
-    new_run = np.ones(len(p_start), bool)
-    new_run[1:] = (p_code[1:] != p_code[:-1]) | (p_start[1:] != p_end[:-1])
-    run_end = np.maximum.reduceat(p_end, np.flatnonzero(new_run)) if len(p_start) else p_end
     runs = pd.DataFrame({"label": pd.Categorical.from_codes(p_code[new_run], categories=names),
-                         "start": p_start[new_run], "end": run_end, "date": bins["date"].to_numpy()[where[new_run]]})
+                         "start": p_start[new_run], "date": bins["date"].to_numpy()[where[new_run]]})
     return hours, runs
+
+
+@dataclass
+class DayTable:
+    """A participant's days as arrays, one entry per local date in order: what GET /days formats. The seconds
+    and episode counts have one column per label (activities and the two states)."""
+    dates: np.ndarray  # datetime.date
+    day_hours: np.ndarray
+    recordings: np.ndarray  # recordings touching the day
+    recorded_s: np.ndarray
+    overlap_s: np.ndarray
+    seconds: pd.DataFrame
+    episodes: pd.DataFrame  # runs of the label that start on the day
+
+    @property
+    def worn_s(self) -> np.ndarray:
+        """Recorded time not in a non-wear episode: activity and uncertain time."""
+        return self.recorded_s - self.label_seconds(NOT_WORN)
+
+    def label_seconds(self, label: str) -> np.ndarray:
+        return self.seconds[label].to_numpy(float) if label in self.seconds else np.zeros(len(self.dates))
+
+
+def day_table(hours: pd.DataFrame, runs: pd.DataFrame, recordings_per_day: dict | None = None) -> DayTable:
+    """The days of `hours_table`'s bins: each column summed over each day's bins in time order (one column
+    at a time, so a day's sums do not depend on what else the table holds), runs counted on their day."""
+    names = [c for c in hours.columns if c not in HOUR_COLUMNS]
+    dates = hours["date"].to_numpy()
+    day_start = np.flatnonzero(np.r_[True, dates[1:] != dates[:-1]]) if len(hours) else np.zeros(0, np.int64)
+    values = hours[["recorded_s", "overlap_s", *names]].to_numpy(float)
+    sums = np.column_stack([np.add.reduceat(np.ascontiguousarray(values[:, k]), day_start) if len(hours)
+                            else np.zeros(0) for k in range(values.shape[1])]) if values.shape[1] else values
+    episodes = np.zeros((len(day_start), len(names)), np.int64)
+    if len(runs):
+        column_of = {name: k for k, name in enumerate(names)}
+        labels_run = pd.Categorical(runs["label"])
+        column = np.array([column_of[c] for c in labels_run.categories], np.int64)[labels_run.codes]
+        day = np.searchsorted(dates[day_start], runs["date"].to_numpy())  # run dates are bin dates: found exactly
+        np.add.at(episodes, (day, column), 1)
+    day_dates = dates[day_start]
+    return DayTable(dates=day_dates, day_hours=hours["day_hours"].to_numpy(float)[day_start],
+                    recordings=np.array([(recordings_per_day or {}).get(d, 0) for d in day_dates], np.int64),
+                    recorded_s=sums[:, 0], overlap_s=sums[:, 1], seconds=pd.DataFrame(sums[:, 2:], columns=names),
+                    episodes=pd.DataFrame(episodes, columns=names))
 
 
 def minutes(seconds: float) -> float:
     return round(float(seconds) / 60.0, 3)
 
 
-def label_columns(hours: pd.DataFrame, labels: list[str]) -> list[str]:
-    """The activity columns of `hours`: `labels`, then any other label (not a state) an older model gave."""
-    extra = [c for c in hours.columns if c not in {*HOUR_COLUMNS, *labels, *STATES}]
-    return [*labels, *extra]
+def activities_of(columns, labels: list[str]) -> list[str]:
+    """The activity columns: `labels`, then any other label (not a state) an older model gave."""
+    return [*labels, *[c for c in columns if c not in {*labels, *STATES, *HOUR_COLUMNS}]]
 
 
-def day_rows(hours: pd.DataFrame, runs: pd.DataFrame, labels: list[str], *, min_worn_hours: float,
-             recordings_per_day: dict | None = None) -> list[dict]:
+def day_dicts(days: DayTable, labels: list[str], *, min_worn_hours: float) -> list[dict]:
     """One dict per local date (the keys of GET /subjects/{subject}/days)."""
-    if hours.empty:
-        return []
-    activities = label_columns(hours, labels)
-    dates = hours["date"].to_numpy()
-    day_start = np.flatnonzero(np.r_[True, dates[1:] != dates[:-1]])  # the bins are in time order
-    columns = ["recorded_s", "overlap_s", NOT_WORN, UNCERTAIN, *activities]
-    sums = np.add.reduceat(hours[columns].to_numpy(float), day_start, axis=0)
+    activities = activities_of(days.seconds.columns, labels)
+    sums = np.column_stack([days.recorded_s, days.overlap_s, days.label_seconds(NOT_WORN),
+                            days.label_seconds(UNCERTAIN), *[days.label_seconds(a) for a in activities]])
     as_minutes = np.round(sums / 60.0, 3)
-    counts = np.zeros((len(day_start), len(activities)), np.int64)
-    if len(runs):
-        column_of = {a: k for k, a in enumerate(activities)}
-        labels_run = pd.Categorical(runs["label"])
-        column = np.array([column_of.get(c, -1) for c in labels_run.categories], np.int64)[labels_run.codes]
-        day = np.searchsorted(dates[day_start], runs["date"].to_numpy())  # run dates are bin dates: found exactly
-        mine = column >= 0  # the two states have no episode count
-        np.add.at(counts, (day[mine], column[mine]), 1)
-    day_hours = hours["day_hours"].to_numpy()[day_start]
-    worn_s = sums[:, 0] - sums[:, 2]
+    counts = np.column_stack([days.episodes[a].to_numpy() if a in days.episodes else np.zeros(len(days.dates), int)
+                              for a in activities]) if activities else np.zeros((len(days.dates), 0), int)
+    worn_s = days.worn_s
     result = []
-    for k, date in enumerate(dates[day_start]):
+    for k, date in enumerate(days.dates):
         row = as_minutes[k].tolist()
         result.append({
-            "date": date.isoformat(), "weekday": WEEKDAYS[date.weekday()], "day_hours": round(float(day_hours[k]), 3),
+            "date": date.isoformat(), "weekday": WEEKDAYS[date.weekday()],
+            "day_hours": round(float(days.day_hours[k]), 3),
             "recorded_minutes": row[0], "worn_minutes": minutes(worn_s[k]), "not_worn_minutes": row[2],
             "uncertain_minutes": row[3], "overlap_minutes": row[1],
             "minutes_per_activity": dict(zip(activities, row[4:])),
             "episodes_per_activity": dict(zip(activities, counts[k].tolist())),
-            "recordings": int((recordings_per_day or {}).get(date, 0)),
+            "recordings": int(days.recordings[k]),
             "valid": bool(worn_s[k] >= min_worn_hours * 3600.0)})
     return result
 
 
 def hour_profile(hours: pd.DataFrame, labels: list[str]) -> dict:
     """Mean minutes per local hour (0-23) for all days, weekdays and weekend days, over the days that recorded
-    anything in that hour (`days` per hour says how many); wear as worn, not-worn and uncertain minutes."""
-    activities = label_columns(hours, labels)
+    anything in that hour (`days` per hour says how many); wear as worn, not-worn and uncertain minutes.
+    `hours`: bins (in time order) with date, hour, recorded_s and one column per label; empty bins may be left out."""
+    activities = activities_of(hours.columns, labels)
     recorded = hours[hours["recorded_s"] > 0].copy()
+    for column in (NOT_WORN, UNCERTAIN, *activities):
+        if column not in recorded:
+            recorded[column] = 0.0
     recorded["worn"] = recorded["recorded_s"] - recorded[NOT_WORN]
-    recorded["weekend"] = [d.weekday() >= 5 for d in recorded["date"]]
+    # 1970-01-01 was a Thursday: days since then + 3, modulo 7, counts from Monday
+    recorded["weekend"] = (np.asarray(recorded["date"].to_numpy(), "datetime64[D]").astype(np.int64) + 3) % 7 >= 5
+    columns = ["recorded_s", "worn", NOT_WORN, UNCERTAIN, *activities]
     profiles = {}
     for group, rows in (("all", recorded), ("weekday", recorded[~recorded["weekend"]]),
                         ("weekend", recorded[recorded["weekend"]])):
-        per_day = rows.groupby(["date", "hour"])[["recorded_s", "worn", NOT_WORN, UNCERTAIN, *activities]].sum()
+        per_day = rows.groupby(["date", "hour"])[columns].sum()
         by_hour = per_day.groupby(level="hour")
-        mean, days = by_hour.mean(), by_hour.size()
+        mean = by_hour.mean().reindex(range(24), fill_value=0.0)  # an hour no day recorded: 0
+        days = by_hour.size().reindex(range(24), fill_value=0).to_numpy()
+        value = {column: mean[column].to_numpy() for column in columns}
         profiles[group] = [{
-            "hour": hour, "days": int(days.get(hour, 0)),
-            "recorded_minutes": minutes(mean["recorded_s"].get(hour, 0.0)),
-            "worn_minutes": minutes(mean["worn"].get(hour, 0.0)),
-            "not_worn_minutes": minutes(mean[NOT_WORN].get(hour, 0.0)),
-            "uncertain_minutes": minutes(mean[UNCERTAIN].get(hour, 0.0)),
-            "minutes_per_activity": {a: minutes(mean[a].get(hour, 0.0)) for a in activities}} for hour in range(24)]
+            "hour": hour, "days": int(days[hour]),
+            "recorded_minutes": minutes(value["recorded_s"][hour]), "worn_minutes": minutes(value["worn"][hour]),
+            "not_worn_minutes": minutes(value[NOT_WORN][hour]), "uncertain_minutes": minutes(value[UNCERTAIN][hour]),
+            "minutes_per_activity": {a: minutes(value[a][hour]) for a in activities}} for hour in range(24)]
     return profiles
 
 

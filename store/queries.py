@@ -9,10 +9,13 @@ import zlib
 from datetime import datetime, timezone
 
 import msgspec
-from sqlalchemy import Connection, delete, func, insert, select
+import numpy as np
+from sqlalchemy import Connection, and_, case, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from store.tables import Audit, Episode, Participant, Recording, Scoring
+from store.days import NOT_WORN
+from store.tables import (SUMMARY_TABLES, Audit, Episode, Participant, Recording, Scoring, SummaryDay,
+                          SummaryDayLabel, SummaryHour, SummaryHourLabel)
 
 EPISODE_KEYS = ("label", "start_s", "end_s", "windows", "mean_confidence")
 
@@ -52,26 +55,47 @@ def participant(conn: Connection, subject: str):
     return conn.execute(select(Participant).where(Participant.subject == subject)).first()
 
 
+def participant_by_id(conn: Connection, participant_id: int):
+    return conn.execute(select(Participant).where(Participant.id == participant_id)).first()
+
+
 def ensure_participant(conn: Connection, subject: str, tz: str):
     insert_ignoring_conflict(conn, Participant.__table__, {"subject": subject, "timezone": tz, "created_at": now()},
                              ["subject"])
     return participant(conn, subject)
 
 
-def ensure_recording(conn: Connection, participant_id: int, values: dict) -> int:
+def lock_participant(conn: Connection, participant_id: int) -> None:
+    """Writers of one participant take turns from here to their commit, so that each recomputes the days it
+    touches from what the one before committed (PostgreSQL: the row's lock; SQLite's writers already queue at
+    BEGIN IMMEDIATE, and SQLite ignores FOR UPDATE)."""
+    conn.execute(select(Participant.id).where(Participant.id == participant_id).with_for_update())
+
+
+def ensure_recording(conn: Connection, participant_id: int, values: dict) -> tuple[int, bool]:
+    """(recording id, whether this call inserted it)."""
     values = {**values, "participant_id": participant_id, "created_at": now()}
-    insert_ignoring_conflict(conn, Recording.__table__, values, ["participant_id", "content_hash"])
-    return conn.execute(select(Recording.id).where(Recording.participant_id == participant_id,
-                                                   Recording.content_hash == values["content_hash"])).scalar_one()
+    inserted = insert_ignoring_conflict(conn, Recording.__table__, values, ["participant_id", "content_hash"])
+    if inserted is not None:
+        return inserted, True
+    existing = conn.execute(select(Recording.id).where(Recording.participant_id == participant_id,
+                                                       Recording.content_hash == values["content_hash"])).scalar_one()
+    return existing, False
 
 
-def add_scoring(conn: Connection, recording_id: int, answer: dict) -> int | None:
-    """The scoring and its episodes; None (and nothing written) when this model already scored the recording."""
+def set_blob(conn: Connection, recording_id: int, blob_sha256: str) -> None:
+    conn.execute(update(Recording).where(Recording.id == recording_id).values(blob_sha256=blob_sha256))
+
+
+def add_scoring(conn: Connection, recording_id: int, answer: dict, covered: tuple[float, float] | None) -> int | None:
+    """The scoring and its episodes; None (and nothing written) when this model already scored the recording.
+    `covered`: the span the episodes cover, in seconds since 1970 UTC."""
     model = answer["model"]
     scoring_id = insert_ignoring_conflict(conn, Scoring.__table__, {
         "recording_id": recording_id, "model_name": model["name"], "model_version": str(model["version"]),
         "model_sha256": model["sha256"], "personal": bool(model.get("personal")),
-        "labels": list(answer["labels"]["activities"]), "scored_at": now(), "answer": pack(answer)},
+        "labels": list(answer["labels"]["activities"]), "scored_at": now(), "answer": pack(answer),
+        "covered_start": covered[0] if covered else None, "covered_end": covered[1] if covered else None},
         ["recording_id", "model_sha256"])
     if scoring_id is None:
         return None
@@ -91,16 +115,17 @@ def has_scoring(conn: Connection, content_hash: str, model_sha256: str) -> bool:
         Recording.content_hash == content_hash, Scoring.model_sha256 == model_sha256).limit(1)).first() is not None
 
 
-def newest_scoring_ids():
-    """recording_id -> its newest scoring (the largest id): what days and hours follow."""
-    return select(Scoring.recording_id, func.max(Scoring.id).label("scoring_id")).group_by(
-        Scoring.recording_id).subquery()
+def newest_scoring_id():
+    """The newest scoring (the largest id) of the recording of the enclosing query: what days and hours follow.
+    Correlated, so that it reads the index on scorings.recording_id for the recordings asked about only."""
+    return select(func.max(Scoring.id)).where(Scoring.recording_id == Recording.id).correlate(
+        Recording).scalar_subquery()
 
 
-def participant_version(conn: Connection, participant_id: int) -> tuple:
-    """Changes whenever a scoring of the participant is added or removed (the days cache's key)."""
-    return tuple(conn.execute(select(func.count(Scoring.id), func.max(Scoring.id)).join(
-        Recording, Scoring.recording_id == Recording.id).where(Recording.participant_id == participant_id)).one())
+def newest_scoring(conn: Connection, recording_id: int):
+    """(id, covered_start, covered_end) of the recording's newest scoring, None when it has none."""
+    return conn.execute(select(Scoring.id, Scoring.covered_start, Scoring.covered_end)
+                        .where(Scoring.recording_id == recording_id).order_by(Scoring.id.desc()).limit(1)).first()
 
 
 def driver_tuples(conn: Connection, statement) -> list[tuple]:
@@ -118,27 +143,155 @@ def driver_tuples(conn: Connection, statement) -> list[tuple]:
         cursor.close()
 
 
-def timeline(conn: Connection, participant_ids: list[int]) -> list[tuple]:
-    """Episodes of each recording's newest scoring: participant, recording, its start, label, start_s, end_s,
-    windows, mean confidence, scoring."""
-    newest = newest_scoring_ids()
-    return driver_tuples(conn, 
-        select(Recording.participant_id, Recording.id, Recording.start_epoch, Episode.label, Episode.start_s,
-               Episode.end_s, Episode.windows, Episode.mean_confidence, Episode.scoring_id)
-        .join(newest, newest.c.recording_id == Recording.id)
-        .join(Episode, Episode.scoring_id == newest.c.scoring_id)
+def columns(rows: list[tuple], names: list[str]) -> dict:
+    """driver_tuples' rows as one numpy array per column (objects where a column holds text or None)."""
+    result = {}
+    for k, name in enumerate(names):
+        values = [row[k] for row in rows]
+        kind = type(values[0]) if values else float
+        result[name] = np.asarray(values, dtype=None if kind in (int, float) and None not in values else object)
+    return result
+
+
+def newest_scorings(conn: Connection, participant_ids: list[int]) -> list[tuple]:
+    """scoring_id, recording_id, participant_id, start_epoch of each recording's newest scoring, in the order
+    that decides overlaps (participant, recording start, recording id)."""
+    return driver_tuples(conn,
+        select(newest_scoring_id(), Recording.id, Recording.participant_id, Recording.start_epoch)
+        .where(Recording.participant_id.in_(participant_ids))
+        .order_by(Recording.participant_id, Recording.start_epoch, Recording.id))
+
+
+def newest_episodes(conn: Connection, participant_ids: list[int]) -> list[tuple]:
+    """scoring_id, label, start_s, end_s, windows, mean_confidence of the episodes of each recording's newest
+    scoring, in newest_scorings' order, then by start (what a recording is, newest_scorings says once)."""
+    return driver_tuples(conn,
+        select(Episode.scoring_id, Episode.label, Episode.start_s, Episode.end_s, Episode.windows,
+               Episode.mean_confidence)
+        .join(Recording, Episode.scoring_id == newest_scoring_id())
         .where(Recording.participant_id.in_(participant_ids))
         .order_by(Recording.participant_id, Recording.start_epoch, Recording.id, Episode.start_s))
 
 
-def newest_labels(conn: Connection, participant_ids: list[int]) -> list:
-    """(participant_id, labels) of each recording's newest scoring, in recording order."""
-    newest = newest_scoring_ids()
-    return conn.execute(select(Recording.participant_id, Scoring.labels)
-                        .join(newest, newest.c.recording_id == Recording.id)
-                        .join(Scoring, Scoring.id == newest.c.scoring_id)
-                        .where(Recording.participant_id.in_(participant_ids))
-                        .order_by(Recording.participant_id, Recording.start_epoch, Recording.id)).all()
+def episode_columns(conn: Connection, participant_ids: list[int]) -> dict[str, np.ndarray]:
+    """newest_episodes as columns, each episode with its scoring's recording_id, participant_id, start_epoch."""
+    episodes = columns(newest_episodes(conn, participant_ids),
+                       ["scoring_id", "label", "start_s", "end_s", "windows", "mean_confidence"])
+    scorings = columns(newest_scorings(conn, participant_ids),
+                       ["scoring_id", "recording_id", "participant_id", "start_epoch"])
+    order = np.argsort(scorings["scoring_id"])
+    at = order[np.searchsorted(scorings["scoring_id"], episodes["scoring_id"], sorter=order)] if len(order) else \
+        np.zeros(0, np.int64)
+    return {**episodes, **{name: np.asarray(scorings[name])[at] for name in ("recording_id", "participant_id",
+                                                                              "start_epoch")}}
+
+
+def newest_labels(conn: Connection, participant_ids: list[int] | None = None) -> list:
+    """(participant_id, labels) of each recording's newest scoring (of everyone when no ids are given), in
+    participant and recording order."""
+    query = select(Recording.participant_id, Scoring.labels).join(Scoring, Scoring.id == newest_scoring_id())
+    if participant_ids is not None:
+        query = query.where(Recording.participant_id.in_(participant_ids))
+    return conn.execute(query.order_by(Recording.participant_id, Recording.start_epoch, Recording.id)).all()
+
+
+def recordings_reaching(conn: Connection, participant_id: int, start: float, end: float) -> list:
+    """The participant's recordings whose span or newest scoring's episodes reach [start, end] (either end
+    included: a recording that ends where the days begin may carry a run on into them), in the order that
+    decides overlaps (start, then id): id, start_epoch, end_epoch, scoring_id, covered_start, covered_end."""
+    newest = newest_scoring_id()
+    return conn.execute(
+        select(Recording.id, Recording.start_epoch, Recording.end_epoch, Scoring.id.label("scoring_id"),
+               Scoring.covered_start, Scoring.covered_end)
+        .join(Scoring, Scoring.id == newest)
+        .where(Recording.participant_id == participant_id,
+               or_(and_(Scoring.covered_start <= end, Scoring.covered_end >= start),
+                   and_(Recording.start_epoch <= end, Recording.end_epoch >= start)))
+        .order_by(Recording.start_epoch, Recording.id)).all()
+
+
+def episodes_of(conn: Connection, scoring_ids: list[int]) -> list[tuple]:
+    """scoring_id, label, start_s, end_s of the scorings' episodes."""
+    return driver_tuples(conn, select(Episode.scoring_id, Episode.label, Episode.start_s, Episode.end_s)
+                         .where(Episode.scoring_id.in_(scoring_ids)))
+
+
+def replace_summaries(conn: Connection, participant_id: int, first: str, last: str, rows: dict) -> None:
+    """The participant's summary rows of local dates first..last (YYYY-MM-DD) replaced by `rows` {table: [row]}."""
+    for table in SUMMARY_TABLES:
+        conn.execute(delete(table).where(table.participant_id == participant_id, table.date >= first,
+                                         table.date <= last))
+    for table, values in rows.items():
+        if values:
+            conn.execute(insert(table), values)
+
+
+def _summary_rows(conn: Connection, columns: list, table, participant_ids: list[int], first: str | None,
+                  last: str | None, order: list) -> list[tuple]:
+    query = select(*columns).where(table.participant_id.in_(participant_ids))
+    if first is not None:
+        query = query.where(table.date >= first)
+    if last is not None:
+        query = query.where(table.date <= last)
+    return driver_tuples(conn, query.order_by(table.participant_id, *order))
+
+
+def summary_days(conn: Connection, participant_ids: list[int], first: str | None = None, last: str | None = None):
+    """participant_id, date, recordings, recorded_seconds, overlap_seconds, in date order."""
+    t = SummaryDay
+    return _summary_rows(conn, [t.participant_id, t.date, t.recordings, t.recorded_seconds, t.overlap_seconds], t,
+                         participant_ids, first, last, [t.date])
+
+
+def summary_day_labels(conn: Connection, participant_ids: list[int], first: str | None = None,
+                       last: str | None = None):
+    """participant_id, date, label, seconds, episodes."""
+    t = SummaryDayLabel
+    return _summary_rows(conn, [t.participant_id, t.date, t.label, t.seconds, t.episodes], t, participant_ids,
+                         first, last, [t.date, t.label])
+
+
+def summary_hours(conn: Connection, participant_ids: list[int], first: str | None = None, last: str | None = None):
+    """participant_id, date, bin, hour, recorded_seconds, overlap_seconds, in time order."""
+    t = SummaryHour
+    return _summary_rows(conn, [t.participant_id, t.date, t.bin, t.hour, t.recorded_seconds, t.overlap_seconds], t,
+                         participant_ids, first, last, [t.date, t.bin])
+
+
+def summary_hour_labels(conn: Connection, participant_ids: list[int], first: str | None = None,
+                        last: str | None = None):
+    """participant_id, date, bin, label, seconds."""
+    t = SummaryHourLabel
+    return _summary_rows(conn, [t.participant_id, t.date, t.bin, t.label, t.seconds], t, participant_ids, first,
+                         last, [t.date, t.bin, t.label])
+
+
+def day_counts(conn: Connection, min_worn_seconds: float) -> list:
+    """Per participant with recorded time: first and last recorded date, dates with recorded time, and those of
+    them with at least `min_worn_seconds` worn (recorded less not worn: the subtraction GET /days makes)."""
+    not_worn = SummaryDayLabel
+    worn = SummaryDay.recorded_seconds - func.coalesce(not_worn.seconds, 0.0)
+    return conn.execute(
+        select(SummaryDay.participant_id, func.min(SummaryDay.date), func.max(SummaryDay.date), func.count(),
+               func.sum(case((worn >= min_worn_seconds, 1), else_=0)))
+        .outerjoin(not_worn, and_(not_worn.participant_id == SummaryDay.participant_id,
+                                  not_worn.date == SummaryDay.date, not_worn.label == NOT_WORN))
+        .where(SummaryDay.recorded_seconds > 0).group_by(SummaryDay.participant_id)).all()
+
+
+def participant_spans(conn: Connection) -> list:
+    """Per participant with recordings: id, time zone, the earliest recording start and latest end, the earliest
+    and latest instant any scoring's episodes cover (None without episodes)."""
+    return conn.execute(
+        select(Participant.id, Participant.timezone, func.min(Recording.start_epoch), func.max(Recording.end_epoch),
+               func.min(Scoring.covered_start), func.max(Scoring.covered_end))
+        .join(Recording, Recording.participant_id == Participant.id)
+        .join(Scoring, Scoring.recording_id == Recording.id)
+        .group_by(Participant.id, Participant.timezone)).all()
+
+
+def recording_counts(conn: Connection) -> dict[int, int]:
+    return dict(conn.execute(select(Recording.participant_id, func.count()).group_by(Recording.participant_id)).all())
 
 
 def participants(conn: Connection) -> list:
@@ -178,9 +331,12 @@ def blob_references(conn: Connection, shas: list[str], *, other_than: int | None
 
 
 def erase_participant(conn: Connection, participant_id: int) -> dict:
-    """Delete the participant's episodes, scorings, recordings and the participant; the counts of each."""
+    """Delete the participant's summaries, episodes, scorings, recordings and the participant; the counts of
+    each but the summaries (derived rows)."""
     recording_ids = select(Recording.id).where(Recording.participant_id == participant_id)
     scoring_ids = select(Scoring.id).where(Scoring.recording_id.in_(recording_ids))
+    for table in SUMMARY_TABLES:
+        conn.execute(delete(table).where(table.participant_id == participant_id))
     counts = {}
     counts["episodes"] = conn.execute(delete(Episode).where(Episode.scoring_id.in_(scoring_ids))).rowcount
     counts["scorings"] = conn.execute(delete(Scoring).where(Scoring.recording_id.in_(recording_ids))).rowcount

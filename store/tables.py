@@ -6,6 +6,12 @@ with one label, [start_s, end_s) in seconds after the recording's start, exactly
 gives them. Episodes, not per-window rows or per-minute shares: episode bounds are the windows'
 own (non-overlapping) spans, so splitting them at any midnight or hour is exact, and an hour of
 recording is tens of rows instead of 1,800 (docs/study.md).
+
+Days and hours are read from summary rows, kept up to date at ingest (store/summaries.py): per
+participant and local date, and per participant, local date and hour bin, the seconds of each label of
+the timeline that results once overlapping recordings are resolved (each second once). Rows are keyed
+(participant, date[, bin], label) with value columns, so that further sums over the same seconds (an
+estimate's probability sums) become further columns. A date or hour with nothing recorded has no row.
 """
 from __future__ import annotations
 
@@ -57,6 +63,9 @@ class Scoring(Base):
     labels: Mapped[list] = mapped_column(JSON)  # the model's activities (minutes_per_activity's keys)
     scored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     answer: Mapped[bytes] = mapped_column(LargeBinary)  # the whole answer, zlib-compressed JSON
+    # the span its episodes cover, seconds since 1970 UTC (None without episodes): which recordings reach a day
+    covered_start: Mapped[float | None] = mapped_column(Float)
+    covered_end: Mapped[float | None] = mapped_column(Float)
 
 
 class Episode(Base):
@@ -79,3 +88,60 @@ class Audit(Base):
     subject_hash: Mapped[str | None] = mapped_column(String(64))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     counts: Mapped[dict] = mapped_column(JSON)
+
+
+# The summaries. SQLite keeps them WITHOUT ROWID: the rows are stored in key order, so a participant's days
+# are one contiguous range and no second index doubles their size.
+SUMMARY_TABLE_ARGS = {"sqlite_with_rowid": False}
+
+
+def participant_key():
+    return mapped_column(ForeignKey("participants.id", ondelete="CASCADE"), primary_key=True)
+
+
+class SummaryDay(Base):
+    """A participant's local date that something touches."""
+    __tablename__ = "summary_days"
+    __table_args__ = SUMMARY_TABLE_ARGS
+    participant_id: Mapped[int] = participant_key()
+    date: Mapped[str] = mapped_column(String(10), primary_key=True)  # local calendar date, YYYY-MM-DD
+    recordings: Mapped[int] = mapped_column(Integer)  # recordings touching the date
+    recorded_seconds: Mapped[float] = mapped_column(Float)  # covered by a recording, overlaps once
+    overlap_seconds: Mapped[float] = mapped_column(Float)  # covered by more than one recording
+
+
+class SummaryDayLabel(Base):
+    """One label's time on a participant's local date (the sum of the date's SummaryHourLabel rows)."""
+    __tablename__ = "summary_day_labels"
+    __table_args__ = SUMMARY_TABLE_ARGS
+    participant_id: Mapped[int] = participant_key()
+    date: Mapped[str] = mapped_column(String(10), primary_key=True)
+    label: Mapped[str] = mapped_column(String(64), primary_key=True)  # an activity, `uncertain` or `not_worn`
+    seconds: Mapped[float] = mapped_column(Float)
+    episodes: Mapped[int] = mapped_column(Integer)  # runs of the label that start on the date
+
+
+class SummaryHour(Base):
+    """One hour bin of a participant's local date: an hour of absolute time after local midnight."""
+    __tablename__ = "summary_hours"
+    __table_args__ = SUMMARY_TABLE_ARGS
+    participant_id: Mapped[int] = participant_key()
+    date: Mapped[str] = mapped_column(String(10), primary_key=True)
+    bin: Mapped[int] = mapped_column(Integer, primary_key=True)  # 0.. within the date (24 on a 25-hour day)
+    hour: Mapped[int] = mapped_column(Integer)  # the local hour the bin starts at
+    recorded_seconds: Mapped[float] = mapped_column(Float)
+    overlap_seconds: Mapped[float] = mapped_column(Float)
+
+
+class SummaryHourLabel(Base):
+    """One label's time in one hour bin of a participant's local date."""
+    __tablename__ = "summary_hour_labels"
+    __table_args__ = SUMMARY_TABLE_ARGS
+    participant_id: Mapped[int] = participant_key()
+    date: Mapped[str] = mapped_column(String(10), primary_key=True)
+    bin: Mapped[int] = mapped_column(Integer, primary_key=True)
+    label: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seconds: Mapped[float] = mapped_column(Float)
+
+
+SUMMARY_TABLES = (SummaryDay, SummaryDayLabel, SummaryHour, SummaryHourLabel)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from store_db import postgres_server, store, store_url  # noqa: F401  (fixtures)
 from store_helpers import ACTIVITIES, answer, fused
@@ -15,17 +16,18 @@ from test_store import ROOT_DIR
 DICTIONARY = ROOT_DIR / "docs" / "data-dictionary.md"
 
 
-def documented_columns(activities: list[str]) -> dict[str, list[str]]:
-    """Each table's columns as the dictionary lists them, `<activity>` expanded."""
+def documented_columns(activities: list[str]) -> dict[str, dict[str, str]]:
+    """Each table's columns as the dictionary lists them, `<activity>` expanded, with their types."""
     tables, current = {}, None
     for line in DICTIONARY.read_text().splitlines():
         heading = re.match(r"^## (\w+)$", line)
         if heading:
-            current = tables.setdefault(heading.group(1), [])
-        cell = re.match(r"^\| `([^`]+)` \|", line)
+            current = tables.setdefault(heading.group(1), {})
+        cell = re.match(r"^\| `([^`]+)` \| (\w+) \|", line)
         if cell and current is not None:
-            name = cell.group(1)
-            current.extend([name.replace("<activity>", a) for a in activities] if "<activity>" in name else [name])
+            name, kind = cell.groups()
+            current.update({name.replace("<activity>", a): kind for a in activities} if "<activity>" in name
+                           else {name: kind})
     return tables
 
 
@@ -43,9 +45,11 @@ def test_collate_writes_the_tables_the_data_dictionary_describes(store, store_ur
     assert json.loads(done.stdout)["rows"] == {"participants": 2, "days": 5, "hours": 24 * 5, "episodes": 5}
     documented = documented_columns(ACTIVITIES)
     assert sorted(documented) == ["days", "episodes", "hours", "participants"]
+    as_arrow = {"text": "string", "date": "string", "integer": "int64", "number": "double", "boolean": "bool"}
     for table, columns in documented.items():
-        assert list(pd.read_csv(out / f"{table}.csv").columns) == columns, table
-        assert list(pd.read_parquet(out / f"{table}.parquet").columns) == columns, table
+        assert list(pd.read_csv(out / f"{table}.csv").columns) == list(columns), table
+        schema = pq.read_schema(out / f"{table}.parquet")
+        assert {f.name: str(f.type) for f in schema} == {c: as_arrow[kind] for c, kind in columns.items()}, table
     days = pd.read_parquet(out / "days.parquet")
     p1 = days[days["subject"] == "p1"].set_index("date")
     assert list(p1.index) == ["2025-06-07", "2025-06-08", "2025-06-09", "2025-06-10"]  # the 8th: nothing recorded
@@ -58,3 +62,16 @@ def test_collate_writes_the_tables_the_data_dictionary_describes(store, store_ur
     assert pd.isna(people.loc["p1", "sitting_min_weekday_mean"])  # no valid weekday
     hours = pd.read_csv(out / "hours.csv")
     assert hours.groupby("subject")["typing_min"].sum().to_dict() == {"p1": 60.0, "p2": 60.0}
+    episodes = pd.read_parquet(out / "episodes.parquet")
+    assert list(episodes["start_time"][episodes["subject"] == "p2"]) == ["2025-06-09T08:00:00.000+00:00"]
+
+
+def test_collate_of_an_empty_store_writes_the_tables_with_their_columns(store, store_url, tmp_path):
+    out = tmp_path / "tables"
+    done = subprocess.run([sys.executable, "-m", "serve.collate", "--store", store_url, "--out", str(out)],
+                          cwd=ROOT_DIR, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["rows"] == {"participants": 0, "days": 0, "hours": 0, "episodes": 0}
+    for table, columns in documented_columns([]).items():
+        assert list(pd.read_csv(out / f"{table}.csv").columns) == list(columns), table
+        assert pq.read_table(out / f"{table}.parquet").num_rows == 0

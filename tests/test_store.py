@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from store import NotFound, Store, queries, subject_hash
-from store.tables import Audit, Episode, Participant, Recording, Scoring
+from store.tables import SUMMARY_TABLES, Audit, Episode, Participant, Recording, Scoring
 from store_db import postgres_server, store, store_url  # noqa: F401  (fixtures)
 from store_helpers import ACTIVITIES, MODEL, answer, fused
 from har.audit import local_actor
@@ -35,7 +35,7 @@ def day(days, date):
 def table_counts(store) -> dict:
     with store.transaction() as conn:
         return {t.__tablename__: conn.execute(select(func.count()).select_from(t)).scalar()
-                for t in (Participant, Recording, Scoring, Episode, Audit)}
+                for t in (Participant, Recording, Scoring, Episode, Audit, *SUMMARY_TABLES)}
 
 
 def test_a_recording_crossing_midnight_is_split_between_its_two_days(store):
@@ -140,43 +140,59 @@ def test_sixteen_concurrent_identical_uploads_store_one_recording(store):
     assert not errors and len(results) == 16
     assert sorted(created for _, created in results) == [False] * 15 + [True]
     assert len({rec["id"] for rec, _ in results}) == 1
-    assert {k: v for k, v in table_counts(store).items()} == {"participants": 1, "recordings": 1, "scorings": 1,
-                                                              "episodes": 2, "audit": 0}
+    # one day, one hour, two labels in the summaries
+    assert table_counts(store) == {"participants": 1, "recordings": 1, "scorings": 1, "episodes": 2, "audit": 0,
+                                   "summary_days": 1, "summary_day_labels": 2, "summary_hours": 1,
+                                   "summary_hour_labels": 2}
 
 
 KILLED_INGEST = """
 import os, sys, time
 sys.path.insert(0, "tests")
+import store
 from store import Store, queries
 from store_helpers import answer, fused
-original = queries.add_scoring
-def add_scoring_then_hang(conn, recording_id, answer_):
-    scoring = original(conn, recording_id, answer_)
-    print("inside the transaction", flush=True)
-    time.sleep(60)
-queries.add_scoring = add_scoring_then_hang
-store = Store.open(sys.argv[1], blob_root=sys.argv[2])
-store.ingest("p1", content_hash="c", fused=fused(60), timezone="UTC",
-             answer=answer("2025-06-10T10:00:00", [("sitting", 0, 600)]))
+
+
+def hang(said):
+    def hanging(*args):
+        print(said, flush=True)
+        time.sleep(60)
+    return hanging
+
+
+if sys.argv[3] == "blob written":  # the blob renamed into place, every row written, the commit still to come
+    queries.set_blob = hang("blob written")
+else:  # the blob's bytes in a temporary file, not yet renamed into place; the transaction waits for it
+    store.os = type("os", (), {**vars(os), "replace": hang("blob half written")})
+opened = Store.open(sys.argv[1], blob_root=sys.argv[2])
+opened.ingest("p1", content_hash="c", fused=fused(60), timezone="UTC",
+              answer=answer("2025-06-10T10:00:00", [("sitting", 0, 600)]))
 """
 
 
-def test_an_ingest_killed_mid_transaction_leaves_no_recording(store, store_url, tmp_path):
-    process = subprocess.Popen([sys.executable, "-c", textwrap.dedent(KILLED_INGEST), store_url, str(tmp_path / "blobs")],
+@pytest.mark.parametrize("moment", ["blob written", "blob half written"])
+def test_an_ingest_killed_between_blob_and_row_leaves_nothing_half_stored(store, store_url, tmp_path, moment):
+    blobs = tmp_path / "blobs"
+    process = subprocess.Popen([sys.executable, "-c", textwrap.dedent(KILLED_INGEST), store_url, str(blobs), moment],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline()
-        assert line.strip() == "inside the transaction", process.stderr.read()
+        assert line.strip() == moment, process.stderr.read()
     finally:
         process.kill()
         process.wait(timeout=10)
-    assert table_counts(store) == {"participants": 0, "recordings": 0, "scorings": 0, "episodes": 0, "audit": 0}
-    # its blob was written before the transaction; nothing refers to it, and gc takes it
-    assert len(list((tmp_path / "blobs").glob("*.parquet"))) == 1
+    # no row (no participant, no summary); the blob, whole or half, is a file nothing refers to, and gc takes it
+    assert table_counts(store) == {"participants": 0, "recordings": 0, "scorings": 0, "episodes": 0, "audit": 0,
+                                   "summary_days": 0, "summary_day_labels": 0, "summary_hours": 0,
+                                   "summary_hour_labels": 0}
+    left = [p.name for p in blobs.iterdir()]
+    assert len(left) == 1 and left[0].endswith(".parquet") and left[0].startswith(".tmp-") == (moment != "blob written")
     assert store.collect_garbage(min_age_s=0) == {"blobs": 1}
-    assert not list((tmp_path / "blobs").glob("*.parquet"))
+    assert not list(blobs.iterdir())
     rec, created = ingest(store, "p1", "2025-06-10T10:00:00", [("sitting", 0, 600)])  # the retry goes through
     assert created and store.days("p1")[0]["recorded_minutes"] == 10.0
+    assert store.fused(rec["id"]).equals(fused(60))
 
 
 def test_a_new_scoring_keeps_the_old_one_and_days_follow_it(store):
@@ -247,3 +263,18 @@ def test_unknown_time_zones_and_start_times_are_refused_with_the_reason(store):
     ingest(store, "p1", "2025-06-10T10:00:00", [("sitting", 0, 60)])
     with pytest.raises(StoreError, match="stored with time zone 'Europe/Berlin'"):
         ingest(store, "p1", "2025-06-11T10:00:00", [("sitting", 0, 60)], content="d", tz="UTC")
+
+
+def test_episodes_that_days_cannot_be_computed_from_are_refused_with_the_reason(store):
+    from store import StoreError
+
+    with pytest.raises(StoreError, match=r"episode 1 has label 'dancing'; expected one of the model's activities"):
+        ingest(store, "p1", "2025-06-10T10:00:00", [("sitting", 0, 60), ("dancing", 60, 120)])
+    with pytest.raises(StoreError, match=r"episode 1 spans \[50.0, 120.0\) s; expected .* starting where the one "
+                                         r"before ended or later"):
+        ingest(store, "p1", "2025-06-10T10:00:00", [("sitting", 0, 60), ("typing", 50, 120)])
+    rec, _ = ingest(store, "p1", "2025-06-10T10:00:00", [("sitting", 0, 60)])
+    with pytest.raises(StoreError, match=r"episode 0 spans \[60.0, 0.0\) s"):
+        store.add_scoring(rec["id"], answer("2025-06-10T10:00:00", [("sitting", 60, 0)],
+                                            model={**MODEL, "sha256": "f" * 64}))
+    assert table_counts(store)["scorings"] == 1 and store.days("p1")[0]["recorded_minutes"] == 1.0

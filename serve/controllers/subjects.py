@@ -41,9 +41,9 @@ def ok(description: str, schema: Schema = OBJECT, *, csv: bool = False) -> dict:
 
 
 def days_csv(study, subject: str, date_from, date_to) -> str:
-    from store.collate import days_frame
+    from store.collate import days_csv  # imported on first use: the service starts without the store's packages
 
-    return days_frame(subject, study.days(subject, date_from, date_to), study.activities()).to_csv(index=False)
+    return days_csv(study, subject, date_from, date_to)
 
 
 class SubjectsController(Controller):
