@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from ops_helpers import need_binary, unused_port
-from serve_helpers import ROOT, start_server, stop_server
+from serve_helpers import ROOT, TOKEN, start_server, stop_server
 
 HAPROXY_CFG = ROOT / "ops" / "haproxy" / "haproxy.cfg"
 
@@ -86,8 +86,8 @@ class Balancer:
 class Replica:
     """One `python -m serve` with `args`; restarted on the port it first got."""
 
-    def __init__(self, name: str, folder: Path, model: Path, args: list[str]):
-        self.name, self.folder, self.model, self.args = name, folder, model, args
+    def __init__(self, name: str, folder: Path, model: Path, args: list[str], token: str = TOKEN):
+        self.name, self.folder, self.model, self.args, self.token = name, folder, model, args, token
         self.port: int | None = None
         self.starts = 0
         self.process = None
@@ -103,7 +103,7 @@ class Replica:
 
     def start(self) -> None:
         self.starts += 1
-        self.process, url = start_server(self.model, self.log, *self.args, port=self.port)
+        self.process, url = start_server(self.model, self.log, *self.args, token=self.token, port=self.port)
         self.port = int(url.rsplit(":", 1)[1])
 
     def kill(self) -> None:
