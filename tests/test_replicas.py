@@ -49,7 +49,7 @@ def test_compose_and_kubernetes_run_replicas_that_share_the_store_and_leave_rota
     assert serve["deploy"]["replicas"] >= 2 and "--replicated" in serve["command"]
     assert serve["command"][serve["command"].index("--store") + 1].startswith("postgresql+psycopg://")
     config = HAPROXY_CFG.read_text()
-    assert f"./ops/haproxy/haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro" in balancer["volumes"]
+    assert "./ops/haproxy/haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro" in balancer["volumes"]
     assert "uri /health/ready" in config and "inter 1s fall 2" in config  # down 2 s after readiness fails
     drain_s = float(serve["command"][serve["command"].index("--drain-s") + 1])
     assert drain_s > 2 and int(serve["stop_grace_period"].removesuffix("s")) >= drain_s + 30
