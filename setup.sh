@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # Debian packages the tests drive for real: Chromium for the page (Playwright's own browser download
-# cannot be fetched here), Prometheus, Alertmanager and kubectl for the operations tests, PostgreSQL for the study store's. Installed when
+# cannot be fetched here), Prometheus, Alertmanager and kubectl for the operations tests, PostgreSQL for the study store's,
+# HAProxy and curl in front of and against the service's replicas. Installed when
 # missing and when this may (root with apt-get, as in CI); elsewhere those tests skip naming the
 # package, and in CI (env CI set) they fail.
 missing=()
@@ -16,6 +17,8 @@ command -v promtool >/dev/null || missing+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
 command -v kubectl >/dev/null || missing+=(kubernetes-client)
 compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || missing+=(postgresql)  # the study store's tests
+command -v haproxy >/dev/null || missing+=(haproxy)  # the replicas' load balancer (tests/test_replicas.py)
+command -v curl >/dev/null || missing+=(curl)  # one of the real clients of tests/test_refusals.py
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq

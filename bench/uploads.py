@@ -43,20 +43,7 @@ from har.garmin import find_garmin_pairs  # noqa: E402
 from serve.admission import MiB  # noqa: E402
 from serve.client import HarClient, ServiceError  # noqa: E402
 from serve.config import Settings  # noqa: E402
-from tests.serve_helpers import TOKEN, start_server, stop_server, write_tiny_model  # noqa: E402
-
-
-def status_mib(pid: int, field: str) -> float:
-    """VmRSS (resident now) or VmHWM (peak resident since the process started) of a process, in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise KeyError(field)
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+from tests.serve_helpers import TOKEN, cpu_seconds, start_server, status_mib, stop_server, write_tiny_model  # noqa: E402
 
 
 def upload(client: HarClient, acc: Path, gyr: Path) -> str:

@@ -9,8 +9,18 @@ Each upload is charged its Content-Length times that factor (the route's body li
 sent no length). Work that fits in `memory_budget_mb` runs; work that does not waits, first come first
 served, in a queue of at most `max_waiting` uploads for at most `wait_timeout_s`. A full queue or a wait
 that times out is answered 503 with Retry-After, and an upload that could not fit in the whole budget
-413; all of them before a byte of the body is read (the client's bytes stay in the socket, nothing is
-parsed). A waiting upload holds a connection and nothing else.
+413; all of them decided before a byte of the body is read or parsed. A waiting upload holds a
+connection and nothing else.
+
+Every refusal is an answer the client reads, never a reset connection. An ordinary client (urllib,
+requests, curl, a browser) writes its whole body before it reads; a server that answers and then closes
+with body bytes unread makes the kernel reset the connection, and the client sees ECONNRESET instead of
+the 503. On a kept-alive connection uvicorn discards the rest of the body and keeps the connection; on one
+that closes after the answer (urllib always asks for that) `read_body_before_answer`, the server's
+outermost ASGI layer (serve/__main__.py), reads the body to its end and throws it away before the answer
+goes out, chunk by chunk (uvicorn's 64 KiB read buffer, outside the memory budget). A client that sent
+`Expect: 100-continue` on a kept-alive connection is answered without being told to continue, and sends
+no body at all.
 
 A route takes part with one line, `**ADMITTED` in its decorator:
 
@@ -179,8 +189,6 @@ async def admit_upload(request: Request) -> Response | None:
         held.update(budget=budget, cost=cost)
         return None
     headers = {"Retry-After": str(refusal.retry_after_s)} if refusal.retry_after_s is not None else {}
-    # No Connection: close: uvicorn keeps the connection and discards the unread body, so the client still
-    # sending it reads this answer rather than a reset.
     return Response({"status_code": refusal.status_code, "detail": refusal.message}, status_code=refusal.status_code,
                     media_type=MediaType.JSON, headers=headers)
 
@@ -208,3 +216,54 @@ RESPONSES = {  # the admitted routes' refusals, for their OpenAPI operation
                            headers={"Retry-After": RETRY_AFTER},
                            content=json_content(ERROR)),
 }
+
+
+DRAIN_LIMIT_S = 30.0  # at most this long reading a body nobody needs (nginx's lingering_time): then answer anyway
+
+
+def _header(scope, name: bytes) -> bytes:
+    return b",".join(value for key, value in scope["headers"] if key == name).lower()
+
+
+def closes_after_answer(scope) -> bool:
+    """Whether the server closes the connection once it has answered: the client asked it to (urllib always
+    sends `Connection: close`) or speaks HTTP/1.0."""
+    return scope.get("http_version") == "1.0" or b"close" in _header(scope, b"connection")
+
+
+def read_body_before_answer(app):
+    """ASGI middleware: on a connection that closes after the answer, an answer that comes before the request
+    body was read goes out once the body has been read to its end (and discarded).
+
+    Closing a connection with bytes the client sent still unread makes the kernel answer with a TCP reset,
+    which the client reports (ECONNRESET) in place of the answer; urllib, and curl or a browser told to
+    close, write their whole body before they read. On a kept-alive connection uvicorn reads and discards
+    the rest of the body itself and keeps the connection, so there the answer goes out at once: a client
+    that reads early answers (curl, browsers) stops sending, and one that sent `Expect: 100-continue` is
+    never told to continue and sends no body at all."""
+
+    async def middleware(scope, receive, send):
+        if scope["type"] != "http" or not closes_after_answer(scope):
+            await app(scope, receive, send)
+            return
+        body_ended = False
+
+        async def tracked_receive():
+            nonlocal body_ended
+            message = await receive()
+            body_ended = message["type"] == "http.disconnect" or not message.get("more_body", False)
+            return message
+
+        async def send_after_body(message):
+            if message["type"] == "http.response.start" and not body_ended:
+                try:
+                    async with asyncio.timeout(DRAIN_LIMIT_S):
+                        while not body_ended:
+                            await tracked_receive()
+                except TimeoutError:
+                    pass  # a client this slow is answered anyway (and may see its connection reset)
+            await send(message)
+
+        await app(scope, tracked_receive, send_after_body)
+
+    return middleware

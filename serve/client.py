@@ -6,11 +6,15 @@
         result = client.predict(windows)            # float32 [n, 200, 6], sent as raw float32
         result.labels, result.probabilities         # list of n labels, float32 [n, classes]
         timeline = client.recording("acc.xlsx", "gyr.xlsx")   # the /recordings answer (timeline, episodes)
+        stored, created = client.ingest("p01", "acc.xlsx", "gyr.xlsx")   # scored and kept in the study store
 
 A 503 (the service's upload budget is taken, or it is not ready yet) is retried up to `retries` times,
 after the server's Retry-After, doubled for each refusal before, plus up to as much again at random
-(so a burst of refused clients does not come back all at once). Every other answer is returned or
-raised at once.
+(so a burst of refused clients does not come back all at once). So are a 502 or 504 from a load
+balancer and a connection dropped without an answer (a replica killed mid-request), from 1 s: every
+request this client sends may be sent twice (scoring has no side effect; an ingest is stored once by
+its content, and a second one answers 200 with the stored recording). Every other answer is
+returned or raised at once.
 
 The request encoders (`predict_request`, `v2_request`) and `parse_v2_response` are plain functions
 over arrays and bytes, so a benchmark or another HTTP stack can reuse them without this class.
@@ -123,6 +127,10 @@ def _with_request_id(request: httpx.Request) -> None:
     request.headers.setdefault(REQUEST_ID_HEADER, uuid.uuid4().hex)
 
 
+RETRIED = (502, 503, 504)  # busy, or a load balancer whose replica failed or timed out: worth another try
+DROPPED = (httpx.NetworkError, httpx.RemoteProtocolError)  # the connection went without an answer (not a timeout)
+
+
 class HarClient:
     def __init__(self, url: str, token: str | None = None, *, timeout: float = 120.0, model: str = "har",
                  retries: int = 5, max_retry_wait_s: float = 60.0):
@@ -132,6 +140,7 @@ class HarClient:
         self.model = model
         self.retries, self.max_retry_wait_s = retries, max_retry_wait_s
         self.answered: Counter[int] = Counter()  # HTTP status of every attempt, retried ones included
+        self.dropped: Counter[str] = Counter()  # attempts whose connection went without an answer, by error
         self._classes: list[str] | None = None
 
     def __enter__(self) -> "HarClient":
@@ -143,8 +152,8 @@ class HarClient:
     def close(self) -> None:
         self.http.close()
 
-    def _checked(self, response: httpx.Response) -> httpx.Response:
-        if response.status_code != 200:
+    def _checked(self, response: httpx.Response, ok: tuple[int, ...] = (200,)) -> httpx.Response:
+        if response.status_code not in ok:
             try:
                 body = response.json()
                 message = body.get("detail") or body.get("error") or response.text
@@ -155,12 +164,19 @@ class HarClient:
         return response
 
     def _retrying(self, send) -> httpx.Response:
-        """`send()` (a fresh request each time: an upload's files are reopened) until it is not a 503, at most
-        1 + `retries` times."""
+        """`send()` (a fresh request each time: an upload's files are reopened) until it is answered with anything
+        but RETRIED, at most 1 + `retries` times; a dropped connection's error is raised after the last."""
         for attempt in range(self.retries + 1):
-            response = send()
+            try:
+                response = send()
+            except DROPPED as error:
+                self.dropped[type(error).__name__] += 1
+                if attempt == self.retries:
+                    raise
+                time.sleep(retry_delay(None, attempt, max_s=self.max_retry_wait_s))
+                continue
             self.answered[response.status_code] += 1
-            if response.status_code != 503 or attempt == self.retries:
+            if response.status_code not in RETRIED or attempt == self.retries:
                 return response
             time.sleep(retry_delay(response.headers.get("retry-after"), attempt, max_s=self.max_retry_wait_s))
         raise AssertionError("unreachable")
@@ -188,11 +204,24 @@ class HarClient:
         outputs = parse_v2_response(response.headers, response.content)
         return Predictions(outputs["label"], outputs["probabilities"], self.classes)
 
-    def recording(self, accelerometer: str | Path, gyroscope: str | Path) -> dict:
-        """POST /recordings: the activity timeline of a Garmin accelerometer + gyroscope workbook pair."""
+    def _post_pair(self, path: str, accelerometer: str | Path, gyroscope: str | Path, params: dict | None = None):
         def post() -> httpx.Response:
             with open(accelerometer, "rb") as acc, open(gyroscope, "rb") as gyr:
                 files = {"accelerometer": (Path(accelerometer).name, acc), "gyroscope": (Path(gyroscope).name, gyr)}
-                return self.http.post("/recordings", files=files)
+                return self.http.post(path, files=files, params=params)
 
-        return self._checked(self._retrying(post)).json()
+        return self._retrying(post)
+
+    def recording(self, accelerometer: str | Path, gyroscope: str | Path) -> dict:
+        """POST /recordings: the activity timeline of a Garmin accelerometer + gyroscope workbook pair."""
+        return self._checked(self._post_pair("/recordings", accelerometer, gyroscope)).json()
+
+    def ingest(self, subject: str, accelerometer: str | Path, gyroscope: str | Path, *,
+               timezone: str | None = None) -> tuple[dict, bool]:
+        """POST /subjects/{subject}/recordings: the pair scored and stored; (the stored recording, created). created
+        is False when the store already held this content scored by this model (a retry whose first attempt was
+        stored before its answer was lost, say): it is stored once either way."""
+        params = {"timezone": timezone} if timezone else None
+        response = self._checked(self._post_pair(f"/subjects/{subject}/recordings", accelerometer, gyroscope, params),
+                                 ok=(200, 201))
+        return response.json(), response.status_code == 201

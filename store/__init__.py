@@ -40,6 +40,7 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 DEFAULT_URL = "sqlite:///data/store/study.db"
 DEFAULT_BLOB_ROOT = Path("data/store/blobs")
 DEFAULT_MIN_WORN_HOURS = 16.0  # GGIR's includedaycrit; stepcount 21 h, asleep 22 h (docs/study.md)
+MIGRATION_LOCK = 0x6861_7273_746F_7265  # PostgreSQL advisory lock key of schema upgrades ("harstore")
 ORPHAN_AGE_S = 3600.0  # gc leaves younger unreferenced blobs alone: an ingest may be between blob and commit
 # The fused table's Parquet: each float's bytes split into streams (byte_stream_split), then zstd at level 1,
 # no dictionary (sensor floats hardly repeat, and trying costs 20 times the write). Of the choices bench/store.py
@@ -110,6 +111,11 @@ def upgrade(engine, revision: str = "head") -> None:
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.connect() as conn:
         conn = conn.execution_options(write=True)
+        if engine.dialect.name == "postgresql":
+            # Service replicas that start together upgrade one at a time: the others wait here until the first
+            # has committed, then find the schema at head (two at once both tried to create alembic_version).
+            # SQLite's writers queue at BEGIN IMMEDIATE already.
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
         config.attributes["connection"] = conn
         command.upgrade(config, revision)
         conn.commit()

@@ -110,6 +110,20 @@ def refusing_address() -> tuple[socket.socket, str]:
     return sock, f"127.0.0.1:{sock.getsockname()[1]}"
 
 
+def status_mib(pid: int, field: str) -> float:
+    """VmRSS (resident now) or VmHWM (peak resident since the process started) of a process, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
 def stop_server(process: subprocess.Popen) -> None:
     process.terminate()
     try:

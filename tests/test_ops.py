@@ -87,7 +87,7 @@ def live(tmp_path_factory):
             assert client.post("/predict", json={"windows": windows}, headers=auth).status_code == 200
             assert client.post("/predict", json={"windows": [[1.0]]}, headers=auth).status_code == 422
             assert client.post("/predict", json={"windows": windows}).status_code == 401
-            probes = {path: client.get(path).status_code for path in ("/health", "/ready")}
+            probes = {path: client.get(path).status_code for path in ("/health", "/health/ready")}
             routes = list(client.get("/schema/openapi.json").json()["paths"])
             scrape = client.get("/metrics").text
     finally:
@@ -141,7 +141,8 @@ def test_prometheus_scrapes_the_service_and_loads_the_rules():
     assert config["rule_files"] == ["alerts.yml"]  # relative to the config file, here and in the container
     job = next(j for j in config["scrape_configs"] if j["job_name"] == "har-serve")
     assert job["metrics_path"] == "/metrics"
-    assert job["static_configs"][0]["targets"] == [f"serve:{PARAMS['serve']['port']}"]
+    # every replica of the compose service `serve`, each its own target
+    assert job["dns_sd_configs"] == [{"names": ["serve"], "type": "A", "port": PARAMS["serve"]["port"]}]
     assert 'job="har-serve"' in alert_expressions()["HarServiceDown"]
 
 
@@ -177,7 +178,10 @@ def test_compose_serves_the_model_the_way_the_image_expects():
     serve = compose()["services"]["serve"]
     entrypoint = dockerfile_command()
     assert entrypoint[:3] == ["python", "-m", "serve"] and (ROOT / "serve" / "__main__.py").is_file()
-    assert serve["ports"] == [f"{PARAMS['serve']['port']}:{entrypoint[entrypoint.index('--port') + 1]}"]
+    # the replicas publish nothing: the balancer does, on serve.port, and sends to the image's port
+    assert "ports" not in serve and compose()["services"]["balancer"]["ports"][0] == f"{PARAMS['serve']['port']}:8000"
+    balanced = re.search(r"^\s*server-template serve \d+ serve:(\d+) ", (OPS / "haproxy" / "haproxy.cfg").read_text(), re.M)
+    assert balanced.group(1) == entrypoint[entrypoint.index("--port") + 1]
     model = serve["command"][serve["command"].index("--model") + 1]
     assert any(model.startswith(v.split(":")[1] + "/") for v in serve["volumes"]), "the model is not on a mounted volume"
     assert PARAMS["serve"]["token_env"] in serve["environment"]
@@ -240,7 +244,7 @@ def test_kubernetes_probes_hit_the_apps_health_routes_on_the_served_port(live):
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"http": PARAMS["serve"]["port"]}
     assert int(dockerfile_command()[dockerfile_command().index("--port") + 1]) == ports["http"]
-    for probe, path in (("readinessProbe", "/ready"), ("livenessProbe", "/health")):
+    for probe, path in (("readinessProbe", "/health/ready"), ("livenessProbe", "/health")):
         assert container[probe]["httpGet"] == {"path": path, "port": "http"}
         assert live["probes"][path] == 200
     assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]

@@ -104,7 +104,9 @@ def stack(tmp_path_factory):
         config = shipped("prometheus/prometheus.yml")
         config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
         (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "har-serve"]
+        job.pop("dns_sd_configs")  # the compose replicas' names: here the one service on its loopback port
         job["static_configs"] = [{"targets": [service_url.removeprefix("http://")]}]
+        config["scrape_configs"] = [job]  # no compose balancer in this stack
         config["alerting"]["alertmanagers"][0]["static_configs"] = [{"targets": [alertmanager_url.removeprefix("http://")]}]
         prometheus, prometheus_url = start_prometheus(folder / "prometheus", config,
                                                       rules=rules_with_shorter_for({ALERT: "3s", "HarServiceDown": "0s"}))

@@ -16,7 +16,8 @@ class HealthController(Controller):
     async def health(self) -> dict:
         return {"status": "alive"}
 
-    @get("/ready", summary="Model loaded, checksum verified, batcher running",
+    # /health/ready: the path the load balancer (ops/haproxy) and the Kubernetes probe check; /ready as before
+    @get(["/health/ready", "/ready"], summary="Model loaded, checksum verified, batcher running; 503 while draining",
          operation_class=contract.documented(responses={"503": contract.status_response(
              "Not ready yet", status=Schema(type=OpenAPIType.STRING, enum=["not ready"]))}))
     async def ready(self, service: Service) -> Response:
