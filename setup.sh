@@ -16,6 +16,12 @@ command -v promtool >/dev/null || missing+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
 command -v kubectl >/dev/null || missing+=(kubernetes-client)
 compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || missing+=(postgresql)  # the study store's tests
+# The service's image built and run (tests/test_serve_container.py, test_serve_compose.py): podman with runc
+# (ops/podman/containers.conf says why not crun), debootstrap for the Debian-built base, podman-compose.
+command -v podman >/dev/null || missing+=(podman)
+command -v runc >/dev/null || missing+=(runc)
+command -v debootstrap >/dev/null || missing+=(debootstrap)
+command -v podman-compose >/dev/null || missing+=(podman-compose)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq

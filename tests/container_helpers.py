@@ -109,11 +109,11 @@ def need_podman_compose() -> str:
     return need_binary("podman-compose", "podman-compose")
 
 
-def compose(project: str, *args, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
+def compose(project: str, *args, env: dict, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
     """podman-compose on the repository's docker-compose.yml, calling podman through scripts/podman.sh."""
     command = [shutil.which("podman-compose"), "--podman-path", str(PODMAN), "-p", project,
                "-f", str(ROOT / "docker-compose.yml"), *args]
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
-    assert result.returncode == 0, f"podman-compose {' '.join(args)} failed:\n{result.stdout[-4000:]}\n" \
+    assert result.returncode == 0 or not check, f"podman-compose {' '.join(args)} failed:\n{result.stdout[-4000:]}\n" \
                                    f"{result.stderr[-4000:]}"
     return result
