@@ -11,6 +11,7 @@
 # scripts/podman.sh): the root filesystem's tarball and the downloaded .debs. A change to this script builds a
 # new tarball; the image carries the script's hash as a label.
 set -euo pipefail
+trap 'echo "build_base_image: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 root="$(cd "$(dirname "$0")/.." && pwd)"
 podman="$root/scripts/podman.sh"
 image=localhost/har-base:bookworm
@@ -60,7 +61,8 @@ CONF
 fi
 
 previous="$("$podman" image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)"
-version="$(tar -xOf "$tarball" ./var/lib/dpkg/status | awk '/^Package: python3.11$/ {p=1} p && /^Version:/ {print $2; exit}')"
+# awk reads to the end: leaving early would end tar with SIGPIPE, and pipefail would stop the script.
+version="$(tar -xOf "$tarball" ./var/lib/dpkg/status | awk '/^Package: python3.11$/ {p=1} p && /^Version:/ && !v {v=$2} END {print v}')"
 "$podman" import --quiet --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' \
   --change "LABEL har.base.script=$key" --change "LABEL har.base.python=$version" \
   --change "LABEL har.base.mirror=$mirror" "$tarball" "$image" >/dev/null

@@ -49,18 +49,23 @@ def base_image() -> str:
     return BASE_IMAGE
 
 
+def build_on_base(tag: str, context: Path) -> str:
+    """The Dockerfile in `context` built on the Debian base as `tag`; then the images no tag needs any more
+    (earlier builds of changed code) are removed, so the cache folder does not grow with every change."""
+    podman("build", "--build-arg", f"BASE={base_image()}", "-t", tag, context, timeout=BUILD_TIMEOUT_S)
+    podman("image", "prune", "--force")
+    return tag
+
+
 @functools.cache
 def serve_image() -> str:
-    """The repository's Dockerfile built on the Debian base, as `docker build` would build it elsewhere."""
-    podman("build", "--build-arg", f"BASE={base_image()}", "-t", SERVE_IMAGE, ROOT, timeout=BUILD_TIMEOUT_S)
-    return SERVE_IMAGE
+    """The repository's Dockerfile, as `docker build` builds it on python:3.11-slim elsewhere."""
+    return build_on_base(SERVE_IMAGE, ROOT)
 
 
 @functools.cache
 def postgres_image() -> str:
-    podman("build", "--build-arg", f"BASE={base_image()}", "-t", POSTGRES_IMAGE, ROOT / "ops" / "postgres",
-           timeout=BUILD_TIMEOUT_S)
-    return POSTGRES_IMAGE
+    return build_on_base(POSTGRES_IMAGE, ROOT / "ops" / "postgres")
 
 
 def served_model_dir(folder: Path) -> Path:
