@@ -27,8 +27,14 @@ fi
 command -v debootstrap >/dev/null || { echo "build_base_image: debootstrap not found: apt-get install -y debootstrap" >&2; exit 1; }
 
 # The mirror apt already uses (deb822 sources first, then sources.list), so the base needs no other network.
-mirror="${DEBIAN_MIRROR:-$(sed -n 's/^URIs:[[:space:]]*\([^[:space:]]*\/debian\)\/\?$/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -1)}"
-mirror="${mirror:-$(sed -n 's/^deb[[:space:]]\+\(\[[^]]*\][[:space:]]\+\)\?\([^[:space:]]*\/debian\)\/\?[[:space:]]\+bookworm[[:space:]].*/\2/p' /etc/apt/sources.list 2>/dev/null | head -1)}"
+# Missing files and unmatched lines are not errors (pipefail); awk reads to the end, so sed never gets SIGPIPE.
+apt_mirror() {
+  { cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null || true; } |
+    sed -n -e 's/^URIs:[[:space:]]*\([^[:space:]]*\/debian\)\/\?$/\1/p' \
+      -e 's/^deb[[:space:]]\+\(\[[^]]*\][[:space:]]\+\)\?\([^[:space:]]*\/debian\)\/\?[[:space:]]\+bookworm[[:space:]].*/\2/p' |
+    awk 'NR == 1'
+}
+mirror="${DEBIAN_MIRROR:-$(apt_mirror)}"
 mirror="${mirror:-http://deb.debian.org/debian}"
 
 if [ ! -f "$tarball" ]; then
