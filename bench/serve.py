@@ -348,7 +348,9 @@ def main() -> None:
         except ImportError:  # a serving-only environment: onnxruntime figures only
             keras_model = None
         else:
-            keras_model = keras.models.load_model(keras_path, compile=False)
+            from har.model import load_model
+
+            keras_model = load_model(keras_path, compile=False)
         engines = engine_rates(runtime, keras_model, windows[:1024])
 
     many = f"single_window_{args.clients}_clients"

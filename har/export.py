@@ -26,9 +26,9 @@ INPUT_NAME, OUTPUT_NAME = "windows", "probabilities"
 
 
 def load_keras(path: Path):
-    import keras
+    from har.model import load_model
 
-    return keras.models.load_model(path, compile=False)
+    return load_model(path, compile=False)
 
 
 def convert(keras_model, window_length: int, channels: int, opset: int) -> tuple[onnx.ModelProto, str]:
@@ -85,22 +85,24 @@ def canonical_names(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def with_temperature(model, temperature: float):
-    """The same network answering softmax(logits / T): the final layer's weights reused without its softmax.
+def with_softmax(model, temperature: float | None, *, exact: bool):
+    """The same network answering softmax(logits / T) (T = 1 where None).
 
-    Exported this way, the ONNX model's probabilities are the calibrated ones (har/calibration.py),
-    and the parity check compares them with the calibrated Keras model's.
+    exact=False: Keras' Softmax, which tf2onnx writes as one ONNX Softmax (what onnxruntime runs fastest, and
+    where har/personalize.py finds the head); exact=True: har/layers.py's, the parity check's reference, the
+    same on every CPU. With a temperature, the ONNX model's probabilities are the calibrated ones
+    (har/calibration.py), and the parity check compares them with the calibrated Keras model's.
     """
     import keras
     from keras import layers
 
-    head = model.get_layer("probabilities")
-    logits = layers.Dense(head.units, name="logits")(head.input)
-    scaled = layers.Rescaling(1.0 / float(temperature), name="temperature")(logits)
-    outputs = layers.Softmax(name="probabilities")(scaled)
-    calibrated = keras.Model(model.inputs, outputs, name=model.name)
-    calibrated.get_layer("logits").set_weights(head.get_weights())
-    return calibrated
+    from har import layers as exact_layers
+
+    logits = model.get_layer("logits").output
+    if temperature is not None:
+        logits = layers.Rescaling(1.0 / float(temperature), name="temperature")(logits)
+    outputs = (exact_layers.Softmax if exact else layers.Softmax)(name="probabilities")(logits)
+    return keras.Model(model.inputs, outputs, name=model.name)
 
 
 def calibration_of(eval_path: Path) -> dict:
@@ -199,9 +201,9 @@ def export(keras_path: Path, info: dict, params: dict, test_windows: np.ndarray,
     keras_model = load_keras(keras_path)
     calibration = calibration_of(eval_path)
     version = weights_version(keras_model, calibration)
-    if calibration:
-        keras_model = with_temperature(keras_model, calibration["temperature"])
-    model, converter = convert(keras_model, int(info["window_length"]), len(info["channels"]), settings["opset"])
+    temperature = calibration["temperature"] if calibration else None
+    model, converter = convert(with_softmax(keras_model, temperature, exact=False), int(info["window_length"]),
+                               len(info["channels"]), settings["opset"])
     metadata = build_metadata(info, params, version=version, metrics=scalar_metrics(eval_path), calibration=calibration,
                               data_hash=data_hash(lock_path), keras_md5=file_md5(keras_path), converter=converter)
     data = stamp(model, metadata)
@@ -214,7 +216,8 @@ def export(keras_path: Path, info: dict, params: dict, test_windows: np.ndarray,
         onnx_probs = runtime.predict(windows)
     report = {"model_version": metadata["model_version"], "sha256": runtime.card.sha256,
               "onnx_bytes": len(data),
-              "parity": parity(keras_model.predict(windows, batch_size=256, verbose=0), onnx_probs, float(settings["parity_atol"]))}
+              "parity": parity(with_softmax(keras_model, temperature, exact=True).predict(windows, batch_size=256, verbose=0),
+                               onnx_probs, float(settings["parity_atol"]))}
     if report["parity"]["passed"]:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_bytes(data)

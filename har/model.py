@@ -20,7 +20,10 @@ def channel_stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def build_model(model_params: dict, *, window_length: int, n_channels: int, n_classes: int,
                 mean: np.ndarray, variance: np.ndarray):
     """Normalization -> [Conv1D -> BatchNorm -> ReLU -> MaxPool] x n -> BiLSTM (joined by the
-    average- and max-pooled convolution features when `pooled_features`) -> Dense -> softmax.
+    average- and max-pooled convolution features when `pooled_features`) -> Dense -> logits -> softmax.
+
+    BatchNorm, the LSTM's orthogonal initial state and the softmax are har/layers.py's: the same functions
+    computed the same way on every CPU (har/numerics.py).
 
     `conv_strides` (optional, default 1) and pooling shorten the sequence early: WISDM is
     band-limited to 10 Hz, so the 50 Hz grid carries little above that, and the LSTM, the
@@ -28,6 +31,8 @@ def build_model(model_params: dict, *, window_length: int, n_channels: int, n_cl
     """
     import keras
     from keras import layers
+
+    from har import layers as exact
 
     filters, kernels = model_params["conv_filters"], model_params["conv_kernels"]
     strides = model_params.get("conv_strides") or [1] * len(filters)
@@ -40,7 +45,7 @@ def build_model(model_params: dict, *, window_length: int, n_channels: int, n_cl
     x = layers.Normalization(axis=-1, mean=mean, variance=variance, name="normalize")(inputs)
     for i, (n_filters, kernel, stride) in enumerate(zip(filters, kernels, strides)):
         x = layers.Conv1D(n_filters, kernel, strides=stride, padding="same", use_bias=False, name=f"conv{i}")(x)
-        x = layers.BatchNormalization(name=f"bn{i}")(x)
+        x = exact.BatchNormalization(name=f"bn{i}")(x)
         x = layers.Activation("relu", name=f"relu{i}")(x)
         if model_params["pool_size"] > 1:
             x = layers.MaxPooling1D(model_params["pool_size"], padding="same", name=f"pool{i}")(x)
@@ -48,7 +53,8 @@ def build_model(model_params: dict, *, window_length: int, n_channels: int, n_cl
     sequence = x
     # Named, like every layer: an unnamed one is numbered per process (lstm_1 for a second model), and the
     # name is in the saved file, whose bytes must depend on the model alone.
-    x = layers.Bidirectional(layers.LSTM(model_params["lstm_units"], name="lstm"), name="bilstm")(sequence)
+    lstm = layers.LSTM(model_params["lstm_units"], recurrent_initializer=exact.Orthogonal(), name="lstm")
+    x = layers.Bidirectional(lstm, name="bilstm")(sequence)
     if model_params.get("pooled_features"):
         # The BiLSTM summarises the order of events; average and max pooling of the convolution
         # features add what was present anywhere in the window (the wrist's mean orientation,
@@ -58,5 +64,15 @@ def build_model(model_params: dict, *, window_length: int, n_channels: int, n_cl
     x = layers.Dropout(dropout, name="lstm_dropout")(x)
     x = layers.Dense(model_params["dense_units"], activation="relu", name="dense")(x)
     x = layers.Dropout(dropout, name="dense_dropout")(x)
-    outputs = layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
+    logits = layers.Dense(n_classes, name="logits")(x)
+    outputs = exact.Softmax(name="probabilities")(logits)
     return keras.Model(inputs, outputs, name=model_params["name"])
+
+
+def load_model(path, compile: bool = True):
+    """A saved .keras model, its har.layers found."""
+    import keras
+
+    import har.layers  # noqa: F401  (registers the layers the model is built from)
+
+    return keras.saving.load_model(path, compile=compile)

@@ -326,9 +326,9 @@ def embed(model: onnx.ModelProto, X: np.ndarray, *, threads: int = 1, batch: int
     """(generic probabilities, features [h, u]) of windows X, with onnxruntime on `threads` threads."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    session = ort.InferenceSession(with_embedding_output(model).SerializeToString(), options,
+    from har.runtime import session_options
+
+    session = ort.InferenceSession(with_embedding_output(model).SerializeToString(), session_options(threads),
                                    providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     outputs = [session.run(None, {name: X[i:i + batch]}) for i in range(0, len(X), batch)]
@@ -389,7 +389,9 @@ def keras_parity(keras_path: Path, head: Head, X: np.ndarray, onnx_probs: np.nda
     against onnxruntime."""
     import keras
 
-    model = keras.models.load_model(keras_path, compile=False)
+    from har.model import load_model
+
+    model = load_model(keras_path, compile=False)
     dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
     outputs = [dense[-1].input] + ([dense[-2].input] if head.embedding < len(head.weights) else [])
     predicted = keras.Model(model.inputs, outputs).predict(X, batch_size=256, verbose=0)

@@ -18,6 +18,7 @@ import numpy as np
 
 from har.evaluation import macro_f1
 from har.model import build_model, channel_stats
+from har.numerics import exact_graph_rewrites
 
 
 def set_seeds(seed: int) -> None:
@@ -30,8 +31,9 @@ def set_seeds(seed: int) -> None:
 
 
 def make_deterministic(seed: int, threads: dict | None, deterministic: bool = True) -> None:
-    """Seeds, TensorFlow's op determinism and fixed thread pools: the same params and data give the
-    same weights to the bit, however busy the machine is.
+    """Seeds, TensorFlow's op determinism, fixed thread pools and no approximate graph rewrites: the same
+    params and data give the same weights to the bit, however busy the machine is (and, with the kernels
+    har/numerics.py pins, whichever x86-64 CPU it has).
 
     Op determinism makes TensorFlow pick deterministic kernels (and raise on an op that has none).
     The thread counts come from params (`train.threads`; 0 = TensorFlow's choice, one per core), not
@@ -57,6 +59,7 @@ def make_deterministic(seed: int, threads: dict | None, deterministic: bool = Tr
                           RuntimeWarning, stacklevel=2)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
+    exact_graph_rewrites()
     set_seeds(seed)
 
 

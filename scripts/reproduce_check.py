@@ -3,6 +3,8 @@
     python scripts/reproduce_check.py                  # train, baseline and every stage after them, idle then loaded
     python scripts/reproduce_check.py --runs loaded    # only the run with CPU burners beside it
     python scripts/reproduce_check.py --from window    # window and all after it (everything: --from fuse_labelled fuse_garmin)
+    python scripts/reproduce_check.py --runs idle --cpu native isa:AVX2 isa:AVX512_CORE   # under oneDNN's ISA caps
+    python scripts/reproduce_check.py --runs idle --cpu native qemu:Haswell-v4 qemu:EPYC-v3 --set train=tiny model=tiny
 
 The committed state (HEAD, not the working tree: commit first) is cloned into a scratch folder with
 `../shared` beside it, as a new user would have it. The stages upstream of --from are checked out of
@@ -14,8 +16,15 @@ git-tracked file (metrics/, plots/, dvclive/, dvc.lock itself) with the commit. 
 runs against the clone's own, empty MLflow registry the first time and a registry holding that version
 the second, so it also shows that no tracked output depends on what the registry holds.
 
+Other CPUs (--cpu): `isa:X` runs with ONEDNN_MAX_CPU_ISA=X, as a user capping oneDNN would (the stages
+pin their own kernel choice, har/numerics.py, so it must change nothing); `qemu:MODEL` runs every stage
+command under `qemu-x86_64 -cpu MODEL` (Debian's qemu-user: another vendor, instruction set and cache sizes
+as the libraries see them through CPUID, though not beyond AVX2), about 25 times slower, so with the tiny
+configuration (--set train=tiny model=tiny). With --set, the committed dvc.lock is for other params: the
+first run of the clone, recomposed with the overrides, is the reference the other runs must reproduce.
+
 Prints one line per output and a verdict; exits 1 on any difference, 0 when every run reproduced
-dvc.lock exactly.
+the reference exactly.
 """
 from __future__ import annotations
 
@@ -78,9 +87,24 @@ def compare(project: Path, committed_lock: str, stages: set[str]) -> list[tuple[
     return rows
 
 
-def run_once(project: Path, env: dict, first: list[str], burners: int, log_path: Path) -> float:
-    """Seconds `dvc repro` of `first` and what follows took, with `burners` spinning processes beside it."""
-    subprocess.run(["git", "checkout", "--", "."], cwd=project, check=True)  # the committed files again
+def emulated_python(folder: Path, cpu: str) -> Path:
+    """A folder whose `python` runs this interpreter under qemu-x86_64 emulating `cpu`: first on PATH, it
+    is what `dvc repro` runs each stage's `python -m stages.X` with."""
+    qemu = shutil.which("qemu-x86_64")
+    if qemu is None:
+        raise SystemExit("reproduce_check: --cpu qemu:... needs qemu-x86_64 (apt-get install qemu-user)")
+    folder.mkdir(parents=True, exist_ok=True)
+    wrapper = folder / "python"
+    wrapper.write_text(f'#!/bin/sh\nexec {qemu} -cpu {cpu} {sys.executable} "$@"\n')
+    wrapper.chmod(0o755)
+    return folder
+
+
+def run_once(project: Path, env: dict, first: list[str], burners: int, log_path: Path, *, restore: bool = True) -> float:
+    """Seconds `dvc repro` of `first` and what follows took, with `burners` spinning processes beside it.
+    restore: start from the reference's files (git checkout), not from what the last run left."""
+    if restore:
+        subprocess.run(["git", "checkout", "--", "."], cwd=project, check=True)
     processes = start_burners(burners)
     started = time.perf_counter()
     try:
@@ -91,11 +115,27 @@ def run_once(project: Path, env: dict, first: list[str], burners: int, log_path:
     return time.perf_counter() - started
 
 
+def cpu_environment(cpu: str, env: dict, scratch: Path) -> dict:
+    """The environment of a run on `cpu` (native, isa:X or qemu:MODEL)."""
+    kind, _, value = cpu.partition(":")
+    if kind == "native":
+        return env
+    if kind == "isa" and value:
+        return {**env, "ONEDNN_MAX_CPU_ISA": value}
+    if kind == "qemu" and value:
+        return {**env, "PATH": f"{emulated_python(scratch / f'qemu-{value}', value)}:{env['PATH']}"}
+    raise SystemExit(f"reproduce_check: --cpu {cpu!r}: expected native, isa:<ONEDNN ISA> or qemu:<CPU model>")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--from", dest="first", nargs="+", default=["train", "baseline"],
                         help="the first stages to rerun (default: train baseline, the two that learn from the windows)")
     parser.add_argument("--runs", nargs="+", choices=["idle", "loaded"], default=["idle", "loaded"])
+    parser.add_argument("--cpu", nargs="+", default=["native"],
+                        help="CPUs to run on: native, isa:<ONEDNN_MAX_CPU_ISA value>, qemu:<qemu CPU model>")
+    parser.add_argument("--set", nargs="+", default=[], metavar="OVERRIDE",
+                        help="Hydra overrides of conf/ (train=tiny model=tiny); the first run is then the reference")
     parser.add_argument("--burners", type=int, default=os.cpu_count() or 2, help="CPU burners in the loaded run")
     parser.add_argument("--keep", action="store_true", help="keep the scratch clone (its path is printed)")
     args = parser.parse_args(argv)
@@ -103,6 +143,7 @@ def main(argv=None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="har-reproduce-"))
     project = scratch / "project"
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1"}
+    runs = [(cpu, run) for cpu in args.cpu for run in args.runs]
     results = {}
     try:
         # A fresh clone of the commit with the data beside it, as ./setup.sh sees it.
@@ -117,15 +158,26 @@ def main(argv=None) -> int:
         sh(["dvc", "cache", "dir", "--local", str(scratch / "cache")], project, env)  # reruns leave it untouched
         print(f"reproduce_check: {project} at {sh(['git', 'rev-parse', '--short', 'HEAD'], project, env).stdout.strip()}; "
               f"rerunning {', '.join(sorted(stages))}", flush=True)
-        for run in args.runs:
+        if args.set:  # the reference: the first run with the overrides, committed in the clone
+            sh([sys.executable, "-m", "stages.compose_params", *args.set], project, env)
+            (reference, _), runs = runs[0], runs[1:]
+            seconds = run_once(project, cpu_environment(reference, env, scratch), args.first, 0,
+                               scratch / "reference.log", restore=False)
+            sh(["git", "add", "-A"], project, env)
+            sh(["git", "-c", "user.name=reproduce_check", "-c", "user.email=reproduce_check@localhost", "commit",
+                "--quiet", "-m", f"reference run: {' '.join(args.set)}"], project, env)
+            committed_lock = (project / "dvc.lock").read_text()
+            print(f"\nreference run ({reference}, {' '.join(args.set)}): {seconds:.0f} s", flush=True)
+        for cpu, run in runs:
             burners = args.burners if run == "loaded" else 0
             load_before = os.getloadavg()[0]
-            seconds = run_once(project, env, args.first, burners, scratch / f"{run}.log")
+            seconds = run_once(project, cpu_environment(cpu, env, scratch), args.first, burners,
+                               scratch / f"{cpu.replace(':', '-')}-{run}.log")
             rows = compare(project, committed_lock, stages)
-            results[run] = rows
+            results[f"{cpu} {run}"] = rows
             load = f"{burners} CPU burners beside it" if burners else "no added load"
-            print(f"\n{run} run ({load}; 1-min load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after): "
-                  f"{seconds:.0f} s", flush=True)
+            print(f"\n{run} run on {cpu} ({load}; 1-min load average {load_before:.1f} before, "
+                  f"{os.getloadavg()[0]:.1f} after): {seconds:.0f} s", flush=True)
             for path, expected, got in rows:
                 print(f"  {'same     ' if expected == got else 'DIFFERENT'} {path}: {expected} -> {got}")
     finally:
@@ -134,17 +186,18 @@ def main(argv=None) -> int:
         else:
             shutil.rmtree(scratch, ignore_errors=True)
 
+    reference_name = "the reference run" if args.set else "the committed dvc.lock"
     different = {run: [row for row in rows if row[1] != row[2]] for run, rows in results.items()}
     if not any(different.values()):
-        print(f"\nREPRODUCED: {' and '.join(results)} run{'s' if len(results) > 1 else ''} gave the committed dvc.lock, "
+        print(f"\nREPRODUCED: {' and '.join(results)} run{'s' if len(results) > 1 else ''} gave {reference_name}, "
               f"{len(next(iter(results.values())))} outputs to the bit")
         return 0
     for run, rows in different.items():
         if rows:
-            print(f"\nNOT REPRODUCED in the {run} run: {len(rows)} outputs differ from the commit: "
+            print(f"\nNOT REPRODUCED in the {run} run: {len(rows)} outputs differ from {reference_name}: "
                   f"{', '.join(path for path, _, _ in rows)}")
-    if len(results) == 2 and results["idle"] == results["loaded"]:
-        print("(both runs agree with each other: the pipeline is deterministic, the committed dvc.lock is from "
+    if len(results) > 1 and len({repr(rows) for rows in results.values()}) == 1:
+        print("(all runs agree with each other: the pipeline is deterministic, the committed dvc.lock is from "
               "other code, params or data; commit a fresh `dvc repro`)")
     return 1
 

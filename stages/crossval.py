@@ -11,20 +11,16 @@ Writes metrics/crossval.json: per fold and on average, both macro-F1s and the mo
 from __future__ import annotations
 
 import argparse
-import os
 
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from har.config import load_params, write_json  # noqa: E402
-from har.evaluation import macro_f1  # noqa: E402
-from har.features import window_features  # noqa: E402
-from har.training import train_model  # noqa: E402
-from har.windows import subject_folds  # noqa: E402
-from stages.baseline import fit_baseline  # noqa: E402
-from stages.window import load_meta, load_split  # noqa: E402
+from har.config import load_params, write_json
+from har.evaluation import macro_f1
+from har.features import window_features
+from har.training import train_model
+from har.windows import subject_folds
+from stages.baseline import fit_baseline
+from stages.window import load_meta, load_split
 
 OUT = "metrics/crossval.json"
 

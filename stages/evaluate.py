@@ -10,19 +10,16 @@ the PNGs of both, and the reliability diagram and risk-coverage curve as CSV for
 from __future__ import annotations
 
 import os
+import numpy as np
+import pandas as pd
 
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from har.calibration import apply_temperature, calibrate, day_like_report  # noqa: E402
-from har.config import load_params, write_json  # noqa: E402
-from har.wear import WearRule, recording_wear, worn_windows  # noqa: E402
-from stages.window import FUSED, load_meta, load_split  # noqa: E402
-from har.evaluation import classification_metrics, confusion, confusion_records, macro_f1  # noqa: E402
-from har.training import make_deterministic  # noqa: E402
+from har.calibration import apply_temperature, calibrate, day_like_report
+from har.config import load_params, write_json
+from har.wear import WearRule, recording_wear, worn_windows
+from stages.window import FUSED, load_meta, load_split
+from har.evaluation import classification_metrics, confusion, confusion_records, macro_f1
+from har.model import load_model
+from har.training import make_deterministic
 
 MODEL = "models/model.keras"
 PLOTS = "plots"
@@ -100,15 +97,13 @@ def save_per_class_png(per_class_f1: dict, path: str) -> None:
 
 
 def main() -> None:
-    import keras
-
     meta = load_meta()
     labels = meta["labels"]
     params = load_params()
     # The training's thread pools and deterministic kernels: the same probabilities to the bit on every run.
     make_deterministic(params["train"]["seed"], params["train"].get("threads"))
     test, val = load_split("test"), load_split("val")
-    model = keras.saving.load_model(MODEL)
+    model = load_model(MODEL)
     probabilities = model.predict(test["X"], batch_size=512, verbose=0)
     metrics = evaluate_predictions(test["y"], probabilities, test["subject"], labels)
     # Temperature and threshold from the validation subjects; the test subjects only judge them.

@@ -8,11 +8,6 @@ metrics/export.json.
 """
 from __future__ import annotations
 
-import os
-
-os.environ["CUDA_VISIBLE_DEVICES"] = ""  # must precede any TensorFlow import (see docstring)
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import json
 import sys
 from pathlib import Path

@@ -11,17 +11,13 @@ Writes metrics/learning_curve.json.
 from __future__ import annotations
 
 import argparse
-import os
 
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from har.config import load_params, write_json  # noqa: E402
-from har.features import window_features  # noqa: E402
-from stages.crossval import missing_classes, model_against_baseline  # noqa: E402
-from stages.window import load_meta, load_split  # noqa: E402
+from har.config import load_params, write_json
+from har.features import window_features
+from stages.crossval import missing_classes, model_against_baseline
+from stages.window import load_meta, load_split
 
 OUT = "metrics/learning_curve.json"
 

@@ -16,11 +16,6 @@ har/personal_evaluation.py).
 """
 from __future__ import annotations
 
-import os
-
-os.environ["CUDA_VISIBLE_DEVICES"] = ""  # Keras parity, as in the export stage
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import argparse
 import sys
 from pathlib import Path

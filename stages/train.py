@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # CPU only, and the same numbers on every machine
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-from stages.window import load_meta, load_split  # noqa: E402
-from har.config import load_params, write_json  # noqa: E402
-from har.fusion import CHANNELS  # noqa: E402
-from har.training import save_model, train_model  # noqa: E402
+from stages.window import load_meta, load_split
+from har.config import load_params, write_json
+from har.fusion import CHANNELS
+from har.numerics import setting as numerics_setting
+from har.training import save_model, train_model
 
 MODEL = "models/model.keras"
 TIMING_LOG = "logs/train.json"  # git-ignored: how long this run took, for people, not for dvc.lock
@@ -56,7 +53,8 @@ def main() -> None:
     save_model(model, MODEL)
     card = model_card(labels, int(train["X"].shape[1]), float(meta["target_hz"]), summary)
     write_json("models/model.json", card)
-    write_json("metrics/train.json", card["train"])
+    # Which kernels ran (har/numerics.py), so a lock made another way says so; no CPU model, no timing.
+    write_json("metrics/train.json", {**card["train"], "numerics": numerics_setting()})
     write_json(TIMING_LOG, {"train_seconds": summary["train_seconds"], "epochs_run": summary["epochs_run"],
                             "threads": params["train"].get("threads"),
                             "deterministic": params["train"].get("deterministic", True)})

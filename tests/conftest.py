@@ -1,5 +1,4 @@
 """Shared test fixtures: the real data beside the project, and small slices of it."""
-import os
 import sys
 from pathlib import Path
 
@@ -7,8 +6,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from har.numerics import pin  # noqa: E402
+
+pin()  # the stages' kernel choice (har/numerics.py), before anything imports NumPy or TensorFlow
 
 SHARED_DATA = (ROOT.parent / "shared" / "data").resolve()
 GARMIN_DIR = SHARED_DATA / "garmin"

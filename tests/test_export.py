@@ -8,7 +8,7 @@ import yaml
 
 from har.config import load_params
 from har.fusion import CHANNELS
-from har.model import build_model, channel_stats
+from har.model import build_model, channel_stats, load_model
 from har.runtime import ModelRuntime
 from serve_helpers import ROOT
 
@@ -72,7 +72,7 @@ def test_the_exported_file_answers_as_the_keras_model_does(project, exported):
     status, report, _, _ = exported
     assert status == 0
     windows = np.load(project / "data/windows/test.npz")["X"]
-    keras_probs = keras.saving.load_model(project / "models/model.keras").predict(windows, verbose=0)
+    keras_probs = load_model(project / "models/model.keras").predict(windows, verbose=0)
     session = onnxruntime.InferenceSession(str(project / "models/model.onnx"), providers=["CPUExecutionProvider"])
     onnx_probs = session.run(None, {session.get_inputs()[0].name: windows})[0]
     assert onnx_probs.shape == keras_probs.shape == (300, len(LABELS))
@@ -121,7 +121,7 @@ def test_the_same_keras_model_converts_to_the_same_bytes(project):
 
     from har.export import convert
 
-    model = keras.saving.load_model(project / "models/model.keras", compile=False)
+    model = load_model(project / "models/model.keras", compile=False)
     first, _ = convert(model, 200, 6, opset=17)
     second, _ = convert(model, 200, 6, opset=17)
     assert first.SerializeToString() == second.SerializeToString()
@@ -145,7 +145,7 @@ def test_a_calibrated_export_answers_softmax_of_logits_over_the_temperature(proj
         eval_path.write_text(uncalibrated)
     runtime = ModelRuntime(project / "models/model.onnx")
     windows = np.load(project / "data/windows/test.npz")["X"][:64]
-    raw = keras.saving.load_model(project / "models/model.keras").predict(windows, verbose=0).astype(np.float64)
+    raw = load_model(project / "models/model.keras").predict(windows, verbose=0).astype(np.float64)
     by_hand = np.exp(np.log(raw) / 0.5)
     by_hand /= by_hand.sum(axis=1, keepdims=True)
     assert np.abs(runtime.predict(windows) - by_hand).max() < 1e-4

@@ -40,8 +40,8 @@ def project_imports(path: Path) -> set[Path]:
             names = [alias.name for alias in node.names]
         elif node.level == 0 and node.module:
             # `from har import drift` names the module har/drift.py, `from store import Store` the package's
-            # __init__.py. A package's __init__ run on the way to its module is not counted (har's and stages'
-            # hold a docstring only).
+            # __init__.py. A package's __init__ run on the way to its module counts where it runs code
+            # (stages/__init__.py pins the numerical kernels; har's holds a docstring only): closure().
             names = [f"{node.module}.{alias.name}" if module_file(f"{node.module}.{alias.name}") else node.module
                      for alias in node.names]
         else:
@@ -50,14 +50,23 @@ def project_imports(path: Path) -> set[Path]:
     return found
 
 
+def runs_code(init: Path) -> bool:
+    """Whether a package's __init__.py does more than document the package."""
+    body = ast.parse(init.read_text(), str(init)).body
+    return any(not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)) for node in body)
+
+
 def closure(path: Path) -> set[Path]:
-    """`path` and every project module it imports, directly or through another."""
+    """`path` and every project module it imports, directly or through another, with the __init__.py of
+    each package on the way that runs code."""
     seen, todo = set(), [path]
     while todo:
         current = todo.pop()
         if current not in seen:
             seen.add(current)
             todo.extend(project_imports(current))
+            todo.extend(init for parent in current.parents if parent != ROOT and ROOT in parent.parents
+                        and (init := parent / "__init__.py").is_file() and runs_code(init))
     return seen
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from har.fusion import CHANNELS
+from har.model import load_model
 from stages.compose_params import compose
 
 LABELS = ["sitting", "clapping", "typing"]
@@ -107,7 +108,7 @@ def test_train_evaluate_baseline_stages_end_to_end(tiny_project, monkeypatch):
     assert card["units"] == {"acc": "m/s^2", "gyr": "rad/s"} and card["target_hz"] == 50.0
     assert 1 <= card["train"]["best_epoch"] <= card["train"]["epochs_run"] <= 2
 
-    model = keras.saving.load_model(tiny_project / "models/model.keras")
+    model = load_model(tiny_project / "models/model.keras")
     assert model.input_shape == (None, LENGTH, 6) and model.output_shape == (None, len(LABELS))
     for name in ("metrics/eval.json", "metrics/baseline.json"):
         metrics = json.loads((tiny_project / name).read_text())
@@ -141,7 +142,10 @@ def test_train_evaluate_baseline_stages_end_to_end(tiny_project, monkeypatch):
     assert scores["macro_f1"] > 0.9
     train_metrics = json.loads((tiny_project / "metrics/train.json").read_text())
     # No wall-clock time in a tracked output (it would change dvc.lock on every run): it goes to the log.
-    assert set(train_metrics) == {"epochs_run", "best_epoch", "best_val_macro_f1"}
+    # The kernels it ran with are recorded (har/numerics.py), and nothing of the machine beyond its architecture.
+    assert set(train_metrics) == {"epochs_run", "best_epoch", "best_val_macro_f1", "numerics"}
+    assert train_metrics["numerics"]["numerics"] == "portable"
+    assert train_metrics["numerics"]["tf_enable_onednn_opts"] == "0" and "model" not in json.dumps(train_metrics)
     assert json.loads((tiny_project / "logs/train.json").read_text())["train_seconds"] > 0
     # dvclive logged every epoch, validation macro-F1 included (dvclive files val_* under eval/).
     logged = (tiny_project / "dvclive/plots/metrics/eval/macro_f1.tsv").read_text().strip().splitlines()
@@ -182,7 +186,7 @@ def test_same_seed_same_model_and_normalisation_inside(tiny_params, tmp_path):
     assert np.allclose(np.ravel(normalize.mean), train["X"].reshape(-1, 6).mean(axis=0), atol=1e-4)
     assert np.allclose(np.ravel(normalize.variance), train["X"].reshape(-1, 6).var(axis=0), rtol=1e-4)
     model.save(tmp_path / "model.keras")
-    reloaded = keras.saving.load_model(tmp_path / "model.keras")
+    reloaded = load_model(tmp_path / "model.keras")
     assert np.allclose(reloaded.predict(val["X"], verbose=0), probabilities, atol=1e-6)
     assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
