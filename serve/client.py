@@ -346,3 +346,40 @@ def stream_batches(url: str, subject: str, batches: list[dict], *, stream: str, 
         reconnects += 1
         time.sleep(min(5.0, 0.2 * 2 ** min(attempt, 5)))
     raise RuntimeError("unreachable")
+
+
+def stream_folder(url: str, subject: str, folder: str | Path, *, token: str | None = None, speed: float | None = 1.0,
+                  timezone: str | None = None, binary: bool = False) -> dict[str, Streamed]:
+    """Every Garmin pair of `folder` streamed one after another (each its own stream, named after its session)."""
+    from har.garmin import find_garmin_pairs
+
+    pairs, _ = find_garmin_pairs(folder)
+    return {Path(acc).name.removesuffix("-accelerometer_data.xlsx"): stream_batches(
+        url, subject, garmin_batches(acc, gyr, timezone=timezone), token=token, speed=speed, binary=binary,
+        stream=Path(acc).name.removesuffix("-accelerometer_data.xlsx"), timezone=timezone) for acc, gyr in pairs}
+
+
+def main(argv=None) -> int:
+    """python -m serve.client stream URL SUBJECT FOLDER [--speed 10] [--timezone Europe/Berlin] [--msgpack]"""
+    import argparse
+    import os
+
+    parser = argparse.ArgumentParser(prog="python -m serve.client", description="stream Garmin recordings as a watch")
+    parser.add_argument("command", choices=["stream"])
+    parser.add_argument("url")
+    parser.add_argument("subject")
+    parser.add_argument("folder", help="a folder of <session>-accelerometer_data.xlsx / -gyroscope_data.xlsx pairs")
+    parser.add_argument("--speed", type=float, default=1.0, help="times real time (0: as fast as acknowledged)")
+    parser.add_argument("--timezone", help="the zone of the workbooks' wall-clock times (default UTC)")
+    parser.add_argument("--msgpack", action="store_true", help="binary frames instead of JSON")
+    args = parser.parse_args(argv)
+    done = stream_folder(args.url, args.subject, args.folder, token=os.environ.get("HAR_SERVE_TOKEN"),
+                         speed=args.speed or None, timezone=args.timezone, binary=args.msgpack)
+    for name, streamed in done.items():
+        print(json.dumps({"stream": name, "windows": len(streamed.labels), "reconnects": streamed.reconnects,
+                          "recording": streamed.recording}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
