@@ -19,6 +19,7 @@ command -v kubectl >/dev/null || missing+=(kubernetes-client)
 compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || missing+=(postgresql)  # the study store's tests
 command -v haproxy >/dev/null || missing+=(haproxy)  # the replicas' load balancer (tests/test_replicas.py)
 command -v curl >/dev/null || missing+=(curl)  # one of the real clients of tests/test_refusals.py
+command -v redis-server >/dev/null || missing+=(redis-server)  # the streams' broker (tests/test_stream_broker.py)
 # The service's image built and run (tests/test_serve_container.py, test_serve_compose.py): podman with runc
 # (ops/podman/containers.conf says why not crun), debootstrap for the Debian-built base, podman-compose.
 command -v podman >/dev/null || missing+=(podman)

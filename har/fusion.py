@@ -15,6 +15,7 @@ from har.recording import Recording, SensorStream
 
 CHANNELS = ["ax", "ay", "az", "gx", "gy", "gz"]
 FILTER_ORDER = 4
+MIN_FILTERED = 3 * (2 * FILTER_ORDER + 1)  # a segment of this many samples or fewer is not filtered
 
 
 def clean_stream(stream: SensorStream) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -52,26 +53,87 @@ def lowpass_cutoff(native_hz: float, target_hz: float, lowpass_hz: float | None)
     return cutoff if native_hz / 2 > cutoff else None
 
 
+def lowpass_filter(native_hz: float, target_hz: float, lowpass_hz: float | None):
+    """The Butterworth low-pass (second-order sections) a stream at `native_hz` gets, or None (nothing above it)."""
+    cutoff = lowpass_cutoff(native_hz, target_hz, lowpass_hz)
+    return signal.butter(FILTER_ORDER, cutoff, fs=native_hz, output="sos") if cutoff else None
+
+
+def interpolated(at: np.ndarray, t: np.ndarray, xyz: np.ndarray) -> np.ndarray:
+    """Linear interpolation of the three axes at the times `at`."""
+    return np.column_stack([np.interp(at, t, xyz[:, k]) for k in range(3)])
+
+
 def resample_stream(t: np.ndarray, xyz: np.ndarray, grid: np.ndarray, *, max_gap_s: float,
                     target_hz: float, lowpass_hz: float | None) -> np.ndarray:
-    """Values of one cleaned stream on `grid`; NaN where the stream has no segment covering it."""
+    """Values of one cleaned stream on `grid`; NaN where the stream has no segment covering it.
+    (har/live.py does the same for a stream whose samples arrive as they are recorded.)"""
     out = np.full((len(grid), 3), np.nan)
     native_hz = native_rate(t)
-    cutoff = lowpass_cutoff(native_hz, target_hz, lowpass_hz)
-    sos = signal.butter(FILTER_ORDER, cutoff, fs=native_hz, output="sos") if cutoff else None
+    sos = lowpass_filter(native_hz, target_hz, lowpass_hz)
     for a, b in segments(t, max_gap_s):
         lo, hi = np.searchsorted(grid, t[a], side="left"), np.searchsorted(grid, t[b - 1], side="right")
         if hi <= lo:
             continue
         seg_t, seg_x = t[a:b], xyz[a:b]
-        if sos is not None and b - a > 3 * (2 * FILTER_ORDER + 1):
+        if sos is not None and b - a > MIN_FILTERED:
             # Filter on a uniform grid at the native rate: filters assume uniform spacing,
             # and the native samples jitter and skip.
             fine = np.arange(seg_t[0], seg_t[-1] + 0.5 / native_hz, 1.0 / native_hz)
-            fine_x = np.column_stack([np.interp(fine, seg_t, seg_x[:, k]) for k in range(3)])
-            seg_t, seg_x = fine, signal.sosfiltfilt(sos, fine_x, axis=0)
-        out[lo:hi] = np.column_stack([np.interp(grid[lo:hi], seg_t, seg_x[:, k]) for k in range(3)])
+            seg_t, seg_x = fine, signal.sosfiltfilt(sos, interpolated(fine, seg_t, seg_x), axis=0)
+        out[lo:hi] = interpolated(grid[lo:hi], seg_t, seg_x)
     return out
+
+
+class ZeroPhase:
+    """`scipy.signal.sosfiltfilt` (odd padding of its default length) of a signal that grows at its end.
+
+    The forward pass runs as samples come (in pieces it gives the same numbers as in one call). The backward
+    pass starts at the end, so `values` runs it as if the signal ended with the samples so far: exact for a
+    signal that does end there, and for earlier samples off by the filter's impulse response that far back
+    (`settled`: how many samples back it has decayed to rounding).
+    """
+
+    def __init__(self, sos: np.ndarray):
+        self.sos = sos
+        taps = 2 * len(sos) + 1 - min(int((sos[:, 2] == 0).sum()), int((sos[:, 5] == 0).sum()))
+        self.edge = 3 * taps  # sosfiltfilt's default pad length
+        self.zi = signal.sosfilt_zi(sos).reshape(len(sos), 2, 1)
+        self.x = np.empty((0, 3))  # the inputs a right pad reads (all of them until the left pad is made)
+        self.y, self.first = np.empty((0, 3)), 0  # forward outputs from input index `first` on
+        self.state = None
+        self.count = 0
+
+    def push(self, x: np.ndarray) -> None:
+        self.x = np.concatenate([self.x, x])
+        self.count += len(x)
+        if self.state is None:
+            if self.count <= self.edge:
+                return
+            left = 2 * self.x[0:1] - self.x[self.edge:0:-1]
+            _, state = signal.sosfilt(self.sos, left, axis=0, zi=self.zi * left[0:1])
+            self.y, self.state = signal.sosfilt(self.sos, self.x, axis=0, zi=state)
+        else:
+            y, self.state = signal.sosfilt(self.sos, x, axis=0, zi=self.state)
+            self.y = np.concatenate([self.y, y])
+        self.x = self.x[-(self.edge + 1):]
+
+    @property
+    def started(self) -> bool:
+        return self.state is not None
+
+    def values(self) -> np.ndarray:
+        """The filtered values of inputs [first, count) were the signal to end now."""
+        right = 2 * self.x[-1:] - self.x[-2:-(self.edge + 2):-1]
+        tail, _ = signal.sosfilt(self.sos, right, axis=0, zi=self.state)
+        ext = np.concatenate([self.y, tail])
+        backward, _ = signal.sosfilt(self.sos, ext[::-1], axis=0, zi=self.zi * ext[-1:])
+        return backward[::-1][:len(self.y)]
+
+    def forget(self, before: int) -> None:
+        """Inputs before index `before` are final: their forward outputs are no longer needed."""
+        drop = max(0, before - self.first)
+        self.y, self.first = self.y[drop:], self.first + drop
 
 
 def gap_summary(t: np.ndarray, max_gap_s: float) -> dict:

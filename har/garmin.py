@@ -151,7 +151,15 @@ def read_sensor_workbook(path, sensor: str, *, on_error: str = "raise"):
     parse raise an InputError, or with on_error="skip" are skipped and counted in the report
     with their row number and reason.
     """
-    prefix, unit, table_of_units = SENSORS[sensor]
+    batch_starts, batch_index, offsets_ms, raw_values, report = read_sensor_rows(path, sensor, on_error=on_error)
+    _, unit, table_of_units = SENSORS[sensor]
+    return batch_starts, batch_index, offsets_ms / 1000.0, to_si(raw_values, unit, table_of_units), report
+
+
+def read_sensor_rows(path, sensor: str, *, on_error: str = "raise"):
+    """read_sensor_workbook as the file has it: sample offsets in ms and values in the format's unit
+    (a live stream's batches are these rows: serve/client.py sends them)."""
+    prefix, unit, _ = SENSORS[sensor]
     axis_columns = [prefix + a for a in "xyz"]
     table = read_workbook(path)
     required = ["timestamp", "timestamp_ms", "sample_time_offset", *axis_columns]
@@ -173,7 +181,7 @@ def read_sensor_workbook(path, sensor: str, *, on_error: str = "raise"):
         "unit_in_file": unit,
         "samples_read": len(offsets_ms),
     }
-    return batch_starts, batch_index, offsets_ms / 1000.0, to_si(raw_values, unit, table_of_units), report
+    return batch_starts, batch_index, offsets_ms, raw_values, report
 
 
 def read_garmin_pair(acc_path, gyr_path, *, timezone: str | None = None, on_error: str = "raise",

@@ -15,7 +15,7 @@ import pandas as pd
 from har.fusion import fuse_recording
 from har.modelfile import ModelCard
 from har.recording import Recording
-from har.windows import make_windows
+from har.windows import cut_windows, make_windows
 
 PREPROCESSING_KEYS = ("target_hz", "max_gap_s", "lowpass_hz", "window_length", "overlap")
 
@@ -61,3 +61,7 @@ class Preprocessing:
     def cut(self, fused: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """The model's windows [n, length, 6] of a fused table and their start times (har.windows)."""
         return make_windows(fused, length=self.window_length, overlap=self.overlap, target_hz=self.target_hz)
+
+    def cut_arrays(self, t: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`cut` over arrays: t [n] and float32 values [n, 6] (a live recording's fused rows, har/live.py)."""
+        return cut_windows(t, values, length=self.window_length, overlap=self.overlap, target_hz=self.target_hz)

@@ -86,7 +86,7 @@ class PreparedRecording:
 
     recording_id: str
     start_time: str | None  # ISO wall-clock time of t == 0, where the source says
-    windows: np.ndarray  # float32 [n, length, 6]
+    windows: np.ndarray | None  # float32 [n, length, 6]; None for a live recording (har/live.py), scored as it came
     start_s: np.ndarray  # window start times, seconds since the recording's origin
     worn: np.ndarray  # bool [n]: False for windows inside a non-wear episode (never scored)
     nonwear: list[tuple[float, float]]  # non-wear episodes, seconds since the origin
@@ -97,11 +97,13 @@ class PreparedRecording:
     @cached_property
     def worn_windows(self) -> np.ndarray:
         """The windows the model sees: those outside every non-wear episode."""
+        if self.windows is None:
+            raise ValueError(f"{self.recording_id}: a live recording's windows were scored as they came (har/live.py)")
         return self.windows[self.worn]
 
     @property
     def not_worn_windows(self) -> int:
-        return int(len(self.windows) - int(self.worn.sum()))
+        return int(len(self.start_s) - int(self.worn.sum()))
 
 
 def prepare(source: GarminPair | FusedTable, preprocessing: Preprocessing, wear_rule: WearRule) -> PreparedRecording:
@@ -157,7 +159,7 @@ def score(prepared: PreparedRecording, predict: Callable[[np.ndarray], np.ndarra
     """The answer for a prepared recording: `predict` (windows -> probabilities, the model of `card`) is asked
     about the worn windows only; `reference` (the model's drift_reference.json) adds this recording's drift.
     `subject` and `personal` say whose model it is. Raises EmptyRecording when there is no window at all."""
-    if len(prepared.windows) == 0:
+    if len(prepared.start_s) == 0:
         raise EmptyRecording(f"the recording holds no complete {card.window_length}-sample window of fused data "
                              f"({prepared.quality['fused_seconds']} s fused)")
     worn = prepared.worn_windows

@@ -20,22 +20,110 @@ def hmm_posteriors(probabilities: np.ndarray, switch_probability: float) -> np.n
     n, k = p.shape
     if n == 0 or switch_probability <= 0 or k < 2:
         return p.copy()
-    stay, move = 1.0 - switch_probability, switch_probability / (k - 1)
-
-    def step(previous: np.ndarray) -> np.ndarray:  # previous @ transition, without the K x K matrix
-        return (stay - move) * previous + move * previous.sum()
-
+    chain = Chain(switch_probability, k)
     forward = np.empty_like(p)
-    forward[0] = p[0] / p[0].sum()
+    forward[0] = chain.first(p[0])
     for t in range(1, n):
-        alpha = step(forward[t - 1]) * p[t]
-        forward[t] = alpha / alpha.sum()  # normalised every step: no underflow over an hour of windows
-    backward = np.ones_like(p)
-    for t in range(n - 2, -1, -1):
-        beta = step(backward[t + 1] * p[t + 1])
-        backward[t] = beta / beta.sum()
-    posterior = forward * backward
-    return posterior / posterior.sum(axis=1, keepdims=True)
+        forward[t] = chain.forward(forward[t - 1], p[t])
+    return chain.posteriors(forward, p)
+
+
+class Chain:
+    """The smoother's Markov chain over K activities: stay with 1 - s, switch to each other one with s / (K - 1)."""
+
+    def __init__(self, switch_probability: float, k: int):
+        self.k = k
+        self.stay, self.move = 1.0 - switch_probability, switch_probability / (k - 1)
+
+    def step(self, previous: np.ndarray) -> np.ndarray:  # previous @ transition, without the K x K matrix
+        return (self.stay - self.move) * previous + self.move * previous.sum()
+
+    def first(self, p: np.ndarray) -> np.ndarray:
+        return p / p.sum()
+
+    def forward(self, previous: np.ndarray, p: np.ndarray) -> np.ndarray:
+        alpha = self.step(previous) * p
+        return alpha / alpha.sum()  # normalised every step: no underflow over an hour of windows
+
+    def posteriors(self, forward: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """Posteriors of the last len(forward) windows of a run that ends with them: their forward messages, and the
+        backward pass from the run's end (which reads only these windows' evidence `p`)."""
+        backward = np.ones_like(p)
+        for t in range(len(p) - 2, -1, -1):
+            beta = self.step(backward[t + 1] * p[t + 1])
+            backward[t] = beta / beta.sum()
+        posterior = forward * backward
+        return posterior / posterior.sum(axis=1, keepdims=True)
+
+    def matrix(self) -> np.ndarray:
+        return (self.stay - self.move) * np.eye(self.k) + self.move
+
+
+class RunSmoother:
+    """`hmm_posteriors` labels of a run whose windows arrive one at a time, each given as soon as no continuation of
+    the run can change it.
+
+    A window's posterior is its forward message (the past) times its backward message (the future). Whatever the
+    windows after the newest are, the newest window's backward message lies in the cone spanned by the columns of
+    the transition matrix (the run ending there is one point of it: all ones); each older window's lies in that
+    cone carried back through the windows between. A label is decided when it is the same at every generator of
+    its cone: the decision (top-1 at or above the threshold, else uncertain) is linear in the backward message,
+    so it then holds on the whole cone, whatever comes. A small margin leaves knife-edge cases to the run's end,
+    where the posteriors are those of `hmm_posteriors` exactly (the same forward and backward passes).
+    """
+
+    MARGIN = 1e-9
+
+    def __init__(self, switch_probability: float, k: int, threshold: float):
+        self.chain, self.threshold = Chain(switch_probability, k), float(threshold)
+        self.last_forward: np.ndarray | None = None
+        self.pending: list[dict] = []  # windows not decided yet, in order: forward message, evidence, generators
+
+    def add(self, p: np.ndarray) -> None:
+        """The next window of the run: its calibrated probabilities [K]."""
+        p = np.asarray(p, dtype=np.float64)
+        chain = self.chain
+        forward = chain.first(p) if self.last_forward is None else chain.forward(self.last_forward, p)
+        self.last_forward = forward
+        carry = p[:, None] * chain.matrix()  # the older windows' cones, carried back through this window
+        for window in self.pending:
+            generators = window["generators"] @ carry
+            window["generators"] = generators / generators.max()  # one scale for all: the cone stays the same
+        self.pending.append({"forward": forward, "p": p, "generators": chain.matrix()})
+
+    def decided(self) -> list[int | None]:
+        """The labels now decided, of the oldest pending windows in order (an activity's index, None: uncertain)."""
+        labels = []
+        while self.pending:
+            label = self._decision(self.pending[0])
+            if label is False:
+                break
+            labels.append(label)
+            self.pending.pop(0)
+        return labels
+
+    def end(self) -> np.ndarray:
+        """The run is over: the posteriors [pending, K] of the windows still pending (then none is)."""
+        if not self.pending:
+            return np.empty((0, self.chain.k))
+        forward = np.array([w["forward"] for w in self.pending])
+        posteriors = self.chain.posteriors(forward, np.array([w["p"] for w in self.pending]))
+        self.pending, self.last_forward = [], None
+        return posteriors
+
+    def _decision(self, window: dict):
+        """The label every generator of the window's cone gives (index or None for uncertain), or False if they differ."""
+        posterior = window["forward"][:, None] * window["generators"]  # one column per generator
+        posterior = posterior / posterior.sum(axis=0, keepdims=True)
+        top = posterior.argmax(axis=0)
+        best = posterior.max(axis=0)
+        if (best < self.threshold * (1 - self.MARGIN)).all():
+            return None
+        runner_up = np.sort(posterior, axis=0)[-2]
+        if (top == top[0]).all() and (best >= self.threshold * (1 + self.MARGIN)).all() \
+                and (best > runner_up * (1 + self.MARGIN)).all():
+            return int(top[0])
+        return False
 
 
 def runs(start_s: np.ndarray, window_step_s: float) -> list[np.ndarray]:

@@ -79,13 +79,15 @@ def still_epochs(t: np.ndarray, acc: np.ndarray, target_hz: float, rule: WearRul
     return starts, still
 
 
-def epoch_summary(t: np.ndarray, acc: np.ndarray, target_hz: float,
-                  rule: WearRule) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """still_epochs plus each epoch's mean acceleration [epochs, 3] in milli-g (its gravity direction when still)."""
+def epoch_summary(t: np.ndarray, acc: np.ndarray, target_hz: float, rule: WearRule,
+                  origin: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """still_epochs plus each epoch's mean acceleration [epochs, 3] in milli-g (its gravity direction when still).
+    Epochs are counted from `origin` (default: the first sample); each epoch's figures depend on its own samples only."""
     t = np.asarray(t, dtype=np.float64)
     if len(t) == 0:
         return np.empty(0), np.empty(0, bool), np.empty((0, 3))
-    index = np.floor((t - t[0]) / rule.epoch_s + 1e-9).astype(np.int64)
+    origin = t[0] if origin is None else origin
+    index = epoch_index(t, origin, rule)
     epochs, first, counts = np.unique(index, return_index=True, return_counts=True)
     acc = np.asarray(acc, dtype=np.float64) / MG  # milli-g, as the thresholds are written
     sums = np.add.reduceat(acc, first, axis=0)
@@ -95,7 +97,11 @@ def epoch_summary(t: np.ndarray, acc: np.ndarray, target_hz: float,
     spread = np.maximum.reduceat(acc, first, axis=0) - np.minimum.reduceat(acc, first, axis=0)
     quiet_axes = ((sd < rule.std_mg) & (spread < rule.range_mg)).sum(axis=1)
     covered = counts >= rule.min_epoch_coverage * rule.epoch_s * target_hz
-    return t[0] + epochs * rule.epoch_s, (quiet_axes >= rule.min_axes) & covered, mean
+    return origin + epochs * rule.epoch_s, (quiet_axes >= rule.min_axes) & covered, mean
+
+
+def epoch_index(t: np.ndarray, origin: float, rule: WearRule) -> np.ndarray:
+    return np.floor((np.asarray(t, dtype=np.float64) - origin) / rule.epoch_s + 1e-9).astype(np.int64)
 
 
 def tilt_deg(a: np.ndarray, b: np.ndarray) -> float:
@@ -111,31 +117,130 @@ def nonwear_episodes(t: np.ndarray, acc: np.ndarray, target_hz: float, rule: Wea
     desk that is nudged or moved is still not worn: the lasting stillness decides), but a missing
     epoch does (no data is no evidence of stillness), and so does a still epoch whose gravity
     direction differs from the run's last still epoch by more than `max_tilt_deg` (the watch was
-    picked up). Each episode's ends are then refined to the sample (`refine_edges`).
+    picked up). Each episode's ends are then refined to the sample (`refine_edges`). A whole recording
+    is the tracker's input at once (`NonwearTracker`), a live one arrives piece by piece: the same episodes.
     """
-    starts, still, mean = epoch_summary(t, acc, target_hz, rule)
-    runs: list[list] = []  # [start, end, first epoch, last epoch] of still stretches, merged across short interruptions
-    open_run, previous_end = None, None
-    for epoch, (start, is_still) in enumerate(zip(starts, still)):
-        if previous_end is not None and not np.isclose(start, previous_end):
-            open_run = None  # a gap in the data: the run may not be extended across it
-        previous_end = start + rule.epoch_s
-        if not is_still:
-            continue
-        if (open_run is not None and start - open_run[1] <= rule.max_interruption_s + 1e-6
-                and tilt_deg(mean[open_run[3]], mean[epoch]) <= rule.max_tilt_deg):
-            open_run[1], open_run[3] = start + rule.epoch_s, epoch
-        else:
-            open_run = [start, start + rule.epoch_s, epoch, epoch]
-            runs.append(open_run)
-    t = np.asarray(t, dtype=np.float64)
-    end_of_data = float(t[-1]) + 1.0 / target_hz if len(t) else 0.0
-    episodes = []
-    for start, end, first, last in runs:
-        if end - start >= rule.min_duration_min * 60.0 - 1e-6:
-            start, end = refine_edges(t, acc, target_hz, rule, (start, min(end, end_of_data)), mean[first], mean[last])
-            episodes.append((float(start), float(min(end, end_of_data))))
-    return episodes
+    tracker = NonwearTracker(target_hz, rule)
+    tracker.add(t, acc)
+    tracker.close()
+    return tracker.episodes
+
+
+class NonwearTracker:
+    """Non-wear episodes of a recording whose fused samples arrive in time order, in pieces of any size.
+
+    Epochs are summarised once complete (a later sample has arrived, or the recording closed) and walked
+    through the run rule of `nonwear_episodes`; a run is judged once no later epoch can extend it. Only the
+    samples a run's edges may still be refined into are kept, so a recording of any length needs little memory.
+    `decided_until` says up to when the episodes are final: no episode found later reaches before it.
+    """
+
+    def __init__(self, target_hz: float, rule: WearRule):
+        self.target_hz, self.rule = target_hz, rule
+        self.origin: float | None = None
+        self.episodes: list[tuple[float, float]] = []
+        self.t, self.acc = np.empty(0), None  # samples of incomplete epochs, and those an edge may be refined into
+        self.next_epoch = 0  # the first epoch not walked yet
+        self.previous_end: float | None = None  # the end of the last epoch walked (a gap when the next one starts later)
+        self.run: dict | None = None  # the open run: start, end, first and last still epoch's mean, samples before it
+        self.closed = False
+
+    def add(self, t: np.ndarray, acc: np.ndarray) -> None:
+        """Fused samples later than every sample before: t [n] seconds, acc [n, 3] m/s^2 (kept in their dtype)."""
+        t = np.asarray(t, dtype=np.float64)
+        if len(t) == 0:
+            return
+        if self.origin is None:
+            self.origin, self.acc = float(t[0]), np.asarray(acc)[:0]
+        self.t, self.acc = np.concatenate([self.t, t]), np.concatenate([self.acc, acc])
+        self._walk(int(epoch_index(self.t[-1:], self.origin, self.rule)[0]))  # the last epoch may still grow
+
+    def close(self) -> None:
+        """The recording ended: its last epoch is complete and the open run is judged."""
+        if not self.closed:
+            self.closed = True
+            if len(self.t):
+                self._walk(int(epoch_index(self.t[-1:], self.origin, self.rule)[0]) + 1)
+            self._judge()
+
+    @property
+    def end_of_data(self) -> float:
+        return float(self.t[-1]) + 1.0 / self.target_hz if len(self.t) else 0.0
+
+    @property
+    def decided_until(self) -> float:
+        """Seconds before which every non-wear episode is known (inf once closed). Samples not yet summarised may
+        start a run, whose start is refined up to one epoch earlier; an open run may become an episode."""
+        if self.closed:
+            return np.inf
+        if self.origin is None:
+            return -np.inf
+        horizon = self.origin + epoch_index(self.t[-1:], self.origin, self.rule)[0] * self.rule.epoch_s - self.rule.epoch_s
+        if self.run is not None:
+            horizon = min(horizon, self.run["end"] if self._long(self.run) else self.run["start"] - self.rule.epoch_s)
+        return horizon
+
+    def known_nonwear(self) -> list[tuple[float, float]]:
+        """The final episodes, and the part of an open run that is certain to be one (it lasts the minimum already)."""
+        if self.run is not None and self._long(self.run):
+            start, _ = self._refined(self.run, self.run["end"])
+            return [*self.episodes, (start, self.run["end"])]
+        return list(self.episodes)
+
+    def _long(self, run: dict) -> bool:
+        return run["end"] - run["start"] >= self.rule.min_duration_min * 60.0 - 1e-6
+
+    def _walk(self, until_epoch: int) -> None:
+        """The run rule over the epochs not walked yet before `until_epoch` (complete ones); their samples are then
+        let go but for what a refinement may need."""
+        index = epoch_index(self.t, self.origin, self.rule)
+        walked = (index >= self.next_epoch) & (index < until_epoch)
+        if not walked.any():
+            return
+        self.next_epoch = until_epoch
+        rule = self.rule
+        starts, still, mean = epoch_summary(self.t[walked], self.acc[walked], self.target_hz, rule, origin=self.origin)
+        for start, is_still, epoch_mean in zip(starts, still, mean):
+            if self.run is not None and start - self.run["end"] > rule.max_interruption_s + 1e-6:
+                self._judge()  # no later still epoch can extend it
+            if self.previous_end is not None and not np.isclose(start, self.previous_end):
+                self._judge()  # a gap in the data ends the run
+            self.previous_end = start + rule.epoch_s
+            if not is_still:
+                continue
+            run = self.run
+            if (run is not None and start - run["end"] <= rule.max_interruption_s + 1e-6
+                    and tilt_deg(run["last_mean"], epoch_mean) <= rule.max_tilt_deg):
+                run["end"], run["last_mean"] = start + rule.epoch_s, epoch_mean
+            else:
+                self._judge()
+                before = (self.t >= start - rule.epoch_s - 1e-9) & (self.t < start - 1e-9)
+                self.run = {"start": float(start), "end": float(start + rule.epoch_s), "first_mean": epoch_mean,
+                            "last_mean": epoch_mean, "before": (self.t[before], self.acc[before])}
+        # Kept: the last complete epoch (the samples before a run that starts next) and, while a run is open, everything
+        # after its end (what its end is refined into when it closes), plus the incomplete epoch.
+        keep_from = starts[-1] if len(starts) else -np.inf
+        if self.run is not None:
+            keep_from = min(keep_from, self.run["end"])
+        keep = (self.t >= keep_from - 1e-9) | (index >= until_epoch)
+        self.t, self.acc = self.t[keep], self.acc[keep]
+
+    def _judge(self) -> None:
+        """The open run is over: an episode if it lasted the minimum, its ends refined to the sample. Before the
+        recording closes, later samples exist, so neither end needs clamping to the end of the data."""
+        run, self.run = self.run, None
+        if run is not None and self._long(run):
+            self.episodes.append(self._refined(run, run["end"]))
+
+    def _refined(self, run: dict, end: float) -> tuple[float, float]:
+        """refine_edges on the samples it reads: one epoch before the run (kept when it opened) and one after it."""
+        end_of_data = self.end_of_data
+        before_t, before_acc = run["before"]
+        after = self.t >= min(end, end_of_data) - 1e-9
+        t, acc = np.concatenate([before_t, self.t[after]]), np.concatenate([before_acc, self.acc[after]])
+        start, refined_end = refine_edges(t, acc, self.target_hz, self.rule, (run["start"], min(end, end_of_data)),
+                                          run["first_mean"], run["last_mean"])
+        return float(start), float(min(refined_end, end_of_data))
 
 
 def refine_edges(t: np.ndarray, acc: np.ndarray, target_hz: float, rule: WearRule, episode: tuple[float, float],

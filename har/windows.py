@@ -22,8 +22,13 @@ def window_step(length: int, overlap: float) -> int:
 
 def make_windows(fused: pd.DataFrame, *, length: int, overlap: float, target_hz: float) -> tuple[np.ndarray, np.ndarray]:
     """Windows [n, length, 6] float32 and their start times, never spanning a gap in `t`."""
-    t = fused["t"].to_numpy()
-    values = fused[CHANNELS].to_numpy(np.float32)
+    return cut_windows(fused["t"].to_numpy(), fused[CHANNELS].to_numpy(np.float32), length=length, overlap=overlap,
+                       target_hz=target_hz)
+
+
+def cut_windows(t: np.ndarray, values: np.ndarray, *, length: int, overlap: float,
+                target_hz: float) -> tuple[np.ndarray, np.ndarray]:
+    """make_windows over arrays: t [n] and values float32 [n, 6]."""
     step = window_step(length, overlap)
     starts = [np.arange(a, b - length + 1, step) for a, b in segments(t, 1.5 / target_hz)]
     starts = np.concatenate(starts) if starts else np.empty(0, dtype=int)

@@ -25,12 +25,14 @@ from serve.controllers.monitoring import MonitoringController
 from serve.controllers.page import STATIC_FILES, TEMPLATES, PageController
 from serve.controllers.predict import predict_controller
 from serve.controllers.recordings import FilesController, RecordingsController
+from serve.controllers.stream import stream
 from serve.controllers.study import StudyController
 from serve.controllers.subjects import SubjectsController
 from serve.controllers.v2 import v2_controller
 from serve.monitoring import Observer
 from serve.security import authentication, check_tokens
 from serve.service import Service, StudyStore
+from serve.streaming import StreamHub
 from serve.validation import RequestError
 
 log = logging.getLogger("serve")
@@ -44,7 +46,7 @@ def route_handlers(service: Service) -> list:
     uploads = Router("/", route_handlers=[RecordingsController, SubjectsController],
                      request_max_body_size=settings.max_upload_bytes)
     return [HealthController, predict_controller(card, limit), v2_controller(card, limit), uploads,
-            FilesController, StudyController, MonitoringController, PageController, STATIC_FILES]
+            FilesController, StudyController, MonitoringController, PageController, STATIC_FILES, stream]
 
 
 def _error_response(request: Request, status_code: int, message: str) -> Response:
@@ -69,6 +71,7 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
                  read_env_var=settings.read_token_env)
     service = Service.build(settings, runtime=runtime, observers=observers)
     study = StudyStore(settings)
+    streams = StreamHub(settings, service, study)  # live streams from watches (serve/streaming.py)
 
     def request_error(request: Request, error: RequestError) -> Response:
         return _error_response(request, error.status_code, error.message)
@@ -95,10 +98,11 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
         route_handlers=[*route_handlers(service), *(extra_route_handlers or [])],
         state=State({"service": service}),  # serve/admission.py's hook finds the upload budget there
         dependencies={"service": Provide(lambda: service, sync_to_thread=False),
-                      "store": Provide(lambda: study, sync_to_thread=False)},
+                      "store": Provide(lambda: study, sync_to_thread=False),
+                      "streams": Provide(lambda: streams, sync_to_thread=False)},
         template_config=TEMPLATES,
-        on_startup=[service.start],
-        on_shutdown=[service.stop, study.close],
+        on_startup=[service.start, streams.start],
+        on_shutdown=[streams.stop, service.stop, study.close],
         middleware=[service.metrics.middleware, authentication(token, read_token)],
         request_max_body_size=settings.max_body_bytes,
         exception_handlers={RequestError: request_error, HTTPException: http_error, Exception: unexpected_error},

@@ -225,3 +225,161 @@ class HarClient:
         response = self._checked(self._post_pair(f"/subjects/{subject}/recordings", accelerometer, gyroscope, params),
                                  ok=(200, 201))
         return response.json(), response.status_code == 201
+
+
+# ---------------------------------------------------------------- live streams (docs/streaming.md)
+
+def garmin_batches(accelerometer: str | Path, gyroscope: str | Path, *, timezone: str | None = None) -> list[dict]:
+    """A Garmin workbook pair as a watch streams it: one batch message per workbook row (about 250 ms), in the
+    export's own units, both sensors in the order of their start times. `timezone`: the zone of the export's
+    wall-clock times (default: read as UTC)."""
+    import pandas as pd
+
+    from har.garmin import SENSORS, read_sensor_rows
+
+    names = {"acc": "accelerometer", "gyr": "gyroscope"}
+    messages = []
+    for sensor, path in (("acc", accelerometer), ("gyr", gyroscope)):
+        starts, row, offsets_ms, values, _ = read_sensor_rows(path, sensor)
+        local = pd.DatetimeIndex(starts)
+        utc = local.tz_localize(timezone).tz_convert("UTC").tz_localize(None) if timezone else local
+        start_ms = (utc.asi8 // 1_000_000).astype(np.int64)
+        bounds = [0, *(np.flatnonzero(np.diff(row)) + 1).tolist(), len(row)]
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            messages.append({"type": "batch", "sensor": names[sensor], "unit": SENSORS[sensor][1],
+                             "time_ms": int(start_ms[row[a]]), "offsets_ms": offsets_ms[a:b].tolist(),
+                             "x": values[a:b, 0].tolist(), "y": values[a:b, 1].tolist(), "z": values[a:b, 2].tolist()})
+    order = sorted(range(len(messages)), key=lambda i: (messages[i]["time_ms"], messages[i]["sensor"]))
+    return [{**messages[i], "seq": seq} for seq, i in enumerate(order, start=1)]
+
+
+class StreamClosed(RuntimeError):
+    """The server closed the stream with a refusal: its close code and reason."""
+
+    def __init__(self, code: int, reason: str):
+        super().__init__(f"stream closed with {code}: {reason}")
+        self.code, self.reason = code, reason
+
+
+@dataclass
+class Streamed:
+    labels: list[dict]  # every window's final label, in order
+    recording: dict | None  # what the study store keeps of it (None: no complete window)
+    reconnects: int
+
+
+def stream_batches(url: str, subject: str, batches: list[dict], *, stream: str, token: str | None = None,
+                   speed: float | None = 1.0, binary: bool = False, timezone: str | None = None,
+                   max_unacked: int = 64, retries: int = 10, on_label=None, drop_after: int | None = None) -> Streamed:
+    """Send `batches` (messages with seq 1, 2, ...) over WebSocket /subjects/{subject}/stream, at `speed` times
+    real time (None: as fast as acknowledgements come), then close; labels arrive meanwhile. A dropped connection
+    is resumed: reconnect, hello, and send again from the last acknowledged seq (the server ignores duplicates).
+    A refusal (a 4xxx close) is raised as StreamClosed. `drop_after`: drop the connection once, after that many
+    acknowledgements (a test of resume)."""
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+    from websockets.sync.client import connect
+
+    import msgspec
+
+    ws_url = url.replace("http://", "ws://", 1).replace("https://", "wss://", 1) + f"/subjects/{subject}/stream"
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    encode = msgspec.msgpack.encode if binary else (lambda m: msgspec.json.encode(m).decode())
+    decode = msgspec.msgpack.decode if binary else msgspec.json.decode
+    labels: list[dict] = []
+    acked, reconnects, started = 0, 0, None
+    first_time = batches[0]["time_ms"] if batches else 0
+
+    def handle(message: dict) -> dict | None:
+        nonlocal acked
+        if message["type"] == "ack":
+            acked = max(acked, message["seq"])
+        elif message["type"] == "label" and message["window"] == len(labels):
+            labels.append(message)
+            if on_label is not None:
+                on_label(message)
+        return message
+
+    for attempt in range(retries + 1):
+        try:
+            with connect(ws_url, additional_headers=headers, max_size=2 ** 24, open_timeout=30) as socket:
+                socket.send(encode({"type": "hello", "stream": stream, "labels": len(labels),
+                                    **({"timezone": timezone} if timezone else {})}))
+                ready = decode(socket.recv(timeout=60))
+                if ready.get("type") != "ready":
+                    raise StreamClosed(1002, f"expected ready, got {ready}")
+                acked = ready["acked"]
+                at = acked
+                while at < len(batches) or acked < len(batches):
+                    if at < len(batches) and at - acked < max_unacked:
+                        batch = batches[at]
+                        if speed:
+                            started = started or (time.monotonic() - (batch["time_ms"] - first_time) / 1000 / speed)
+                            wait = started + (batch["time_ms"] - first_time) / 1000 / speed - time.monotonic()
+                            if wait > 0:
+                                time.sleep(wait)
+                        socket.send(encode(batch))
+                        at += 1
+                        timeout = 0
+                    else:
+                        timeout = 60
+                    try:
+                        while True:
+                            handle(decode(socket.recv(timeout=timeout)))
+                            timeout = 0
+                    except TimeoutError:
+                        pass
+                    if drop_after is not None and acked >= drop_after:
+                        drop_after = None
+                        raise ConnectionResetError("dropped on purpose (drop_after)")
+                socket.send(encode({"type": "close"}))
+                while True:
+                    message = handle(decode(socket.recv(timeout=600)))
+                    if message["type"] == "closed":
+                        return Streamed(labels, message["recording"], reconnects)
+        except ConnectionClosed as closed:
+            code = closed.rcvd.code if closed.rcvd else 1006
+            if 4000 <= code < 5000 or code == 1013 and attempt == retries:
+                raise StreamClosed(code, closed.rcvd.reason if closed.rcvd else "") from None
+        except (OSError, InvalidStatus, TimeoutError):
+            if attempt == retries:
+                raise
+        reconnects += 1
+        time.sleep(min(5.0, 0.2 * 2 ** min(attempt, 5)))
+    raise RuntimeError("unreachable")
+
+
+def stream_folder(url: str, subject: str, folder: str | Path, *, token: str | None = None, speed: float | None = 1.0,
+                  timezone: str | None = None, binary: bool = False) -> dict[str, Streamed]:
+    """Every Garmin pair of `folder` streamed one after another (each its own stream, named after its session)."""
+    from har.garmin import find_garmin_pairs
+
+    pairs, _ = find_garmin_pairs(folder)
+    return {Path(acc).name.removesuffix("-accelerometer_data.xlsx"): stream_batches(
+        url, subject, garmin_batches(acc, gyr, timezone=timezone), token=token, speed=speed, binary=binary,
+        stream=Path(acc).name.removesuffix("-accelerometer_data.xlsx"), timezone=timezone) for acc, gyr in pairs}
+
+
+def main(argv=None) -> int:
+    """python -m serve.client stream URL SUBJECT FOLDER [--speed 10] [--timezone Europe/Berlin] [--msgpack]"""
+    import argparse
+    import os
+
+    parser = argparse.ArgumentParser(prog="python -m serve.client", description="stream Garmin recordings as a watch")
+    parser.add_argument("command", choices=["stream"])
+    parser.add_argument("url")
+    parser.add_argument("subject")
+    parser.add_argument("folder", help="a folder of <session>-accelerometer_data.xlsx / -gyroscope_data.xlsx pairs")
+    parser.add_argument("--speed", type=float, default=1.0, help="times real time (0: as fast as acknowledged)")
+    parser.add_argument("--timezone", help="the zone of the workbooks' wall-clock times (default UTC)")
+    parser.add_argument("--msgpack", action="store_true", help="binary frames instead of JSON")
+    args = parser.parse_args(argv)
+    done = stream_folder(args.url, args.subject, args.folder, token=os.environ.get("HAR_SERVE_TOKEN"),
+                         speed=args.speed or None, timezone=args.timezone, binary=args.msgpack)
+    for name, streamed in done.items():
+        print(json.dumps({"stream": name, "windows": len(streamed.labels), "reconnects": streamed.reconnects,
+                          "recording": streamed.recording}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

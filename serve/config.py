@@ -41,6 +41,15 @@ class Settings:
     max_waiting_uploads: int = 16
     upload_wait_timeout_s: float = 30.0
     upload_retry_after_s: int = 5
+    # Live streams from watches (serve/streaming.py), the `serve.stream` params.
+    stream_journal: Path = Path("data/streams/journal.db")  # acknowledged batches, durable before the ack
+    max_streams: int = 500  # open streams in this process; one more is closed with 1013 (try again later)
+    max_buffered_samples: int = 20000  # samples a stream may hold unfused (one sensor ahead of the other)
+    stream_silent_s: float = 30.0  # a connection with no message for this long is closed (4408)
+    stream_send_timeout_s: float = 10.0  # a client that does not read its acks for this long is closed (4410)
+    stream_idle_s: float = 300.0  # a stream without a connection for this long becomes a recording
+    stream_store_every_s: float = 60.0  # how often an open stream's decided windows go to the study store
+    stream_broker: str | None = None  # a Redis URL: batches go through Redis Streams (docs/streaming.md)
 
     @classmethod
     def from_params(cls, params: dict, **overrides) -> "Settings":
@@ -80,6 +89,17 @@ class Settings:
             max_waiting_uploads=int(recordings.get("max_waiting", cls.max_waiting_uploads)),
             upload_wait_timeout_s=float(recordings.get("wait_timeout_s", cls.upload_wait_timeout_s)),
             upload_retry_after_s=int(recordings.get("retry_after_s", cls.upload_retry_after_s)),
+        )
+        stream = serve.get("stream", {})
+        values.update(
+            stream_journal=Path(stream.get("journal", cls.stream_journal)),
+            max_streams=int(stream.get("max_streams", cls.max_streams)),
+            max_buffered_samples=int(stream.get("max_buffered_samples", cls.max_buffered_samples)),
+            stream_silent_s=float(stream.get("silent_s", cls.stream_silent_s)),
+            stream_send_timeout_s=float(stream.get("send_timeout_s", cls.stream_send_timeout_s)),
+            stream_idle_s=float(stream.get("idle_s", cls.stream_idle_s)),
+            stream_store_every_s=float(stream.get("store_every_s", cls.stream_store_every_s)),
+            stream_broker=stream.get("broker", cls.stream_broker),
         )
         return replace(cls(**values), **{k: v for k, v in overrides.items() if v is not None})
 

@@ -242,9 +242,11 @@ class Store:
 
     # --- writes -------------------------------------------------------------------------------------------
     def ingest(self, subject: str, *, content_hash: str, fused: pd.DataFrame, answer: dict,
-               timezone: str | None = None, actor: str | None = None) -> tuple[dict, bool]:
+               timezone: str | None = None, actor: str | None = None, replace: bool = False) -> tuple[dict, bool]:
         """Store one scored recording of `subject`; (stored recording, created). created is False when the same
-        content was already scored by the same model: then nothing new is written and the stored one returns."""
+        content was already scored by the same model: then nothing new is written and the stored one returns.
+        `replace`: a live stream's recording (serve/streaming.py), which grows under one content hash: a stored
+        one takes the newer fused table, reports and this model's scoring, and its days follow."""
         start_time = answer["recording"].get("start_time")
         if not start_time:
             raise StoreError(f"recording {answer['recording'].get('id')!r} has no wall-clock start time: "
@@ -271,8 +273,14 @@ class Store:
                     "start_epoch": start_epoch, "end_epoch": start_epoch + fused_seconds,
                     "fused_seconds": fused_seconds, "blob_sha256": PENDING_BLOB, "quality": answer["recording"],
                     "wear": answer.get("wear", {})})
+                previous = queries.recording(conn, person.id, recording_id)
+                if replace and not inserted:
+                    queries.update_recording(conn, recording_id, {
+                        "end_epoch": start_epoch + fused_seconds, "fused_seconds": fused_seconds,
+                        "blob_sha256": blob.result(), "quality": answer["recording"], "wear": answer.get("wear", {})})
+                    queries.delete_scoring(conn, recording_id, answer["model"]["sha256"])
                 created = self._add_scoring(conn, person, queries.recording(conn, person.id, recording_id), answer,
-                                            episodes)
+                                            episodes, previous_span=(previous.start_epoch, previous.end_epoch))
                 if inserted:  # the blob is on disk before the row that names it commits
                     queries.set_blob(conn, recording_id, blob.result())
                 if not created:
@@ -298,8 +306,10 @@ class Store:
             person = queries.participant_by_id(conn, recording.participant_id)
             return self._add_scoring(conn, person, recording, answer, episodes)
 
-    def _add_scoring(self, conn, person, recording, answer: dict, episodes: tuple) -> bool:
-        """The scoring, its episodes and the summaries of the days it changes (the participant is locked)."""
+    def _add_scoring(self, conn, person, recording, answer: dict, episodes: tuple,
+                     previous_span: tuple[float, float] | None = None) -> bool:
+        """The scoring, its episodes and the summaries of the days it changes (the participant is locked).
+        `previous_span`: the recording's span before a live recording grew (its days change too)."""
         start = recording.start_epoch + episodes[0]  # the arithmetic of day_math.episode_frame
         end = recording.start_epoch + episodes[1]
         covered = (float(start.min()), float(end.max())) if len(start) else None
@@ -307,7 +317,8 @@ class Store:
         if queries.add_scoring(conn, recording.id, answer, covered) is None:
             return False
         first, last = summaries.dirty_dates(person.timezone, (recording.start_epoch, recording.end_epoch),
-                                            [covered, previous and (previous.covered_start, previous.covered_end)])
+                                            [covered, previous and (previous.covered_start, previous.covered_end),
+                                             previous_span])
         summaries.refresh(conn, person.id, person.timezone, first, last)
         return True
 

@@ -83,6 +83,18 @@ def ensure_recording(conn: Connection, participant_id: int, values: dict) -> tup
     return existing, False
 
 
+def update_recording(conn: Connection, recording_id: int, values: dict) -> None:
+    """A live stream's recording grew: its end, seconds, fusion and wear reports, blob."""
+    conn.execute(update(Recording).where(Recording.id == recording_id).values(**values))
+
+
+def delete_scoring(conn: Connection, recording_id: int, model_sha256: str) -> None:
+    """This model's scoring of the recording and its episodes (a live recording's is replaced as it grows)."""
+    scoring = select(Scoring.id).where(Scoring.recording_id == recording_id, Scoring.model_sha256 == model_sha256)
+    conn.execute(delete(Episode).where(Episode.scoring_id.in_(scoring)))
+    conn.execute(delete(Scoring).where(Scoring.recording_id == recording_id, Scoring.model_sha256 == model_sha256))
+
+
 def set_blob(conn: Connection, recording_id: int, blob_sha256: str) -> None:
     conn.execute(update(Recording).where(Recording.id == recording_id).values(blob_sha256=blob_sha256))
 
