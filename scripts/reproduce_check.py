@@ -4,7 +4,7 @@
     python scripts/reproduce_check.py --runs loaded    # only the run with CPU burners beside it
     python scripts/reproduce_check.py --from window    # window and all after it (everything: --from fuse_labelled fuse_garmin)
     python scripts/reproduce_check.py --runs idle --cpu native isa:AVX2 isa:AVX512_CORE   # under oneDNN's ISA caps
-    python scripts/reproduce_check.py --runs idle --cpu native qemu:Haswell-v4 qemu:EPYC-v3 --set train=tiny model=tiny
+    python scripts/reproduce_check.py --runs idle --cpu native qemu:EPYC-v3 --set train.epochs=2 --only train evaluate export
 
 The committed state (HEAD, not the working tree: commit first) is cloned into a scratch folder with
 `../shared` beside it, as a new user would have it. The stages upstream of --from are checked out of
@@ -19,9 +19,9 @@ the second, so it also shows that no tracked output depends on what the registry
 Other CPUs (--cpu): `isa:X` runs with ONEDNN_MAX_CPU_ISA=X, as a user capping oneDNN would (the stages
 pin their own kernel choice, har/numerics.py, so it must change nothing); `qemu:MODEL` runs every stage
 command under `qemu-x86_64 -cpu MODEL` (Debian's qemu-user: another vendor, instruction set and cache sizes
-as the libraries see them through CPUID, though not beyond AVX2), about 25 times slower, so with the tiny
-configuration (--set train=tiny model=tiny). With --set, the committed dvc.lock is for other params: the
-first run of the clone, recomposed with the overrides, is the reference the other runs must reproduce.
+as the libraries see them through CPUID, though not beyond AVX2), about 25 times slower: hence --set (fewer
+epochs) and --only (these stages alone, each `dvc repro -f -s`). With --set, the committed dvc.lock is for other
+params: the first run of the clone, recomposed with the overrides, is the reference the other runs must reproduce.
 
 Prints one line per output and a verdict; exits 1 on any difference, 0 when every run reproduced
 the reference exactly.
@@ -100,16 +100,21 @@ def emulated_python(folder: Path, cpu: str) -> Path:
     return folder
 
 
-def run_once(project: Path, env: dict, first: list[str], burners: int, log_path: Path, *, restore: bool = True) -> float:
-    """Seconds `dvc repro` of `first` and what follows took, with `burners` spinning processes beside it.
-    restore: start from the reference's files (git checkout), not from what the last run left."""
+def run_once(project: Path, env: dict, first: list[str], burners: int, log_path: Path, *, restore: bool = True,
+             only: list[str] | None = None) -> float:
+    """Seconds `dvc repro` of `first` and what follows (or of the `only` stages alone) took, with `burners`
+    spinning processes beside it. restore: start from the reference's files (git checkout), not from what the
+    last run left."""
     if restore:
         subprocess.run(["git", "checkout", "--", "."], cwd=project, check=True)
+    commands = ([["dvc", "repro", "-f", "--no-run-cache", "-s", stage] for stage in only] if only
+                else [["dvc", "repro", "-f", "--no-run-cache", "--downstream", *first]])
     processes = start_burners(burners)
     started = time.perf_counter()
     try:
         with log_path.open("w") as log:
-            sh(["dvc", "repro", "-f", "--no-run-cache", "--downstream", *first], project, env, log=log)
+            for command in commands:
+                sh(command, project, env, log=log)
     finally:
         stop(processes)
     return time.perf_counter() - started
@@ -136,6 +141,8 @@ def main(argv=None) -> int:
                         help="CPUs to run on: native, isa:<ONEDNN_MAX_CPU_ISA value>, qemu:<qemu CPU model>")
     parser.add_argument("--set", nargs="+", default=[], metavar="OVERRIDE",
                         help="Hydra overrides of conf/ (train=tiny model=tiny); the first run is then the reference")
+    parser.add_argument("--only", nargs="+", metavar="STAGE",
+                        help="rerun these stages alone, in this order (dvc repro -f -s), instead of --from and after")
     parser.add_argument("--burners", type=int, default=os.cpu_count() or 2, help="CPU burners in the loaded run")
     parser.add_argument("--keep", action="store_true", help="keep the scratch clone (its path is printed)")
     args = parser.parse_args(argv)
@@ -150,7 +157,7 @@ def main(argv=None) -> int:
         sh(["git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(project)], scratch, env)
         (scratch / "shared").symlink_to((ROOT.parent / "shared").resolve())
         committed_lock = (project / "dvc.lock").read_text()
-        stages = stages_from(project, env, args.first)
+        stages = set(args.only) if args.only else stages_from(project, env, args.first)
         own_cache = sh(["dvc", "cache", "dir"], ROOT, env).stdout.strip().splitlines()[-1]
         sh(["dvc", "cache", "dir", "--local", own_cache], project, env)
         upstream = sorted(set(yaml.safe_load(committed_lock)["stages"]) - stages)
@@ -162,7 +169,7 @@ def main(argv=None) -> int:
             sh([sys.executable, "-m", "stages.compose_params", *args.set], project, env)
             (reference, _), runs = runs[0], runs[1:]
             seconds = run_once(project, cpu_environment(reference, env, scratch), args.first, 0,
-                               scratch / "reference.log", restore=False)
+                               scratch / "reference.log", restore=False, only=args.only)
             sh(["git", "add", "-A"], project, env)
             sh(["git", "-c", "user.name=reproduce_check", "-c", "user.email=reproduce_check@localhost", "commit",
                 "--quiet", "-m", f"reference run: {' '.join(args.set)}"], project, env)
@@ -172,7 +179,7 @@ def main(argv=None) -> int:
             burners = args.burners if run == "loaded" else 0
             load_before = os.getloadavg()[0]
             seconds = run_once(project, cpu_environment(cpu, env, scratch), args.first, burners,
-                               scratch / f"{cpu.replace(':', '-')}-{run}.log")
+                               scratch / f"{cpu.replace(':', '-')}-{run}.log", only=args.only)
             rows = compare(project, committed_lock, stages)
             results[f"{cpu} {run}"] = rows
             load = f"{burners} CPU burners beside it" if burners else "no added load"
