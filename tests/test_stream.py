@@ -91,9 +91,14 @@ def timeline(labels):
 
 def test_a_streamed_session_gives_the_uploads_timeline_and_becomes_a_stored_recording(setup, server, uploaded):
     batches = jittered(garmin_batches(*setup["pair"]), seed=1)
-    streamed = stream_batches(server, SUBJECT, batches, stream="watch-a", token=TOKEN, speed=None)
+    order = []
+    streamed = stream_batches(server, SUBJECT, batches, stream="watch-a", token=TOKEN, speed=None,
+                              on_label=lambda m: order.append((m["type"], m["start_s"])))
     assert timeline(streamed.labels) == [(e["start_s"], e["label"]) for e in uploaded["timeline"]]
     assert {"not_worn", *LABELS[:1]} & {e["label"] for e in streamed.labels}
+    # each window's provisional label came first (the model's label as soon as its samples were in), then its final one
+    assert [e["start_s"] for e in streamed.provisional] == [e["start_s"] for e in streamed.labels]
+    assert all(order.index(("provisional", s)) < order.index(("label", s)) for s, _ in timeline(streamed.labels))
     auth = {"Authorization": f"Bearer {TOKEN}"}
     stored = httpx.get(f"{server}/subjects/{SUBJECT}/recordings/{streamed.recording['id']}", headers=auth).json()
     assert [(e["label"], e["start_s"]) for e in stored["answer"]["episodes"]] == \

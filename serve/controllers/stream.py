@@ -55,10 +55,7 @@ async def stream(socket: WebSocket, subject: str, streams: StreamHub) -> None:
         if not isinstance(hello, Hello):
             raise Refusal("malformed", "the first message must be a hello")
         session = await streams.open(subject, hello, socket, binary=isinstance(frame, bytes))
-        await send_message(socket, {"type": "ready", "stream": hello.stream, "acked": session.last_seq,
-                                    "labels": len(session.labels)}, session.binary)
-        for label in session.labels[hello.labels:]:  # what the client missed while it was away
-            await streams.send(session, label)
+        await streams.ready(session, hello)  # then the final labels the client missed while it was away
         while True:
             frame = await receive(socket, settings.stream_silent_s)
             if frame is None:
