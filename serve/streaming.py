@@ -322,17 +322,10 @@ class Watch:
                 for i, row in enumerate(rows)]
 
     def view(self) -> dict:
-        """What the study page draws of it: the final labels as episodes, and the provisional ones after them."""
+        """What the study page draws of it (`live_view`)."""
         rows = read_rows(self.files["labels"], LABEL_ROW)
-        window_s = self.live.p.window_s
-        final = episodes(rows["start_s"], np.array(self.names)[rows["label"]], np.full(len(rows), np.nan), window_s)
-        starts = sorted(self.provisional)
-        provisional = episodes(np.array(starts), np.array([self.provisional[s] for s in starts]),
-                               np.full(len(starts), np.nan), window_s)
-        keep = ("label", "start_s", "end_s")
-        return {"stream": self.stream, "start_time": self.live.start_time, "windows": self.given,
-                "window_s": window_s, "episodes": [{k: e[k] for k in keep} for e in final],
-                "provisional": [{k: e[k] for k in keep} for e in provisional]}
+        final = [(float(row["start_s"]), self.names[row["label"]]) for row in rows]
+        return live_view(self.stream, self.live.start_time, self.live.p.window_s, final, sorted(self.provisional.items()))
 
     async def store(self, study) -> dict:
         """The decided windows as the participant's recording (har.answer.answer_for, then the store's ingest;
@@ -354,6 +347,21 @@ class Watch:
     def forget(self) -> None:
         for path in self.files.values():
             path.unlink(missing_ok=True)
+
+
+def live_view(stream: str, start_time: str | None, window_s: float, final: list[tuple[float, str]],
+              provisional: list[tuple[float, str]]) -> dict:
+    """A live stream as the study page draws it (GET /subjects/{subject}/live): its final labels as episodes (runs of
+    equal labels, each window owning the time until the next one starts), and the provisional ones after them."""
+    def runs(labels: list[tuple[float, str]]) -> list[dict]:
+        if not labels:
+            return []
+        starts, names = zip(*labels)
+        return [{"label": e["label"], "start_s": round(e["start_s"], 3), "end_s": round(e["end_s"], 3)}
+                for e in episodes(np.array(starts), np.array(names), np.full(len(labels), np.nan), window_s)]
+
+    return {"stream": stream, "start_time": start_time, "window_s": window_s, "windows": len(final),
+            "episodes": runs(final), "provisional": runs(provisional)}
 
 
 async def open_watch(service, settings, subject: str, stream: str, timezone: str | None, folder: Path) -> Watch:
@@ -392,13 +400,36 @@ class Session:
         return self.watch.subject, self.watch.stream
 
 
-class StreamHub:
-    """This process's live streams (the embedded default; serve/stream_broker.py is the Redis one): opened by a
-    hello, fed batch by batch, stored, finished."""
+class Hub:
+    """Live streams as the WebSocket route and the study page's live view see them (serve/controllers/stream.py):
+    start, stop; open (a hello), ready, accept (a batch), finish (a close), disconnected; live (the page's view).
+    `StreamHub` holds them in this process (the embedded default); serve/stream_broker.py's `BrokerHub` passes them
+    through Redis Streams to scoring processes. A session has the connection's `socket` and `binary` framing."""
 
     def __init__(self, settings, service, store):
         self.settings, self.service, self.store = settings, service, store
         self.metrics = StreamMetrics(service.metrics.registry)
+
+    async def send(self, session, message: dict) -> None:
+        """A message to the session's client; one that does not read it within send_timeout_s is closed (4410)."""
+        socket = session.socket
+        if socket is None:
+            return
+        try:
+            await asyncio.wait_for(send_message(socket, message, session.binary), self.settings.stream_send_timeout_s)
+        except asyncio.TimeoutError:
+            session.socket = None
+            self.metrics.closes.labels("slow").inc()
+            await close_quietly(socket, CLOSE_CODES["slow"], "slow client: not reading its acknowledgements")
+        except Exception:  # the connection went; the receive loop notices it
+            session.socket = None
+
+
+class StreamHub(Hub):
+    """This process's live streams (the embedded default): opened by a hello, fed batch by batch, stored, finished."""
+
+    def __init__(self, settings, service, store):
+        super().__init__(settings, service, store)
         self.sessions: dict[tuple[str, str], Session] = {}
         self.journal: Journal | None = None
         self.task: asyncio.Task | None = None
@@ -483,19 +514,6 @@ class StreamHub:
             (self.metrics.windows if message["type"] == "label" else self.metrics.provisional).inc()
             if message["type"] == "label" or session.provisional:
                 await self.send(session, message)
-
-    async def send(self, session: Session, message: dict) -> None:
-        socket = session.socket
-        if socket is None:
-            return
-        try:
-            await asyncio.wait_for(send_message(socket, message, session.binary), self.settings.stream_send_timeout_s)
-        except asyncio.TimeoutError:
-            session.socket = None
-            self.metrics.closes.labels("slow").inc()
-            await close_quietly(socket, CLOSE_CODES["slow"], "slow client: not reading its acknowledgements")
-        except Exception:  # the connection went; the receive loop notices it
-            session.socket = None
 
     async def finish(self, session: Session) -> dict | None:
         """The stream ended: everything decided, stored as one recording, the journal's copy dropped."""

@@ -134,7 +134,15 @@ def test_a_sigkilled_server_loses_no_acknowledged_batch(setup, uploaded):
     port = int(url.rsplit(":", 1)[1])
     process, url = start(setup, "restarted", port=port)
     try:
+        # recovered from the journal: the study page's view of it (read-only token) has what was decided so far
+        (view,) = httpx.get(f"{url}/subjects/W003/live", headers={"Authorization": f"Bearer {READ_TOKEN}"}).json()[
+            "streams"]
+        assert view["stream"] == "watch-c" and not view["connected"] and view["windows"] > 0
+        covered = sum(e["end_s"] - e["start_s"] for e in view["episodes"])
+        assert view["episodes"][0]["start_s"] == 0 and covered > 0.9 * view["windows"] * 2.0  # 2-s window steps
         streamed = stream_batches(url, "W003", batches, stream="watch-c", token=TOKEN, speed=None)
+        assert httpx.get(f"{url}/subjects/W003/live", headers={"Authorization": f"Bearer {TOKEN}"}).json() == \
+            {"subject": "W003", "streams": []}  # closed: a recording now
     finally:
         stop_server(process)
     assert timeline(streamed.labels) == [(e["start_s"], e["label"]) for e in uploaded["timeline"]]
