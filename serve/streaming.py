@@ -42,7 +42,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from har.answer import answer_for
 from har.live import LiveError, SensorBatch, for_model, fused_table
 from har.recording import ACC_TO_SI, GYR_TO_SI, to_si
-from har.timeline import NOT_WORN, UNCERTAIN, episodes, wall_clock
+from har.timeline import NOT_WORN, UNCERTAIN, wall_clock
+from har.windows import window_spans
 
 log = logging.getLogger("serve")
 
@@ -351,17 +352,21 @@ class Watch:
 
 def live_view(stream: str, start_time: str | None, window_s: float, final: list[tuple[float, str]],
               provisional: list[tuple[float, str]]) -> dict:
-    """A live stream as the study page draws it (GET /subjects/{subject}/live): its final labels as episodes (runs of
-    equal labels, each window owning the time until the next one starts), and the provisional ones after them."""
-    def runs(labels: list[tuple[float, str]]) -> list[dict]:
-        if not labels:
-            return []
-        starts, names = zip(*labels)
-        return [{"label": e["label"], "start_s": round(e["start_s"], 3), "end_s": round(e["end_s"], 3)}
-                for e in episodes(np.array(starts), np.array(names), np.full(len(labels), np.nan), window_s)]
-
-    return {"stream": stream, "start_time": start_time, "window_s": window_s, "windows": len(final),
-            "episodes": runs(final), "provisional": runs(provisional)}
+    """A live stream as the study page draws it (GET /subjects/{subject}/live): its final labels as episodes, then
+    its provisional ones (after the last final one) as episodes of their own: runs of equal labels, each window
+    owning the time until the next one starts (har.windows.window_spans, over both together, so they tile)."""
+    labels = final + [entry for entry in provisional if not final or entry[0] > final[-1][0]]
+    spans = window_spans(np.array([start for start, _ in labels], dtype=np.float64), window_s)
+    parts: dict[str, list[dict]] = {"episodes": [], "provisional": []}
+    for i, ((start, end), (_, label)) in enumerate(zip(spans, labels)):
+        runs = parts["episodes" if i < len(final) else "provisional"]
+        if runs and runs[-1]["label"] == label and np.isclose(runs[-1]["end_s"], start):
+            runs[-1]["end_s"] = float(end)
+        else:
+            runs.append({"label": label, "start_s": float(start), "end_s": float(end)})
+    for run in parts["episodes"] + parts["provisional"]:
+        run["start_s"], run["end_s"] = round(run["start_s"], 3), round(run["end_s"], 3)
+    return {"stream": stream, "start_time": start_time, "window_s": window_s, "windows": len(final), **parts}
 
 
 async def open_watch(service, settings, subject: str, stream: str, timezone: str | None, folder: Path) -> Watch:
