@@ -1,6 +1,6 @@
 """A recording prepared while it is recorded: sensor batches in, the timeline's windows out as each becomes final.
 
-A watch streaming its samples (serve/stream/) sends batches of about 250 ms per sensor, the two sensors out
+A watch streaming its samples (serve/streaming.py) sends batches of about 250 ms per sensor, the two sensors out
 of step. `LiveRecording` turns them into what `har.scoring.prepare` and `har.scoring.score` make of the whole
 recording, window by window, with the pipeline's own pieces:
 
@@ -10,10 +10,15 @@ recording, window by window, with the pipeline's own pieces:
   response has decayed to rounding (`SETTLE_PERIODS` cutoff periods of later samples), or the segment ended;
 - the fused rows are cut into the model's windows by `Preprocessing.cut` and judged for wear by
   `har.wear.NonwearTracker` (the same code `har.wear.nonwear_episodes` runs over a whole recording);
-- worn windows are scored by the caller's model as soon as their wear is decided, and their labels are given
-  once the smoother can no longer change them (`har.smoothing.RunSmoother`), not worn windows at once;
-- `prepared` gives the decided part as a `PreparedRecording` for `har.answer.answer_for`: the answer, the
-  store's recording and days are made by the same code as an upload's.
+- windows are scored by the caller's model as they are cut (but inside a non-wear episode already known), and
+  their labels are given once their wear is decided and the smoother can no longer change them
+  (`har.smoothing.RunSmoother`); not worn windows' labels as soon as their wear is decided;
+- each window also gets a provisional label as soon as both sensors' samples reach its end: the model's label on
+  the window cut from the newest samples (filtered by `har.fusion.resample_stream` as if the recording ended
+  there), or not_worn inside a known non-wear episode; its final label follows;
+- `prepared` gives the decided part (what the caller kept of `take_fused` and `take_decided`: the live recording
+  hands them out, so that what it holds does not grow with the recording's length) as a `PreparedRecording` for
+  `har.answer.answer_for`: the answer, the store's recording and days are made by the same code as an upload's.
 
 Where it differs from the whole recording (docs/streaming.md): a sensor's native rate is the median step of
 its first `RATE_SAMPLES` samples (the whole recording's, in `har.fusion`), and a filtered value is taken as
@@ -35,7 +40,7 @@ from har.fusion import (CHANNELS, MIN_FILTERED, ZeroPhase, interpolated, lowpass
 from har.preprocessing import Preprocessing
 from har.smoothing import RunSmoother
 from har.timeline import NOT_WORN, UNCERTAIN, window_labels
-from har.wear import ACC, NonwearTracker, WearRule
+from har.wear import NonwearTracker, WearRule
 from har.windows import window_step
 
 RATE_SAMPLES = 101  # a sensor's native rate: the median step of its first this many samples
@@ -346,8 +351,8 @@ class LiveTimeline:
 
 class BatchOrder:
     """The order a recording's batches must keep: each sensor's batches by their start, none before the recording's
-    first batch (the clock's origin, once both sensors have sent one). A stream's gateway keeps one per watch
-    (serve/streaming.py) to refuse a batch before it is journaled; `LiveRecording` keeps its own."""
+    first batch (the clock's origin, once both sensors have sent one). `LiveRecording` keeps one; a stream's gateway
+    (serve/stream_broker.py) keeps one per watch, to refuse a batch before it goes to Redis."""
 
     def __init__(self, first_start: dict[str, int] | None = None, last_start: dict[str, int] | None = None):
         self.first_start, self.last_start = dict(first_start or {}), dict(last_start or {})
@@ -625,8 +630,8 @@ class LiveRecording:
 
     # ---------------------------------------------------------------- out
     def to_score(self) -> np.ndarray:
-        """The windows cut since the last call, final ones then provisional ones, to be scored (float32
-        [n, length, 6]); answer with `scored`."""
+        """The windows cut since the last call (final and provisional ones, in the order they were cut) to be scored
+        (float32 [n, length, 6]); answer with `scored`."""
         self.scoring = [entry for entry in self.to_be_scored if "window" in entry]  # not decided not worn meanwhile
         self.to_be_scored = []
         if not self.scoring:

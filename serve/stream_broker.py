@@ -202,8 +202,7 @@ class BrokerHub(Hub):
                            {s: int(info[f"last_{s}"]) for s in SENSORS if f"last_{s}" in info})
         session = BrokerSession(subject, hello.stream, key, keys, order, seq_of(last[0][0]) if last else 0)
         session.socket, session.binary, session.provisional = socket, binary, hello.provisional
-        self.sessions[key] = session
-        return session
+        return session  # the relay takes it up once `ready` has sent what the client missed
 
     async def ready(self, session: BrokerSession, hello: Hello) -> None:
         given = [entry for entry in await self.redis.xrange(session.keys["final"]) if entry[0] != CLOSED_ID]
@@ -214,6 +213,7 @@ class BrokerHub(Hub):
         if given:
             session.final_next = given[-1][0]
             session.last_final_s = msgspec.msgpack.decode(given[-1][1][b"m"])["start_s"]
+        self.sessions[session.key] = session
 
     async def accept(self, session: BrokerSession, batch: Batch) -> bool:
         if batch.seq <= session.last_seq:

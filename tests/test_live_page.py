@@ -5,20 +5,15 @@ the page's live timeline fills in, final labels and the provisional ones after t
 recording, and the live view goes."""
 from __future__ import annotations
 
-import copy
 import threading
 import time
 
 import pytest
 
 from browser_helpers import chromium_driver, quit_driver, require_chromium, wait_for, write_params
-from conftest import GARMIN_ACC, GARMIN_GYR, ROOT, WISDM_DIR
-from har.config import load_params
-from har.modelfile import stamp
-from har.study import StudyPlan, generate_study
 from serve.client import garmin_batches, stream_batches
-from serve_helpers import LABELS, TOKEN, start_server, stop_server, tiny_graph, tiny_metadata
-from test_stream import CALIBRATION
+from serve_helpers import TOKEN, start_server, stop_server
+from test_stream import generated_session
 
 SUBJECT = "L001"
 
@@ -30,19 +25,7 @@ def setup_module(_module):
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     folder = tmp_path_factory.mktemp("live-page")
-    plan = StudyPlan(days=1, sessions_per_day=1, first_day="2025-03-27", midnight=False, seed=3,
-                     recordings_per_session=4, max_recording_s=90.0, nonwear_minutes=(1.0,))
-    session = generate_study(folder / "study", WISDM_DIR, ["1604"], labels=LABELS, garmin=(GARMIN_ACC, GARMIN_GYR),
-                             plan=plan)["sessions"][0]["session"]
-    pair = (folder / "study" / "recordings" / f"{session}-accelerometer_data.xlsx",
-            folder / "study" / "recordings" / f"{session}-gyroscope_data.xlsx")
-    model = folder / "model.onnx"
-    model.write_bytes(stamp(tiny_graph(), tiny_metadata(calibration=CALIBRATION)))
-    params = copy.deepcopy(load_params(ROOT / "params.yaml"))
-    params["store"].update({"url": f"sqlite:///{folder / 'study.db'}", "blob_root": str(folder / "blobs")})
-    params["wear"]["min_duration_min"] = 0.5  # the session's desk minute is not worn
-    params["serve"]["personal"]["models_dir"] = str(folder / "personal")
-    params["serve"]["stream"].update({"journal": str(folder / "streams" / "journal.db"), "store_every_s": 2})
+    pair, model, params = generated_session(folder)
     process, url = start_server(model, folder / "server.log", "--params", str(write_params(folder / "params.yaml", params)))
     yield {"url": url, "batches": garmin_batches(*pair)}
     stop_server(process)
@@ -71,8 +54,15 @@ def test_the_study_page_shows_a_live_participants_timeline_filling_in(service):
         wait_for(driver, lambda d: d.find_element(By.ID, "participant").is_displayed(), message="no participant section")
         assert not driver.find_element(By.ID, "live").is_displayed()  # nothing streams yet
         result = {}
-        watch = threading.Thread(target=lambda: result.update(streamed=stream_batches(
-            url, SUBJECT, service["batches"], stream="watch", token=TOKEN, speed=12)), daemon=True)
+
+        def stream() -> None:
+            try:
+                result["streamed"] = stream_batches(url, SUBJECT, service["batches"], stream="watch", token=TOKEN,
+                                                    speed=12)
+            except Exception as error:  # said by the assertion below
+                result["error"] = error
+
+        watch = threading.Thread(target=stream, daemon=True)
         watch.start()
         seen = []  # what the page drew, once a second, while the watch streamed
         deadline = time.monotonic() + 240
@@ -82,6 +72,7 @@ def test_the_study_page_shows_a_live_participants_timeline_filling_in(service):
             if view is not None and (not seen or view != seen[-1]):
                 seen.append(view)
             time.sleep(0.5)
+        assert "streamed" in result, result
         streamed = result["streamed"]
     finally:
         try:
@@ -93,7 +84,7 @@ def test_the_study_page_shows_a_live_participants_timeline_filling_in(service):
         finally:
             quit_driver(driver)
     windows = [view["windows"] for view in seen]
-    assert len(set(windows)) >= 5 and windows == sorted(windows)  # it filled in, window by window
+    assert len(set(windows)) >= 5 and windows == sorted(windows), windows  # it filled in, window by window
     assert any(any(s[3] for s in view["segments"]) for view in seen)  # with provisional labels ahead of the final ones
     final = {round(m["start_s"], 3): m["label"] for m in streamed.labels}
     step = streamed.labels[1]["start_s"] - streamed.labels[0]["start_s"]

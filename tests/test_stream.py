@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import signal
+from pathlib import Path
 
 import httpx
 import msgspec
@@ -25,9 +26,10 @@ CALIBRATION = {"threshold": 0.5, "smoothing": {"switch_probability": 0.01, "thre
 SUBJECT = "W001"
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("stream")
+def generated_session(folder: Path, name: str = "") -> tuple[tuple[Path, Path], Path, dict]:
+    """A generated study session's workbook pair (four recordings of real activity, a minute on a desk), the tiny
+    model with a smoother and an abstention threshold, and params for a service on them whose store and journal are
+    in `folder` (under `name`)."""
     plan = StudyPlan(days=1, sessions_per_day=1, first_day="2025-03-27", midnight=False, seed=3,
                      recordings_per_session=4, max_recording_s=90.0, nonwear_minutes=(1.0,))
     session = generate_study(folder / "study", WISDM_DIR, ["1604"], labels=LABELS, garmin=(GARMIN_ACC, GARMIN_GYR),
@@ -36,12 +38,24 @@ def setup(tmp_path_factory):
             folder / "study" / "recordings" / f"{session}-gyroscope_data.xlsx")
     model = folder / "model.onnx"
     model.write_bytes(stamp(tiny_graph(), tiny_metadata(calibration=CALIBRATION)))
+    return pair, model, service_params(folder / name)
+
+
+def service_params(folder: Path) -> dict:
+    """params for a service whose study store and stream journal are in `folder`; the desk minute not worn."""
     params = copy.deepcopy(load_params(ROOT / "params.yaml"))
     params["store"].update({"url": f"sqlite:///{folder / 'study.db'}", "blob_root": str(folder / "blobs")})
     params["wear"]["min_duration_min"] = 0.5  # the session's desk minute is not worn
     params["serve"]["personal"]["models_dir"] = str(folder / "personal")
-    params["serve"]["stream"].update({"journal": str(folder / "streams" / "journal.db"), "silent_s": 5,
-                                      "store_every_s": 2, "max_buffered_samples": 5000})
+    params["serve"]["stream"].update({"journal": str(folder / "streams" / "journal.db"), "store_every_s": 2})
+    return params
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("stream")
+    pair, model, params = generated_session(folder)
+    params["serve"]["stream"].update({"silent_s": 5, "max_buffered_samples": 5000})
     return {"folder": folder, "pair": pair, "model": model, "params": write_params(folder / "params.yaml", params)}
 
 

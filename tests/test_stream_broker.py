@@ -7,12 +7,9 @@ them; every client gets its whole timeline, and the stored recordings equal thos
 redis-server missing: these tests fail in CI (env CI set; setup.sh installs it) and skip elsewhere."""
 from __future__ import annotations
 
-import copy
-import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,15 +18,12 @@ import pytest
 import redis
 
 from browser_helpers import write_params
-from conftest import GARMIN_ACC, GARMIN_GYR, ROOT, WISDM_DIR
-from har.config import load_params
-from har.modelfile import stamp
-from har.study import StudyPlan, generate_study
+from conftest import ROOT
 from ops_helpers import need_binary, unused_port
 from serve.client import garmin_batches, stream_batches
 from serve.stream_broker import GROUP, PREFIX, WATCHES
-from serve_helpers import LABELS, TOKEN, start_server, stop_server, tiny_graph, tiny_metadata
-from test_stream import CALIBRATION, jittered, timeline
+from serve_helpers import TOKEN, start_server, stop_server
+from test_stream import generated_session, jittered, service_params, timeline
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 WATCHERS = ["B1", "B2", "B3", "B4"]
@@ -62,27 +56,15 @@ def redis_url(tmp_path_factory):
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, redis_url):
     folder = tmp_path_factory.mktemp("broker")
-    plan = StudyPlan(days=1, sessions_per_day=1, first_day="2025-03-27", midnight=False, seed=3,
-                     recordings_per_session=4, max_recording_s=90.0, nonwear_minutes=(1.0,))
-    session = generate_study(folder / "study", WISDM_DIR, ["1604"], labels=LABELS, garmin=(GARMIN_ACC, GARMIN_GYR),
-                             plan=plan)["sessions"][0]["session"]
-    pair = (folder / "study" / "recordings" / f"{session}-accelerometer_data.xlsx",
-            folder / "study" / "recordings" / f"{session}-gyroscope_data.xlsx")
-    model = folder / "model.onnx"
-    model.write_bytes(stamp(tiny_graph(), tiny_metadata(calibration=CALIBRATION)))
-    params = copy.deepcopy(load_params(ROOT / "params.yaml"))
-    params["wear"]["min_duration_min"] = 0.5  # the session's desk minute is not worn
-    params["serve"]["personal"]["models_dir"] = str(folder / "personal")
+    pair, model, _ = generated_session(folder)
 
-    def with_store(name: str, broker: str | None) -> dict:
-        p = copy.deepcopy(params)
-        p["store"].update({"url": f"sqlite:///{folder / name / 'study.db'}", "blob_root": str(folder / name / "blobs")})
-        p["serve"]["stream"].update({"journal": str(folder / name / "streams" / "journal.db"), "silent_s": 30,
-                                     "store_every_s": 2, "broker": broker})
+    def params(name: str, broker: str | None):
+        p = service_params(folder / name)
+        p["serve"]["stream"].update({"silent_s": 30, "broker": broker})
         return write_params(folder / f"{name}.yaml", p)
 
     return {"folder": folder, "pair": pair, "model": model, "batches": jittered(garmin_batches(*pair), seed=5),
-            "embedded": with_store("embedded", None), "broker": with_store("broker", redis_url)}
+            "embedded": params("embedded", None), "broker": params("broker", redis_url)}
 
 
 def stored_answer(url: str, subject: str, recording: dict) -> dict:
