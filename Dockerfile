@@ -26,7 +26,7 @@ COPY requirements.lock ./
 # dask, distributed, tqdm and psutil so that the same image runs `python -m serve.batch` as a Dask worker.
 RUN pip install -c requirements.lock numpy pandas scipy PyYAML python-calamine onnx onnxruntime \
         litestar uvicorn httptools uvloop prometheus-client httpx Jinja2 \
-        SQLAlchemy alembic psycopg psycopg-binary pyarrow structlog dask distributed tqdm psutil
+        SQLAlchemy alembic psycopg psycopg-binary pyarrow structlog dask distributed tqdm psutil redis
 
 COPY params.yaml ./
 COPY har/ har/

@@ -1,6 +1,6 @@
 """A recording prepared while it is recorded: sensor batches in, the timeline's windows out as each becomes final.
 
-A watch streaming its samples (serve/stream/) sends batches of about 250 ms per sensor, the two sensors out
+A watch streaming its samples (serve/streaming.py) sends batches of about 250 ms per sensor, the two sensors out
 of step. `LiveRecording` turns them into what `har.scoring.prepare` and `har.scoring.score` make of the whole
 recording, window by window, with the pipeline's own pieces:
 
@@ -10,10 +10,15 @@ recording, window by window, with the pipeline's own pieces:
   response has decayed to rounding (`SETTLE_PERIODS` cutoff periods of later samples), or the segment ended;
 - the fused rows are cut into the model's windows by `Preprocessing.cut` and judged for wear by
   `har.wear.NonwearTracker` (the same code `har.wear.nonwear_episodes` runs over a whole recording);
-- worn windows are scored by the caller's model as soon as their wear is decided, and their labels are given
-  once the smoother can no longer change them (`har.smoothing.RunSmoother`), not worn windows at once;
-- `prepared` gives the decided part as a `PreparedRecording` for `har.answer.answer_for`: the answer, the
-  store's recording and days are made by the same code as an upload's.
+- windows are scored by the caller's model as they are cut (but inside a non-wear episode already known), and
+  their labels are given once their wear is decided and the smoother can no longer change them
+  (`har.smoothing.RunSmoother`); not worn windows' labels as soon as their wear is decided;
+- each window also gets a provisional label as soon as both sensors' samples reach its end: the model's label on
+  the window cut from the newest samples (filtered by `har.fusion.resample_stream` as if the recording ended
+  there), or not_worn inside a known non-wear episode; its final label follows;
+- `prepared` gives the decided part (what the caller kept of `take_fused` and `take_decided`: the live recording
+  hands them out, so that what it holds does not grow with the recording's length) as a `PreparedRecording` for
+  `har.answer.answer_for`: the answer, the store's recording and days are made by the same code as an upload's.
 
 Where it differs from the whole recording (docs/streaming.md): a sensor's native rate is the median step of
 its first `RATE_SAMPLES` samples (the whole recording's, in `har.fusion`), and a filtered value is taken as
@@ -30,15 +35,18 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from har.fusion import CHANNELS, MIN_FILTERED, ZeroPhase, interpolated, lowpass_cutoff, lowpass_filter, native_rate
+from har.fusion import (CHANNELS, MIN_FILTERED, ZeroPhase, interpolated, lowpass_cutoff, lowpass_filter, native_rate,
+                        resample_stream)
 from har.preprocessing import Preprocessing
 from har.smoothing import RunSmoother
 from har.timeline import NOT_WORN, UNCERTAIN, window_labels
-from har.wear import ACC, NonwearTracker, WearRule
+from har.wear import NonwearTracker, WearRule
+from har.windows import window_step
 
 RATE_SAMPLES = 101  # a sensor's native rate: the median step of its first this many samples
 ADVANCE_S = 0.5  # fusion, windows and wear move on at most every this many seconds of recording
 SETTLE_PERIODS = 15  # a filtered value is final this many cutoff periods before the newest sample (error ~1e-16)
+PROVISIONAL_CONTEXT_S = 2.0  # a provisional window is filtered from this long before it (its left edge settled)
 SENSORS = ("acc", "gyr")
 
 
@@ -173,10 +181,22 @@ class SensorLine:
         self.out_ticks, self.out_values = [], []
         self.horizon = -1 << 62  # every tick up to this one is decided (its value given, or none)
         self.ended = False
+        self.recent_t, self.recent_x = np.empty(0), np.empty((0, 3))  # the newest samples, for provisional windows
+        self.recent_s = preprocessing.window_s + PROVISIONAL_CONTEXT_S + 2 * ADVANCE_S  # how far back they reach
+        self.first_t: float | None = None  # the earliest sample so far
+        self.latest_t = -np.inf  # the latest sample so far
 
     @property
     def buffered(self) -> int:
         return len(self.pending_t) + len(self.rate_t) + (len(self.segment.raw_t) if self.segment else 0)
+
+    def recent(self, since: float) -> tuple[np.ndarray, np.ndarray]:
+        """The samples from `since` on, as clean_stream leaves them (sorted, a repeated timestamp's first kept)."""
+        t, x = self.recent_t, self.recent_x
+        order = np.argsort(t, kind="stable")
+        t, x = t[order], x[order]
+        keep = np.concatenate([[True], np.diff(t) > 0]) & (t >= since) if len(t) else np.empty(0, bool)
+        return t[keep], x[keep]
 
     def add(self, start_s: float, t: np.ndarray, x: np.ndarray) -> None:
         report = self.report
@@ -185,6 +205,10 @@ class SensorLine:
         report["out_of_order"] += int(np.sum(steps < 0))  # as clean_stream counts them: in arrival order
         if len(t):
             self.last_arrival = float(t[-1])
+            self.first_t = min(float(t.min()), self.first_t if self.first_t is not None else np.inf)
+            self.latest_t = max(self.latest_t, float(t.max()))
+            keep = self.recent_t >= self.latest_t - self.recent_s
+            self.recent_t, self.recent_x = np.concatenate([self.recent_t[keep], t]), np.concatenate([self.recent_x[keep], x])
         self.pending_t, self.pending_x = np.concatenate([self.pending_t, t]), np.concatenate([self.pending_x, x])
         self.latest_start = start_s
         self._settle(self.pending_t < start_s)
@@ -325,52 +349,29 @@ class LiveTimeline:
                                                       self.threshold)[0]]
 
 
-class LiveRecording:
-    """A recording whose sensor batches arrive as they are recorded (see the module's docstring).
+class BatchOrder:
+    """The order a recording's batches must keep: each sensor's batches by their start, none before the recording's
+    first batch (the clock's origin, once both sensors have sent one). `LiveRecording` keeps one; a stream's gateway
+    (serve/stream_broker.py) keeps one per watch, to refuse a batch before it goes to Redis."""
 
-    add(batch) ... then: to_score() -> windows to score; scored(probabilities); labels() -> final timeline
-    entries; close() at the end. `prepared(fused)` is the decided part, for har.answer.answer_for.
-    """
+    def __init__(self, first_start: dict[str, int] | None = None, last_start: dict[str, int] | None = None):
+        self.first_start, self.last_start = dict(first_start or {}), dict(last_start or {})
 
-    def __init__(self, preprocessing: Preprocessing, wear_rule: WearRule, *, recording_id: str, labels: list[str],
-                 switch_probability: float, threshold: float, timezone: str | None = None):
-        self.p, self.wear_rule, self.recording_id, self.timezone = preprocessing, wear_rule, recording_id, timezone
-        self.sensors = {name: SensorLine(name, preprocessing) for name in SENSORS}
-        self.first_start: dict[str, int] = {}
-        self.last_start: dict[str, int] = {}
-        self.early: list[SensorBatch] = []  # batches before both sensors have sent one (the clock's origin)
-        self.origin_ns: int | None = None
-        self.queued = {name: ([], []) for name in SENSORS}  # final grid values not fused yet
-        self.fused_rows = 0
-        self.fused_segments = 0
-        self.last_fused_t: float | None = None
-        self.fused_out: list[tuple[np.ndarray, np.ndarray]] = []  # fused rows (t, values) not taken by the caller yet
-        self.tail_t, self.tail_x = np.empty(0), np.empty((0, len(CHANNELS)), np.float32)  # from the next window's start
-        self.advanced_at = -np.inf  # the newest batch start at the last advance
-        self.tracker = NonwearTracker(preprocessing.target_hz, wear_rule)
-        self.windows: list[dict] = []  # undecided windows, in order: start_s, window, span end (None: not known)
-        self.start_s: list[float] = []  # every decided window
-        self.worn: list[bool] = []
-        self.probabilities: list[np.ndarray] = []  # of the worn decided windows
-        self.to_be_scored: list[dict] = []
-        self.scoring: list[dict] = []  # handed out by to_score, awaiting `scored`
-        self.awaiting: list[dict] = []  # decided windows, in order, whose labels are not given yet
-        self.timeline = LiveTimeline(labels, switch_probability, threshold, preprocessing.step_s)
-        self.new_labels: list[dict] = []
-        self.closed = False
+    @property
+    def origin_ns(self) -> int | None:
+        """The earlier sensor's first batch start, as read_garmin_pair sets the clock's origin."""
+        return min(self.first_start.values()) if len(self.first_start) == len(SENSORS) else None
 
-    # ---------------------------------------------------------------- in
     def check(self, batch: SensorBatch) -> None:
         """Raise LiveError for a batch that cannot be taken, without taking it."""
-        if self.closed:
-            raise LiveError("the recording is closed")
         if batch.sensor not in SENSORS:
             raise LiveError(f"unknown sensor {batch.sensor!r} (expected one of {list(SENSORS)})")
         previous = self.last_start.get(batch.sensor)
         if previous is not None and batch.start_ns < previous:
             raise LiveError(f"time goes backwards: a {batch.sensor} batch starts {(previous - batch.start_ns) / 1e6:g} ms "
                             "before the one sent before it (expected batch start times that never decrease)")
-        if self.origin_ns is not None and batch.start_ns < self.origin_ns:
+        origin = self.origin_ns
+        if origin is not None and batch.start_ns < origin:
             raise LiveError(f"a {batch.sensor} batch starts before the recording's first batch "
                             "(expected each sensor's batches in time order)")
         offsets = np.asarray(batch.offsets_ms)
@@ -379,16 +380,71 @@ class LiveRecording:
         if not np.all(np.isfinite(batch.values)):
             raise LiveError("NaN or infinite sample value")
 
-    def add(self, batch: SensorBatch) -> None:
-        self.check(batch)
+    def take(self, batch: SensorBatch) -> None:
         self.last_start[batch.sensor] = batch.start_ns
         self.first_start.setdefault(batch.sensor, batch.start_ns)
+
+
+class LiveRecording:
+    """A recording whose sensor batches arrive as they are recorded (see the module's docstring).
+
+    add(batch) ... then: to_score() -> windows to score; scored(probabilities); labels() -> final timeline entries;
+    provisional_labels() -> provisional ones; take_fused() and take_decided() -> what the caller keeps (the fused
+    rows, the decided windows); close() at the end. `prepared(fused, start_s, worn)` is the decided part, for
+    har.answer.answer_for. What it holds is bounded whatever the recording's length (docs/streaming.md, "Memory").
+    """
+
+    def __init__(self, preprocessing: Preprocessing, wear_rule: WearRule, *, recording_id: str, labels: list[str],
+                 switch_probability: float, threshold: float, timezone: str | None = None,
+                 provisional_threshold: float | None = None):
+        self.p, self.wear_rule, self.recording_id, self.timezone = preprocessing, wear_rule, recording_id, timezone
+        self.sensors = {name: SensorLine(name, preprocessing) for name in SENSORS}
+        self.order = BatchOrder()
+        self.early: list[SensorBatch] = []  # batches before both sensors have sent one (the clock's origin)
+        self.origin_ns: int | None = None
+        self.queued = {name: ([], []) for name in SENSORS}  # final grid values not fused yet
+        self.fused_rows = 0
+        self.fused_segments = 0
+        self.last_fused_t: float | None = None
+        self.fused_out: list[tuple[np.ndarray, np.ndarray]] = []  # fused rows (t, values) not taken by the caller yet
+        self.tail_t, self.tail_x = np.empty(0), np.empty((0, len(CHANNELS)), np.float32)  # from the next window's start
+        self.step = window_step(preprocessing.window_length, preprocessing.overlap)  # between window starts, in ticks
+        self.next_window_tick: int | None = None  # where the next window of the newest fused segment starts
+        self.advanced_at = -np.inf  # the newest batch start at the last advance
+        self.tracker = NonwearTracker(preprocessing.target_hz, wear_rule)
+        # Windows cut and not yet given to the timeline, in order: start_s, the window until it is scored, then its
+        # probabilities; span_end (None: not known yet) and worn once decided. Windows are scored as they are cut,
+        # so a still stretch that waits for the wear rule holds K probabilities per window, not the window.
+        self.windows: list[dict] = []
+        self.awaiting: list[dict] = []  # decided windows, in order, not given to the timeline yet
+        self.to_be_scored: list[dict] = []
+        self.scoring: list[dict] = []  # handed out by to_score, awaiting `scored`
+        self.decided_out: list[dict] = []  # given to the timeline, not taken by the caller yet (take_decided)
+        self.decided = 0
+        self.timeline = LiveTimeline(labels, switch_probability, threshold, preprocessing.step_s)
+        self.new_labels: list[dict] = []
+        # Provisional labels: each window's model label as soon as its samples are in (None: none are given).
+        self.provisional_threshold = provisional_threshold
+        self.provisional = provisional_threshold is not None  # False: the windows pass without a label (a replay)
+        self.provisional_tick: int | None = None  # the start of the newest window passed
+        self.provisional_out: list[dict] = []
+        self.closed = False
+
+    # ---------------------------------------------------------------- in
+    def check(self, batch: SensorBatch) -> None:
+        """Raise LiveError for a batch that cannot be taken, without taking it."""
+        if self.closed:
+            raise LiveError("the recording is closed")
+        self.order.check(batch)
+
+    def add(self, batch: SensorBatch) -> None:
+        self.check(batch)
+        self.order.take(batch)
         if self.origin_ns is None:
             self.early.append(batch)
-            if len(self.first_start) < len(SENSORS):
+            self.origin_ns = self.order.origin_ns
+            if self.origin_ns is None:
                 return
-            # the clock's origin is the earlier sensor's first batch, as read_garmin_pair sets it
-            self.origin_ns = min(self.first_start.values())
             early, self.early = self.early, []
             for held in early:
                 self._route(held)
@@ -398,6 +454,7 @@ class LiveRecording:
         if newest >= self.advanced_at + ADVANCE_S:
             self.advanced_at = newest
             self._advance()
+        self._provisional()
 
     def _route(self, batch: SensorBatch) -> None:
         start_s = float(batch.start_ns - self.origin_ns) / 1e9
@@ -466,35 +523,43 @@ class LiveRecording:
         self._cut(final=False)
 
     def _cut(self, final: bool) -> None:
-        """The windows complete in the tail; the tail then starts where the next window of its last segment would."""
+        """The windows complete in the tail, each scored at once; the tail then starts where the next window of its
+        last segment would."""
         t = self.tail_t
         if not len(t):
             return
         windows, starts = self.p.cut_arrays(t, self.tail_x)
         jumps = np.flatnonzero(np.diff(t) > 1.5 / self.p.target_hz) + 1
         last_segment = int(jumps[-1]) if len(jumps) else 0
+        known = self.tracker.known_nonwear()
         for window, start in zip(windows, starts):
             if self.windows and self.windows[-1]["span_end"] is None:
                 previous = self.windows[-1]
                 previous["span_end"] = min(previous["start_s"] + self.p.window_s, float(start))
-            self.windows.append({"start_s": float(start), "window": window, "span_end": None})
+            entry = {"start_s": float(start), "window": window, "span_end": None}
+            self.windows.append(entry)
+            if inside(float(start), known):  # a window inside a known non-wear episode is never worn: not scored
+                entry["unscored"] = True
+            else:
+                self.to_be_scored.append(entry)
         newest = self.windows[-1] if self.windows else None
         if newest is not None and newest["span_end"] is None and (final or len(jumps) and t[jumps[-1]] > newest["start_s"]):
             # its segment ended: a window after it starts beyond a gap, later than its own end
             newest["span_end"] = newest["start_s"] + self.p.window_s
         in_last = int(np.sum(starts >= t[last_segment] - 1e-9))
-        step = max(1, int(round(self.p.window_length * (1 - self.p.overlap))))
-        keep = last_segment + in_last * step
+        keep = last_segment + in_last * self.step
+        segment_start = int(round(t[last_segment] * self.p.target_hz))
+        self.next_window_tick = segment_start + in_last * self.step
         self.tail_t, self.tail_x = self.tail_t[keep:], self.tail_x[keep:]
 
     def _decide(self) -> None:
-        """Wear for the windows in order, as far as the tracker has decided; worn ones go to be scored."""
+        """Wear for the windows in order, as far as the tracker has decided."""
         decided_until = self.tracker.decided_until
         known = self.tracker.known_nonwear()
         while self.windows:
             window = self.windows[0]
             start, longest = window["start_s"], window["start_s"] + self.p.window_s
-            inside_known = any(a - 1e-9 <= start < b - 1e-9 for a, b in known)
+            inside_known = inside(start, known)
             if not inside_known and longest > decided_until + 1e-9:
                 break
             end = window["span_end"]
@@ -506,30 +571,83 @@ class LiveRecording:
             else:
                 worn = not inside_known
             self.windows.pop(0)
-            self.start_s.append(start)
-            self.worn.append(worn)
-            entry = {"start_s": start, "worn": worn, "window": window["window"] if worn else None}
-            self.awaiting.append(entry)
-            if worn:
-                self.to_be_scored.append(entry)
+            window["worn"] = worn
+            if not worn:  # its probabilities are not needed (if it is being scored, they are dropped)
+                window.pop("window", None)
+                window.pop("probabilities", None)
+            elif window.pop("unscored", False):  # known non-wear only grows, so this cannot happen; never lose one
+                self.to_be_scored.append(window)
+            self.awaiting.append(window)
         self._label()
+
+    # ---------------------------------------------------------------- provisional labels
+    def _provisional(self) -> None:
+        """The windows whose samples are all in since the last call, each with a provisional label: not_worn inside
+        a known non-wear episode, else the model's label on the window cut from the newest samples as they are now
+        (filtered as if the recording ended with them: the window's last second differs from its final values).
+        They lie on the grid of the final windows (after a gap, from the first final window beyond it)."""
+        if self.provisional_threshold is None or self.origin_ns is None or self.closed:
+            return
+        hz, length = self.p.target_hz, self.p.window_length
+        latest = min(sensor.latest_t for sensor in self.sensors.values())
+        known = None
+        while True:
+            tick = self._next_provisional_tick()
+            if tick is None or (tick + length - 1) / hz > latest:
+                return
+            self.provisional_tick = tick
+            if not self.provisional:
+                continue
+            start_s = tick / hz
+            known = self.tracker.known_nonwear() if known is None else known
+            if any(start_s < b - 1e-9 and start_s + self.p.step_s > a + 1e-9 for a, b in known):
+                self.provisional_out.append({"start_s": start_s, "label": NOT_WORN})
+                continue
+            grid = (tick + np.arange(length)) / hz
+            values = []
+            for sensor in self.sensors.values():
+                t, x = sensor.recent(grid[0] - PROVISIONAL_CONTEXT_S)
+                if len(t) < 2:
+                    break
+                values.append(resample_stream(t, x, grid, max_gap_s=self.p.max_gap_s, target_hz=hz,
+                                              lowpass_hz=self.p.lowpass_hz))
+            window = np.hstack(values).astype(np.float32) if len(values) == len(SENSORS) else None
+            if window is None or np.isnan(window).any():
+                continue  # a gap inside it: no provisional label
+            self.to_be_scored.append({"start_s": start_s, "window": window, "provisional": True})
+
+    def _next_provisional_tick(self) -> int | None:
+        """The start of the next provisional window: on the final windows' grid, after the last one passed."""
+        anchor = self.next_window_tick
+        if anchor is None:  # nothing fused yet: the first segment starts where both sensors have a sample
+            firsts = [sensor.first_t for sensor in self.sensors.values()]
+            if None in firsts:
+                return None
+            anchor = max(first_tick_at_or_after(first, self.p.target_hz) for first in firsts)
+        if self.provisional_tick is None or self.provisional_tick < anchor:
+            return anchor
+        return anchor + ((self.provisional_tick - anchor) // self.step + 1) * self.step
 
     # ---------------------------------------------------------------- out
     def to_score(self) -> np.ndarray:
-        """The worn windows decided since the last call, to be scored (float32 [n, length, 6]); answer with `scored`."""
-        windows = [entry["window"] for entry in self.to_be_scored if "probabilities" not in entry]
-        self.scoring = [entry for entry in self.to_be_scored if "probabilities" not in entry]
+        """The windows cut since the last call (final and provisional ones, in the order they were cut) to be scored
+        (float32 [n, length, 6]); answer with `scored`."""
+        self.scoring = [entry for entry in self.to_be_scored if "window" in entry]  # not decided not worn meanwhile
         self.to_be_scored = []
-        if not windows:
+        if not self.scoring:
             return np.empty((0, self.p.window_length, len(CHANNELS)), np.float32)
-        return np.stack(windows)
+        return np.stack([entry["window"] for entry in self.scoring])
 
     def scored(self, probabilities: np.ndarray) -> None:
         if len(probabilities) != len(self.scoring):
             raise ValueError(f"{len(probabilities)} rows of probabilities for {len(self.scoring)} windows")
         for entry, row in zip(self.scoring, probabilities):
-            entry["probabilities"], entry["window"] = row, None
-            self.probabilities.append(row)
+            entry.pop("window", None)
+            if entry.get("provisional"):
+                label = window_labels(np.ones(1, bool), row[None], self.timeline.labels, self.provisional_threshold)[0][0]
+                self.provisional_out.append({"start_s": entry["start_s"], "label": str(label)})
+            elif entry.get("worn", True):
+                entry["probabilities"] = row
         self.scoring = []
         self._label()
 
@@ -539,7 +657,10 @@ class LiveRecording:
             if entry["worn"] and "probabilities" not in entry:
                 break
             self.awaiting.pop(0)
-            self.new_labels += self.timeline.add(entry["start_s"], entry["probabilities"] if entry["worn"] else None)
+            probabilities = entry.get("probabilities") if entry["worn"] else None
+            self.decided_out.append({"start_s": entry["start_s"], "worn": entry["worn"], "probabilities": probabilities})
+            self.decided += 1
+            self.new_labels += self.timeline.add(entry["start_s"], probabilities)
         if self.closed and not self.awaiting and not self.windows:
             self.new_labels += self.timeline.end()
 
@@ -548,6 +669,11 @@ class LiveRecording:
         labels, self.new_labels = self.new_labels, []
         return labels
 
+    def provisional_labels(self) -> list[dict]:
+        """Provisional labels since the last call, in order: start_s and label (each window's final label follows)."""
+        out, self.provisional_out = self.provisional_out, []
+        return out
+
     def take_fused(self) -> tuple[np.ndarray, np.ndarray]:
         """The fused rows made since the last call, t [n] and float32 values [n, 6] (the caller keeps them: the
         store's copy of the recording; `fused_table` makes the table of them)."""
@@ -555,6 +681,16 @@ class LiveRecording:
         if not out:
             return np.empty(0), np.empty((0, len(CHANNELS)), np.float32)
         return np.concatenate([t for t, _ in out]), np.concatenate([values for _, values in out])
+
+    def take_decided(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The windows decided since the last call (the caller keeps them for `prepared`): start_s [n], worn [n] and
+        the worn ones' probabilities [worn, K]."""
+        out, self.decided_out = self.decided_out, []
+        start_s = np.array([entry["start_s"] for entry in out], dtype=np.float64)
+        worn = np.array([entry["worn"] for entry in out], dtype=bool)
+        rows = [entry["probabilities"] for entry in out if entry["worn"]]
+        k = len(self.timeline.labels)
+        return start_s, worn, np.array(rows).reshape(len(rows), k) if rows else np.empty((0, k), np.float32)
 
     def quality(self) -> dict:
         """Fusion's report as far as a stream has it (the Answer reads samples, duplicates, order and gaps)."""
@@ -565,25 +701,35 @@ class LiveRecording:
 
     @property
     def decided_windows(self) -> int:
-        return len(self.start_s)
+        return self.decided
 
     @property
     def labelled_windows(self) -> int:
         return self.timeline.given
 
-    def prepared(self, fused: pd.DataFrame, upto: int | None = None):
-        """The decided windows (the first `upto`, default all) as a PreparedRecording for har.answer.answer_for,
-        with their probabilities [worn, K]. `fused` is every fused row so far (what the caller kept of take_fused)."""
+    def prepared(self, fused: pd.DataFrame, start_s: np.ndarray, worn: np.ndarray):
+        """The decided windows (what the caller kept of take_decided) as a PreparedRecording for
+        har.answer.answer_for. `fused` is every fused row so far (what the caller kept of take_fused)."""
         from har.scoring import PreparedRecording
 
-        upto = len(self.start_s) if upto is None else upto
-        start_s = np.asarray(self.start_s[:upto], dtype=np.float64)
-        worn = np.asarray(self.worn[:upto], dtype=bool)
-        probabilities = np.asarray(self.probabilities[:int(worn.sum())])
-        nonwear = list(self.tracker.episodes)
-        prepared = PreparedRecording(self.recording_id, self.start_time, None, start_s, worn, nonwear,
-                                     self.quality(), fused, self.p)
-        return prepared, probabilities
+        return PreparedRecording(self.recording_id, self.start_time, None, np.asarray(start_s, dtype=np.float64),
+                                 np.asarray(worn, dtype=bool), list(self.tracker.episodes), self.quality(), fused,
+                                 self.p)
+
+
+def for_model(card, wear_rule: WearRule, *, recording_id: str, timezone: str | None = None,
+              provisional: bool = True) -> LiveRecording:
+    """A live recording scored by the model of `card` (a har.modelfile.ModelCard): its preprocessing, labels,
+    smoother and thresholds; provisional labels judged by its unsmoothed threshold (they are not smoothed)."""
+    return LiveRecording(Preprocessing.from_card(card), wear_rule, recording_id=recording_id, labels=card.labels,
+                         switch_probability=card.switch_probability, threshold=card.abstain_threshold,
+                         timezone=timezone,
+                         provisional_threshold=float(card.calibration.get("threshold") or 0.0) if provisional else None)
+
+
+def inside(start_s: float, episodes: list[tuple[float, float]]) -> bool:
+    """Whether a window starting at start_s lies in one of the non-wear episodes (as the wear rule reads its start)."""
+    return any(a - 1e-9 <= start_s < b - 1e-9 for a, b in episodes)
 
 
 def fused_table(t: np.ndarray, values: np.ndarray) -> pd.DataFrame:

@@ -25,13 +25,14 @@ from serve.controllers.monitoring import MonitoringController
 from serve.controllers.page import STATIC_FILES, TEMPLATES, PageController
 from serve.controllers.predict import predict_controller
 from serve.controllers.recordings import FilesController, RecordingsController
-from serve.controllers.stream import stream
+from serve.controllers.stream import live, stream
 from serve.controllers.study import StudyController
 from serve.controllers.subjects import SubjectsController
 from serve.controllers.v2 import v2_controller
 from serve.monitoring import Observer
 from serve.security import authentication, check_tokens
 from serve.service import Service, StudyStore
+from serve.stream_broker import BrokerHub
 from serve.streaming import StreamHub
 from serve.validation import RequestError
 
@@ -46,7 +47,7 @@ def route_handlers(service: Service) -> list:
     uploads = Router("/", route_handlers=[RecordingsController, SubjectsController],
                      request_max_body_size=settings.max_upload_bytes)
     return [HealthController, predict_controller(card, limit), v2_controller(card, limit), uploads,
-            FilesController, StudyController, MonitoringController, PageController, STATIC_FILES, stream]
+            FilesController, StudyController, MonitoringController, PageController, STATIC_FILES, stream, live]
 
 
 def _error_response(request: Request, status_code: int, message: str) -> Response:
@@ -71,7 +72,8 @@ def create_app(settings: Settings, *, token: str | None, insecure: bool = False,
                  read_env_var=settings.read_token_env)
     service = Service.build(settings, runtime=runtime, observers=observers)
     study = StudyStore(settings)
-    streams = StreamHub(settings, service, study)  # live streams from watches (serve/streaming.py)
+    # Live streams from watches: this process's (serve/streaming.py), or through Redis Streams (serve/stream_broker.py).
+    streams = (BrokerHub if settings.stream_broker else StreamHub)(settings, service, study)
 
     def request_error(request: Request, error: RequestError) -> Response:
         return _error_response(request, error.status_code, error.message)

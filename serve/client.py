@@ -29,7 +29,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -263,19 +263,23 @@ class StreamClosed(RuntimeError):
 
 @dataclass
 class Streamed:
-    labels: list[dict]  # every window's final label, in order
+    labels: list[dict]  # every window's final label, in order ("label" messages)
     recording: dict | None  # what the study store keeps of it (None: no complete window)
     reconnects: int
+    provisional: list[dict] = field(default_factory=list)  # "provisional" messages: a window's label before its final one
 
 
 def stream_batches(url: str, subject: str, batches: list[dict], *, stream: str, token: str | None = None,
                    speed: float | None = 1.0, binary: bool = False, timezone: str | None = None,
-                   max_unacked: int = 64, retries: int = 10, on_label=None, drop_after: int | None = None) -> Streamed:
+                   max_unacked: int = 64, retries: int = 10, on_label=None, provisional: bool = True,
+                   drop_after: int | None = None) -> Streamed:
     """Send `batches` (messages with seq 1, 2, ...) over WebSocket /subjects/{subject}/stream, at `speed` times
     real time (None: as fast as acknowledgements come), then close; labels arrive meanwhile. A dropped connection
     is resumed: reconnect, hello, and send again from the last acknowledged seq (the server ignores duplicates).
-    A refusal (a 4xxx close) is raised as StreamClosed. `drop_after`: drop the connection once, after that many
-    acknowledgements (a test of resume)."""
+    A refusal (a 4xxx close) is raised as StreamClosed. `on_label(message)` is called with each label message as it
+    comes: "provisional" ones (a window's model label as soon as its samples are in; `provisional=False` asks for
+    none) and each window's final "label", which replaces it. `drop_after`: drop the connection once, after that
+    many acknowledgements (a test of resume)."""
     from websockets.exceptions import ConnectionClosed, InvalidStatus
     from websockets.sync.client import connect
 
@@ -286,6 +290,7 @@ def stream_batches(url: str, subject: str, batches: list[dict], *, stream: str, 
     encode = msgspec.msgpack.encode if binary else (lambda m: msgspec.json.encode(m).decode())
     decode = msgspec.msgpack.decode if binary else msgspec.json.decode
     labels: list[dict] = []
+    early: list[dict] = []  # provisional labels
     acked, reconnects, started = 0, 0, None
     first_time = batches[0]["time_ms"] if batches else 0
 
@@ -293,8 +298,8 @@ def stream_batches(url: str, subject: str, batches: list[dict], *, stream: str, 
         nonlocal acked
         if message["type"] == "ack":
             acked = max(acked, message["seq"])
-        elif message["type"] == "label" and message["window"] == len(labels):
-            labels.append(message)
+        elif message["type"] == "label" and message["window"] == len(labels) or message["type"] == "provisional":
+            (labels if message["type"] == "label" else early).append(message)
             if on_label is not None:
                 on_label(message)
         return message
@@ -302,7 +307,7 @@ def stream_batches(url: str, subject: str, batches: list[dict], *, stream: str, 
     for attempt in range(retries + 1):
         try:
             with connect(ws_url, additional_headers=headers, max_size=2 ** 24, open_timeout=30) as socket:
-                socket.send(encode({"type": "hello", "stream": stream, "labels": len(labels),
+                socket.send(encode({"type": "hello", "stream": stream, "labels": len(labels), "provisional": provisional,
                                     **({"timezone": timezone} if timezone else {})}))
                 ready = decode(socket.recv(timeout=60))
                 if ready.get("type") != "ready":
@@ -335,7 +340,7 @@ def stream_batches(url: str, subject: str, batches: list[dict], *, stream: str, 
                 while True:
                     message = handle(decode(socket.recv(timeout=600)))
                     if message["type"] == "closed":
-                        return Streamed(labels, message["recording"], reconnects)
+                        return Streamed(labels, message["recording"], reconnects, early)
         except ConnectionClosed as closed:
             code = closed.rcvd.code if closed.rcvd else 1006
             if 4000 <= code < 5000 or code == 1013 and attempt == retries:

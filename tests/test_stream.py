@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import signal
+from pathlib import Path
 
 import httpx
 import msgspec
@@ -25,9 +26,10 @@ CALIBRATION = {"threshold": 0.5, "smoothing": {"switch_probability": 0.01, "thre
 SUBJECT = "W001"
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("stream")
+def generated_session(folder: Path, name: str = "") -> tuple[tuple[Path, Path], Path, dict]:
+    """A generated study session's workbook pair (four recordings of real activity, a minute on a desk), the tiny
+    model with a smoother and an abstention threshold, and params for a service on them whose store and journal are
+    in `folder` (under `name`)."""
     plan = StudyPlan(days=1, sessions_per_day=1, first_day="2025-03-27", midnight=False, seed=3,
                      recordings_per_session=4, max_recording_s=90.0, nonwear_minutes=(1.0,))
     session = generate_study(folder / "study", WISDM_DIR, ["1604"], labels=LABELS, garmin=(GARMIN_ACC, GARMIN_GYR),
@@ -36,12 +38,24 @@ def setup(tmp_path_factory):
             folder / "study" / "recordings" / f"{session}-gyroscope_data.xlsx")
     model = folder / "model.onnx"
     model.write_bytes(stamp(tiny_graph(), tiny_metadata(calibration=CALIBRATION)))
+    return pair, model, service_params(folder / name)
+
+
+def service_params(folder: Path) -> dict:
+    """params for a service whose study store and stream journal are in `folder`; the desk minute not worn."""
     params = copy.deepcopy(load_params(ROOT / "params.yaml"))
     params["store"].update({"url": f"sqlite:///{folder / 'study.db'}", "blob_root": str(folder / "blobs")})
     params["wear"]["min_duration_min"] = 0.5  # the session's desk minute is not worn
     params["serve"]["personal"]["models_dir"] = str(folder / "personal")
-    params["serve"]["stream"].update({"journal": str(folder / "streams" / "journal.db"), "silent_s": 5,
-                                      "store_every_s": 2, "max_buffered_samples": 5000})
+    params["serve"]["stream"].update({"journal": str(folder / "streams" / "journal.db"), "store_every_s": 2})
+    return params
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("stream")
+    pair, model, params = generated_session(folder)
+    params["serve"]["stream"].update({"silent_s": 5, "max_buffered_samples": 5000})
     return {"folder": folder, "pair": pair, "model": model, "params": write_params(folder / "params.yaml", params)}
 
 
@@ -91,9 +105,14 @@ def timeline(labels):
 
 def test_a_streamed_session_gives_the_uploads_timeline_and_becomes_a_stored_recording(setup, server, uploaded):
     batches = jittered(garmin_batches(*setup["pair"]), seed=1)
-    streamed = stream_batches(server, SUBJECT, batches, stream="watch-a", token=TOKEN, speed=None)
+    order = []
+    streamed = stream_batches(server, SUBJECT, batches, stream="watch-a", token=TOKEN, speed=None,
+                              on_label=lambda m: order.append((m["type"], m["start_s"])))
     assert timeline(streamed.labels) == [(e["start_s"], e["label"]) for e in uploaded["timeline"]]
     assert {"not_worn", *LABELS[:1]} & {e["label"] for e in streamed.labels}
+    # each window's provisional label came first (the model's label as soon as its samples were in), then its final one
+    assert [e["start_s"] for e in streamed.provisional] == [e["start_s"] for e in streamed.labels]
+    assert all(order.index(("provisional", s)) < order.index(("label", s)) for s, _ in timeline(streamed.labels))
     auth = {"Authorization": f"Bearer {TOKEN}"}
     stored = httpx.get(f"{server}/subjects/{SUBJECT}/recordings/{streamed.recording['id']}", headers=auth).json()
     assert [(e["label"], e["start_s"]) for e in stored["answer"]["episodes"]] == \
@@ -129,7 +148,15 @@ def test_a_sigkilled_server_loses_no_acknowledged_batch(setup, uploaded):
     port = int(url.rsplit(":", 1)[1])
     process, url = start(setup, "restarted", port=port)
     try:
+        # recovered from the journal: the study page's view of it (read-only token) has what was decided so far
+        (view,) = httpx.get(f"{url}/subjects/W003/live", headers={"Authorization": f"Bearer {READ_TOKEN}"}).json()[
+            "streams"]
+        assert view["stream"] == "watch-c" and not view["connected"] and view["windows"] > 0
+        covered = sum(e["end_s"] - e["start_s"] for e in view["episodes"])
+        assert view["episodes"][0]["start_s"] == 0 and covered > 0.9 * view["windows"] * 2.0  # 2-s window steps
         streamed = stream_batches(url, "W003", batches, stream="watch-c", token=TOKEN, speed=None)
+        assert httpx.get(f"{url}/subjects/W003/live", headers={"Authorization": f"Bearer {TOKEN}"}).json() == \
+            {"subject": "W003", "streams": []}  # closed: a recording now
     finally:
         stop_server(process)
     assert timeline(streamed.labels) == [(e["start_s"], e["label"]) for e in uploaded["timeline"]]

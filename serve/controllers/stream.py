@@ -1,18 +1,26 @@
-"""A watch's live stream: WebSocket `/subjects/{subject}/stream` (the protocol: serve/streaming.py, docs/streaming.md).
+"""A watch's live stream: WebSocket `/subjects/{subject}/stream` (the protocol: serve/streaming.py, docs/streaming.md),
+and what the study page draws of a participant's open streams: `GET /subjects/{subject}/live`.
 
 The service's token may stream; the read-only token may not (the connection is accepted, then closed with 4403
 and the reason, so that a client reads why; without a token: 4401). Each connection is one stream's hello,
-then its batches in sequence order, each acknowledged once journaled; labels come back as windows are final.
+then its batches in sequence order, each acknowledged once journaled; labels come back as windows are final,
+each preceded by a provisional one. The streams are this process's (serve/streaming.py's StreamHub) or, with
+`serve.stream.broker` set, Redis Streams' (serve/stream_broker.py's BrokerHub): the route is the same.
+
+A browser cannot put the bearer token on a WebSocket's handshake, so the page does not stream: it reads
+`GET /subjects/{subject}/live` (either token) every second and draws the timeline filling in (serve/static/live.js).
 """
 from __future__ import annotations
 
 import asyncio
 
-from litestar import WebSocket, websocket
+from litestar import WebSocket, get, websocket
 
 from har.subject import check_subject
-from serve.security import Caller
-from serve.streaming import CLOSE_CODES, Batch, Close, Hello, Refusal, StreamHub, close_quietly, decode, send_message
+from serve import contract
+from serve.controllers.subjects import OBJECT, SUBJECT, ok
+from serve.security import Caller, may_read
+from serve.streaming import CLOSE_CODES, Batch, Close, Hello, Hub, Refusal, close_quietly, decode, send_message
 
 
 def refusal_of(caller: Caller) -> Refusal | None:
@@ -37,7 +45,7 @@ async def receive(socket: WebSocket, timeout_s: float) -> str | bytes | None:
 
 
 @websocket("/subjects/{subject:str}/stream")
-async def stream(socket: WebSocket, subject: str, streams: StreamHub) -> None:
+async def stream(socket: WebSocket, subject: str, streams: Hub) -> None:
     await socket.accept()
     settings, session = streams.settings, None
     try:
@@ -55,10 +63,7 @@ async def stream(socket: WebSocket, subject: str, streams: StreamHub) -> None:
         if not isinstance(hello, Hello):
             raise Refusal("malformed", "the first message must be a hello")
         session = await streams.open(subject, hello, socket, binary=isinstance(frame, bytes))
-        await send_message(socket, {"type": "ready", "stream": hello.stream, "acked": session.last_seq,
-                                    "labels": len(session.labels)}, session.binary)
-        for label in session.labels[hello.labels:]:  # what the client missed while it was away
-            await streams.send(session, label)
+        await streams.ready(session, hello)  # then the final labels the client missed while it was away
         while True:
             frame = await receive(socket, settings.stream_silent_s)
             if frame is None:
@@ -88,3 +93,12 @@ async def stream(socket: WebSocket, subject: str, streams: StreamHub) -> None:
     finally:
         if session is not None:
             streams.disconnected(session, socket)
+
+
+@get("/subjects/{subject:str}/live", guards=[may_read], tags=["subjects"], security=[{"bearer": []}],
+     summary="A participant's open live streams: final labels as episodes, and the provisional ones after them",
+     operation_class=contract.documented(responses={
+         **ok("{subject, streams: [{stream, start_time, window_s, windows, episodes, provisional, connected}]}; "
+              "no open stream: an empty list", OBJECT), **contract.errors(400, 401)}))
+async def live(streams: Hub, subject: SUBJECT) -> dict:
+    return {"subject": subject, "streams": await streams.live(subject)}
