@@ -102,7 +102,7 @@ def spread(shares: np.ndarray) -> np.ndarray:
 def sums(shares: np.ndarray, seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(estimate, spread) in seconds per activity over windows owning `seconds` each (or any pieces of them,
     with the share of the window each piece belongs to)."""
-    shares = np.asarray(shares, dtype=np.float64).reshape(len(seconds), -1)
+    shares = np.asarray(shares, dtype=np.float64)  # [n, K]
     seconds = np.asarray(seconds, dtype=np.float64)
     return seconds @ shares, seconds @ spread(shares)
 
