@@ -32,6 +32,10 @@ spring change, so with two or more days one local day has 23 hours. A session ma
 daylight-saving change itself: the export's text times carry no offset, so a reader would see an hour
 missing or time running backwards; the generator refuses such a plan by name.
 
+With `plan.piece_seconds` (low, high) each session's recordings are cut to seeded lengths in that range
+(from their start): sessions whose activities change in composition and length, so that a minutes
+estimator cannot win by spreading time evenly over the activities.
+
 The same plan, sources and seed give the same files, byte for byte (workbooks included). Participant p's
 sessions depend only on the seed and p, not on how many participants are asked for.
 """

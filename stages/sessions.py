@@ -11,15 +11,18 @@ fused tables `python -m serve.batch` reads, under OUT/recordings; the truth per 
 day under OUT/truth and OUT/days.csv) from the labelled subjects of a split (data/windows/meta.json)
 or the subjects named, read from data.raw (WISDM, labelled sessions or a long table).
 
-The stage: one session per validation and per test subject (all their recordings in a seeded order,
-`sessions.nonwear_minutes` of the real Garmin hour's desk stillness between two of them), written as
-workbooks and scored through the one scoring path the service uses (har/scoring.py: `prepare`, then
-`score` with the ONNX runtime), then compared with the truth second by second (har.study). Again for
-each test subject's per-person model (har.personalize's `personalise`, fitted on the first
-`sessions.personal_seconds` of each recording, scored on sessions built from the rest, one window
-later), with the generic model's figures on the same sessions beside it. The timeline settings that
-matter for minutes (switch probability, abstention threshold) are compared on the validation sessions;
-the test sessions only report. See docs/sessions.md.
+The stage: per validation and per test subject one session of all their recordings in a seeded order
+(`sessions.nonwear_minutes` of the real Garmin hour's desk stillness between two of them) and one
+`varied` session (a seeded part of their recordings cut to seeded lengths: activities that change in
+composition and length), written as workbooks and scored through the one scoring path the service uses
+(har/scoring.py: `prepare`, then `score` with the ONNX runtime), then compared with the truth second by
+second and per local day (har.study: the minutes estimate, its 90 % interval's coverage of activity-days,
+the counted minutes). Again for each test subject's per-person model (har.personalize's `personalise`,
+fitted on the first `sessions.personal_seconds` of each recording, scored on sessions built from the
+rest, one window later), with the generic model's figures on the same sessions beside it. And every
+minutes estimator measured (har/minutes.py: counts, probability sums at each switch probability, PACC,
+EMQ) on the validation and test sessions of both designs; the model's own estimator was chosen on the
+validation subjects by stages/evaluate.py. See docs/sessions.md.
 """
 from __future__ import annotations
 
@@ -139,6 +142,7 @@ def headline(result: dict) -> dict:
 def candidate_estimates(session: dict, card: ModelCard, switch_probabilities: list[float],
                         confusion: np.ndarray) -> dict[str, np.ndarray]:
     """Seconds per activity of one session (its `Scored.arrays`) by each estimator measured:
+    `uniform` an equal share of the worn time for every activity (no model: what a balanced design rewards);
     `counted` the timeline's confident labels (the answer's counted minutes, the reference); `argmax` every worn
     window's top activity of the timeline's posteriors (uncertain ones included); `pcc_<s>` probability sums over
     the HMM posteriors at switch probability s (0: the calibrated probabilities); `pacc` the sums at 0 adjusted
@@ -148,7 +152,8 @@ def candidate_estimates(session: dict, card: ModelCard, switch_probabilities: li
     timeline = smooth(p, start, step, card.switch_probability) if card.switch_probability else p
     top = timeline.argmax(axis=1) if len(timeline) else np.zeros(0, np.int64)
     confident = np.where(timeline.max(axis=1) >= card.abstain_threshold, top, -1) if len(timeline) else top
-    result = {"counted": counts(confident, seconds, k), "argmax": counts(top, seconds, k)}
+    result = {"uniform": np.full(k, seconds.sum() / k), "counted": counts(confident, seconds, k),
+              "argmax": counts(top, seconds, k)}
     for s in switch_probabilities:
         result[f"pcc_{s:g}"] = sums(window_shares(p, start, step, float(s)), seconds)[0]
     result["pacc"] = adjusted(sums(p, seconds)[0], confusion)

@@ -322,9 +322,10 @@ class Store:
                   recording_id=recording_id)
         return self._recording_entry(subject, person.timezone, stored) | {"answer": answer}, created
 
-    def add_scoring(self, recording_id: int, answer: dict) -> bool:
-        """Another model's scoring of a stored recording (re-scoring); False when that model already scored it.
-        Days and hours follow it from the commit on."""
+    @contextmanager
+    def _stored_recording(self, recording_id: int, answer: dict):
+        """A write transaction on a stored recording for a new answer of it (checked first), its participant
+        locked: (conn, recording, participant, the answer's episode bounds)."""
         episodes = checked_episodes(answer)
         checked_basis(answer)
         with self.transaction(write=True) as conn:
@@ -332,24 +333,22 @@ class Store:
             if recording is None:
                 raise NotFound(f"no recording {recording_id}")
             queries.lock_participant(conn, recording.participant_id)
-            person = queries.participant_by_id(conn, recording.participant_id)
+            yield conn, recording, queries.participant_by_id(conn, recording.participant_id), episodes
+
+    def add_scoring(self, recording_id: int, answer: dict) -> bool:
+        """Another model's scoring of a stored recording (re-scoring); False when that model already scored it.
+        Days and hours follow it from the commit on."""
+        with self._stored_recording(recording_id, answer) as (conn, recording, person, episodes):
             return self._add_scoring(conn, person, recording, answer, episodes)
 
     def complete_scoring(self, recording_id: int, answer: dict) -> bool:
         """The same model's answer for a scoring stored without a minutes basis (before revision 0003): its answer,
         basis and episodes replaced, and the days it touches recomputed. False when there is no such scoring to
         complete (none by this model, or it has its basis already)."""
-        episodes = checked_episodes(answer)
-        checked_basis(answer)
-        with self.transaction(write=True) as conn:
-            recording = queries.recording(conn, None, recording_id)
-            if recording is None:
-                raise NotFound(f"no recording {recording_id}")
-            queries.lock_participant(conn, recording.participant_id)
+        with self._stored_recording(recording_id, answer) as (conn, recording, person, episodes):
             scoring = queries.scoring_of(conn, recording_id, answer["model"]["sha256"])
             if scoring is None or scoring.minutes_basis is not None or answer.get("minutes_basis") is None:
                 return False
-            person = queries.participant_by_id(conn, recording.participant_id)
             covered = covered_span(recording, episodes)
             queries.replace_scoring(conn, scoring.id, answer, covered)
             first, last = summaries.dirty_dates(person.timezone, (recording.start_epoch, recording.end_epoch),
