@@ -20,10 +20,10 @@ every worn window of a recording or a local day:
   as fully dependent: a person's confusions repeat from one recording to the next).
 
 The switch probability and q are chosen on the validation people (`choose`, called by stages/evaluate.py)
-and travel in the model card's calibration (`minutes`). Other estimators are measured beside it
-(`candidate_minutes`: the count, argmax counts, PACC adjusted by the validation confusion matrix, EMQ's
-prior re-estimation per person-day) by stages/sessions.py; docs/sessions.md says why PCC was kept.
-Functions over arrays; har/answer.py puts them together for a recording.
+and travel in the model card's calibration (`minutes`). Other estimators are measured beside it by
+stages/sessions.py (`candidate_estimates`: the count, argmax counts, PACC adjusted by the validation
+confusion matrix with `adjusted`, EMQ's prior re-estimation per person-day with `emq`); docs/sessions.md
+says why PCC was kept. Functions over arrays; har/answer.py puts them together for a recording.
 """
 from __future__ import annotations
 
@@ -130,15 +130,19 @@ def as_minutes(seconds) -> float:
     return round(float(seconds) / 60.0, 3)
 
 
-def minutes_figures(activities: list[str], estimate_s: np.ndarray, half_s: np.ndarray | None,
-                    worn_s: float) -> tuple[dict, dict]:
-    """(minutes_per_activity, minutes_interval_90) as a reader gets them: minutes to 3 decimals, each interval
-    [low, high] or None where the model carries no interval scale."""
-    bounds = interval_seconds(estimate_s, half_s, worn_s)
+def figures_of(activities: list[str], estimate_s, bounds: np.ndarray | None) -> tuple[dict, dict]:
+    """(minutes_per_activity, minutes_interval_90) as a reader gets them from seconds: minutes to 3 decimals,
+    each interval [low, high] or None (no bounds)."""
     estimate = {a: as_minutes(s) for a, s in zip(activities, estimate_s)}
     interval = {a: None if bounds is None else [as_minutes(bounds[k, 0]), as_minutes(bounds[k, 1])]
                 for k, a in enumerate(activities)}
     return estimate, interval
+
+
+def minutes_figures(activities: list[str], estimate_s: np.ndarray, half_s: np.ndarray | None,
+                    worn_s: float) -> tuple[dict, dict]:
+    """`figures_of` an estimate and its half-widths (None where the model carries no interval scale)."""
+    return figures_of(activities, estimate_s, interval_seconds(estimate_s, half_s, worn_s))
 
 
 def half_widths(spread_s: np.ndarray, estimator: MinutesEstimator) -> np.ndarray | None:
@@ -247,10 +251,10 @@ def judge(designs: dict[str, list[dict]], switch_probability: float, scale: floa
         f = sequence_figures(sequences, switch_probability, n_classes)
         row = {"sequences": len(sequences), "minutes_error": round(minutes_error(f["estimates"], f["truths"]), 4)}
         if scale is not None:
-            worn = np.array([s["seconds"].sum() for s in sequences])[:, None]
-            low = np.maximum(f["estimates"] - scale * f["spreads"], 0.0)
-            high = np.minimum(f["estimates"] + scale * f["spreads"], worn)
-            row["interval_coverage"] = round(float(np.mean((f["truths"] >= low) & (f["truths"] <= high))), 4)
+            bounds = np.array([interval_seconds(e, scale * sp, float(s["seconds"].sum()))
+                               for e, sp, s in zip(f["estimates"], f["spreads"], sequences)])
+            inside = (f["truths"] >= bounds[..., 0]) & (f["truths"] <= bounds[..., 1])
+            row["interval_coverage"] = round(float(np.mean(inside)), 4)
         result[name] = row
     return result
 

@@ -145,8 +145,9 @@ def candidate_estimates(session: dict, card: ModelCard, switch_probabilities: li
     `uniform` an equal share of the worn time for every activity (no model: what a balanced design rewards);
     `counted` the timeline's confident labels (the answer's counted minutes, the reference); `argmax` every worn
     window's top activity of the timeline's posteriors (uncertain ones included); `pcc_<s>` probability sums over
-    the HMM posteriors at switch probability s (0: the calibrated probabilities); `pacc` the sums at 0 adjusted
-    by `confusion` (measured on other validation people); `emq` the priors re-estimated for the session."""
+    the HMM posteriors at switch probability s (0: the calibrated probabilities); `acc` the counts of each window's
+    top calibrated class and `pacc` the sums at 0, each adjusted by its confusion matrix (`confusion`: hard and
+    soft, measured on other validation people); `emq` the priors re-estimated for the session."""
     p, start, seconds, step = session["probabilities"], session["start_s"], session["seconds"], session["step_s"]
     k = p.shape[1]
     timeline = smooth(p, start, step, card.switch_probability) if card.switch_probability else p
@@ -156,7 +157,9 @@ def candidate_estimates(session: dict, card: ModelCard, switch_probabilities: li
               "argmax": counts(top, seconds, k)}
     for s in switch_probabilities:
         result[f"pcc_{s:g}"] = sums(window_shares(p, start, step, float(s)), seconds)[0]
-    result["pacc"] = adjusted(sums(p, seconds)[0], confusion)
+    hard, soft = confusion
+    result["acc"] = adjusted(counts(p.argmax(axis=1) if len(p) else np.zeros(0, np.int64), seconds, k), hard)
+    result["pacc"] = adjusted(sums(p, seconds)[0], soft)
     result["emq"] = emq(p, seconds)
     return result
 
@@ -181,16 +184,18 @@ def compare_estimators(designs: dict[str, list[Scored]], card: ModelCard, params
 
 
 def validation_confusions(sessions: list[Scored], n_classes: int):
-    """PACC's confusion matrices: for a validation subject, measured on the other validation subjects' sessions
-    (leave one person out); for anyone else, on all of them."""
+    """ACC's and PACC's confusion matrices (of the top class, of the probabilities): for a validation subject,
+    measured on the other validation subjects' sessions (leave one person out); for anyone else, on all of them."""
     arrays = {s.subject: s.arrays() for s in sessions}
 
-    def matrix(subjects) -> np.ndarray:
+    def matrix(subjects) -> tuple[np.ndarray, np.ndarray]:
         parts = [arrays[s] for s in subjects]
         y = np.concatenate([a["y"] for a in parts])
         known = y >= 0
-        return confusion_shares(y[known], np.concatenate([a["probabilities"] for a in parts])[known],
-                                np.concatenate([a["seconds"] for a in parts])[known], n_classes)
+        p = np.concatenate([a["probabilities"] for a in parts])[known]
+        seconds = np.concatenate([a["seconds"] for a in parts])[known]
+        return (confusion_shares(y[known], np.eye(n_classes)[p.argmax(axis=1)], seconds, n_classes),
+                confusion_shares(y[known], p, seconds, n_classes))
 
     everyone = matrix(list(arrays))
     others = {subject: matrix([s for s in arrays if s != subject]) for subject in arrays}

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from har.minutes import interval_seconds, spread
+from har.minutes import as_minutes as minutes, figures_of, interval_seconds, spread
 
 NOT_WORN, UNCERTAIN = "not_worn", "uncertain"  # har.timeline's two states
 STATES = (NOT_WORN, UNCERTAIN)
@@ -297,10 +297,6 @@ def day_table(hours: pd.DataFrame, runs: pd.DataFrame, recordings_per_day: dict 
                     values=pd.DataFrame(sums[:, 2 + len(names):], columns=extra))
 
 
-def minutes(seconds: float) -> float:
-    return round(float(seconds) / 60.0, 3)
-
-
 def activities_of(columns, labels: list[str]) -> list[str]:
     """The activity columns: `labels`, then any other label (not a state) an older model gave."""
     return [*labels, *[c for c in label_columns(columns) if c not in {*labels, *STATES}]]
@@ -321,10 +317,9 @@ def estimated(values: pd.DataFrame, activities: list[str], worn_s: np.ndarray, n
 
 
 def minutes_fields(activities: list[str], estimate: np.ndarray, bounds, counted: np.ndarray) -> dict:
-    """The one shape of minutes for a day, an hour or a recording: estimate, 90 % interval, counted minutes."""
-    return {"minutes_per_activity": {a: minutes(v) for a, v in zip(activities, estimate)},
-            "minutes_interval_90": {a: None if bounds is None else [minutes(bounds[k, 0]), minutes(bounds[k, 1])]
-                                    for k, a in enumerate(activities)},
+    """The one shape of minutes for a day or an hour, in seconds: estimate, 90 % interval, counted minutes."""
+    figures = figures_of(activities, estimate, bounds)
+    return {"minutes_per_activity": figures[0], "minutes_interval_90": figures[1],
             "counted_minutes_per_activity": {a: minutes(v) for a, v in zip(activities, counted)}}
 
 
