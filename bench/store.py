@@ -25,7 +25,7 @@ person read and resolved at each request, as main 0c795e0 did before its process
     in a child process, max RSS) with half the participants stored and with all of them; the baseline's
     days and hours of every participant;
   - store size per recorded hour without the fused blobs (the database's size over the recorded hours of
-    the collate study, the empty schema's size subtracted): rows, episodes and summaries;
+    the collate study, the empty schema's size subtracted): rows, episodes, minutes bases and summaries;
   - the days' minutes against the per-recording answers added up (no overlaps: equal to rounding).
 - With --study (a folder `python -m stages.sessions generate OUT --fused` wrote, and --model), the
   generated study with known truth: every session scored by `python -m serve.batch`, stored under its
@@ -59,6 +59,7 @@ import pandas as pd  # noqa: E402
 
 import store_reference as reference  # noqa: E402
 from har.config import write_json  # noqa: E402
+from har.minutes import minutes_figures, sums, window_shares  # noqa: E402
 from har.timeline import summarize  # noqa: E402
 from serve.collate import write_tables  # noqa: E402
 from store import BLOB_PARQUET, Store  # noqa: E402
@@ -68,11 +69,14 @@ ACTIVITIES = ["sitting", "standing", "typing", "writing", "brushing_teeth", "eat
               "eating_pasta", "eating_sandwich", "drinking", "clapping", "folding_clothes"]
 MODEL = {"name": "har", "version": "bench", "sha256": "b" * 64, "subject": None, "personal": False}
 WINDOW_S, STEP_S, HOUR_WINDOWS = 4.0, 2.0, 1800
+BASIS_SWITCH_PROBABILITY = 0.01  # the minutes estimator's (metrics/eval.json -> minutes.switch_probability)
 TARGETS = {"store_hour_p50_ms": 25.0, "days_cold_process_ms": 200.0, "collate_s": 6.0, "kb_per_hour": 100.0}
 
 
 def hour_summary(rng: np.random.Generator, start_time: str) -> dict:
-    """One hour's timeline: activities in runs of about 30 windows (a minute), some not worn or uncertain."""
+    """One hour's timeline: activities in runs of about 30 windows (a minute), some not worn or uncertain; with
+    the worn windows' minutes basis as har/answer.py makes it (the rest of each window's mass spread at random;
+    the shares are the HMM posteriors at the switch probability the estimator uses, in 4 decimals)."""
     run_lengths = rng.geometric(1 / 30, HOUR_WINDOWS)
     runs = len(run_lengths)
     labels = np.repeat(rng.integers(0, len(ACTIVITIES), runs), run_lengths)[:HOUR_WINDOWS]
@@ -80,10 +84,15 @@ def hour_summary(rng: np.random.Generator, start_time: str) -> dict:
     # a run's windows are about equally confident; one run in ten falls below the threshold (uncertain)
     confidence = np.repeat(np.where(rng.random(runs) < 0.1, 0.45, 0.9), run_lengths)[:HOUR_WINDOWS]
     confidence = confidence + rng.uniform(-0.02, 0.02, HOUR_WINDOWS)
-    probabilities = np.zeros((HOUR_WINDOWS, len(ACTIVITIES)))
-    probabilities[np.arange(HOUR_WINDOWS), labels] = confidence
-    return summarize(np.arange(HOUR_WINDOWS) * STEP_S, worn, probabilities[worn], ACTIVITIES, window_s=WINDOW_S,
-                     threshold=0.5, start_time=start_time)
+    probabilities = rng.dirichlet(np.ones(len(ACTIVITIES)), HOUR_WINDOWS) * (1 - confidence)[:, None]
+    probabilities[np.arange(HOUR_WINDOWS), labels] += confidence
+    summary = summarize(np.arange(HOUR_WINDOWS) * STEP_S, worn, probabilities[worn], ACTIVITIES, window_s=WINDOW_S,
+                        threshold=0.5, start_time=start_time)
+    start = (np.arange(HOUR_WINDOWS) * STEP_S)[worn]
+    shares = window_shares(probabilities[worn], start, STEP_S, BASIS_SWITCH_PROBABILITY)
+    summary["minutes_basis"] = {"start_s": start.tolist(), "end_s": (start + STEP_S).tolist(),
+                                "shares": shares.tolist(), "interval_scale": 20.0}
+    return summary
 
 
 def shifted(summary: dict, seconds: float) -> tuple[list, list]:
@@ -91,27 +100,36 @@ def shifted(summary: dict, seconds: float) -> tuple[list, list]:
     timeline = [{**w, "start_s": round(w["start_s"] + seconds, 3)} for w in summary["timeline"]]
     episodes = [{**e, "start_s": e["start_s"] + seconds, "end_s": min(e["end_s"], 3600.0) + seconds}
                 for e in summary["episodes"]]
-    return timeline, episodes
+    basis = summary["minutes_basis"]
+    shifted_basis = {"start_s": [t + seconds for t in basis["start_s"]], "end_s": [t + seconds for t in basis["end_s"]],
+                     "shares": basis["shares"]}
+    return timeline, episodes, shifted_basis
 
 
 def answer(pool: list[dict], start_time: str, hours: int, rng: np.random.Generator) -> dict:
     """An answer of `hours` hours, made of hours from `pool` one after another."""
-    timeline, episodes = [], []
+    timeline, episodes, basis = [], [], {"start_s": [], "end_s": [], "shares": [], "interval_scale": 20.0}
     for h in range(hours):
-        t, e = shifted(pool[rng.integers(len(pool))], h * 3600.0)
+        t, e, b = shifted(pool[rng.integers(len(pool))], h * 3600.0)
         timeline += t
         episodes += e
+        for key in ("start_s", "end_s", "shares"):
+            basis[key] += b[key]
     seconds = {label: 0.0 for label in [*ACTIVITIES, "uncertain", "not_worn"]}
     for e in episodes:
         seconds[e["label"]] += e["end_s"] - e["start_s"]
     minutes = {label: round(s / 60, 3) for label, s in seconds.items()}
+    owned = np.array(basis["end_s"]) - np.array(basis["start_s"])
+    estimate_s, spread_s = sums(np.array(basis["shares"]).reshape(len(owned), len(ACTIVITIES)), owned)
+    estimate, interval = minutes_figures(ACTIVITIES, estimate_s, 20.0 * spread_s, float(owned.sum()))
     return {"recording": {"id": f"r-{start_time}", "start_time": start_time, "fused_samples": hours * 180000,
                           "fused_seconds": hours * 3600.0, "segments": 1, "quality": {}},
             "model": MODEL, "windows": len(timeline), "window_s": WINDOW_S,
             "covered_minutes": round(sum(seconds.values()) / 60, 3),
             "labels": {"activities": ACTIVITIES}, "abstain_threshold": 0.5, "timeline": timeline, "episodes": episodes,
-            "minutes_per_activity": {a: minutes[a] for a in ACTIVITIES}, "uncertain_minutes": minutes["uncertain"],
-            "not_worn_minutes": minutes["not_worn"], "wear": {"episodes": []}, "findings": []}
+            "minutes_per_activity": estimate, "minutes_interval_90": interval,
+            "counted_minutes_per_activity": {a: minutes[a] for a in ACTIVITIES}, "uncertain_minutes": minutes["uncertain"],
+            "not_worn_minutes": minutes["not_worn"], "wear": {"episodes": []}, "findings": [], "minutes_basis": basis}
 
 
 def fused_hour(rng: np.random.Generator, rows: int = 180000) -> pd.DataFrame:

@@ -1,7 +1,8 @@
 """The answer for one scored recording: a typed structure, the same for every way in.
 
 `answer_for` is the one place that turns a prepared recording and its model's probabilities into an
-`Answer` (what it was, which model, the timeline, its episodes, the minutes per activity, wear,
+`Answer` (what it was, which model, the timeline, its episodes, the estimated minutes per activity with
+their interval and per-window basis, the counted minutes, wear,
 smoothing, the findings in words, and the recording's drift where a reference was given). Adapters
 read it by name and write it out as they must: `Answer.to_builtins()` is the JSON form that
 `POST /recordings` answers, `serve.batch` writes as recording.json and the study store keeps.
@@ -13,10 +14,12 @@ from typing import TYPE_CHECKING
 import msgspec
 import numpy as np
 
+from har.minutes import MinutesEstimator, half_widths, minutes_figures, sums, window_shares
 from har.modelfile import ModelCard
 from har.smoothing import smooth
 from har.timeline import summarize, wall_clock
 from har.wear import WearRule, wear_report
+from har.windows import window_spans
 
 if TYPE_CHECKING:
     from har.scoring import PreparedRecording
@@ -57,9 +60,32 @@ class Smoothing(msgspec.Struct):
     text: str
 
 
+class MinutesEstimate(msgspec.Struct):
+    """How `minutes_per_activity` and `minutes_interval_90` were estimated (har/minutes.py)."""
+
+    method: str
+    switch_probability: float  # of the HMM posteriors summed (0: the calibrated probabilities)
+    interval_scale: float | None  # q: half-width = q x spread (None: the model carries no interval)
+    coverage: float
+    text: str
+
+
+class MinutesBasis(msgspec.Struct):
+    """What the estimate is made of, per worn window in time order: the span it owns ([start_s, end_s), seconds
+    after the recording's start) and its share of each activity (`labels.activities` order, 4 decimals). Days,
+    hours and overlapping recordings add these up (the study store keeps them: store/summaries.py)."""
+
+    start_s: list[float]
+    end_s: list[float]
+    shares: list[list[float]]
+    interval_scale: float | None
+
+
 class Answer(msgspec.Struct, omit_defaults=True):
     """One recording, scored. The timeline and episodes are tables: one dict per window and per run of
-    equal labels (har/timeline.py says what their columns are)."""
+    equal labels (har/timeline.py says what their columns are). `minutes_per_activity` is the estimate
+    (har/minutes.py), with its 90 % interval beside it; `counted_minutes_per_activity` counts the timeline's
+    confident labels (for reference: it leaves out the uncertain time)."""
 
     recording: RecordingSummary
     model: AnsweredBy
@@ -71,11 +97,15 @@ class Answer(msgspec.Struct, omit_defaults=True):
     timeline: list[dict]
     episodes: list[dict]
     minutes_per_activity: dict[str, float]
+    minutes_interval_90: dict[str, list[float] | None]
+    counted_minutes_per_activity: dict[str, float]
     uncertain_minutes: float
     not_worn_minutes: float
     wear: Wear
     smoothing: Smoothing
     findings: list[str]
+    minutes_estimate: MinutesEstimate
+    minutes_basis: MinutesBasis
     drift: dict | None = None  # this recording alone against the model's training reference, where one was given
 
     def to_builtins(self) -> dict:
@@ -125,22 +155,46 @@ def findings(answer: Answer) -> list[str]:
     return lines
 
 
+def estimated_minutes(prepared: PreparedRecording, probabilities: np.ndarray, card: ModelCard,
+                      smoothed: np.ndarray) -> dict:
+    """The answer's minutes fields (har/minutes.py): the estimate over every worn window, its interval, the
+    estimator and its per-window basis. `smoothed`: the timeline's posteriors (reused when the estimator sums
+    posteriors at the same switch probability)."""
+    estimator = MinutesEstimator.from_card(card)
+    worn_start = prepared.start_s[prepared.worn]
+    spans = window_spans(prepared.start_s, prepared.preprocessing.window_s)[prepared.worn]
+    same = card.switch_probability == estimator.switch_probability
+    shares = window_shares(probabilities, worn_start, prepared.preprocessing.step_s, estimator.switch_probability,
+                           smoothed if same else None).reshape(len(spans), len(card.labels))
+    seconds = spans[:, 1] - spans[:, 0]
+    estimate_s, spread_s = sums(shares, seconds)
+    estimate, interval = minutes_figures(card.labels, estimate_s, half_widths(spread_s, estimator),
+                                         float(seconds.sum()))
+    return {"minutes_per_activity": estimate, "minutes_interval_90": interval,
+            "minutes_estimate": MinutesEstimate(**estimator.describe()),
+            "minutes_basis": MinutesBasis(start_s=spans[:, 0].tolist(), end_s=spans[:, 1].tolist(),
+                                          shares=shares.tolist(), interval_scale=estimator.interval_scale)}
+
+
 def answer_for(prepared: PreparedRecording, probabilities: np.ndarray, card: ModelCard, wear_rule: WearRule, *,
                subject: str | None = None, personal: bool = False, drift: dict | None = None) -> Answer:
     """The whole answer for a prepared recording and its model's probabilities for the worn windows
     (`prepared.worn_windows`).
 
-    When the model carries a timeline smoother, the labels and confidences are its posteriors. Minutes per
-    activity, uncertain and not-worn minutes are counted here and nowhere else (har.timeline.summarize).
+    When the model carries a timeline smoother, the labels and confidences are its posteriors. Counted minutes
+    per activity, uncertain and not-worn minutes are counted here and nowhere else (har.timeline.summarize); the
+    estimated minutes and their interval are made here and nowhere else (har.minutes, `estimated_minutes`).
     `subject` and `personal` say whose model `card` is.
     """
     window_s = prepared.preprocessing.window_s  # as the windows were cut (the card's own preprocessing)
+    posteriors = probabilities
     if card.switch_probability:  # activities last minutes: each run of consecutive worn windows is smoothed
-        probabilities = smooth(probabilities, prepared.start_s[prepared.worn], prepared.preprocessing.step_s,
-                               card.switch_probability)
+        posteriors = smooth(probabilities, prepared.start_s[prepared.worn], prepared.preprocessing.step_s,
+                            card.switch_probability)
     quality = prepared.quality
-    summary = summarize(prepared.start_s, prepared.worn, probabilities, card.labels, window_s=window_s,
+    summary = summarize(prepared.start_s, prepared.worn, posteriors, card.labels, window_s=window_s,
                         threshold=card.abstain_threshold, start_time=prepared.start_time)
+    summary.update(estimated_minutes(prepared, probabilities, card, posteriors))
     answer = Answer(
         recording=RecordingSummary(id=prepared.recording_id, start_time=prepared.start_time,
                                    fused_samples=quality["samples_written"], fused_seconds=quality["fused_seconds"],

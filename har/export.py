@@ -106,8 +106,8 @@ def with_softmax(model, temperature: float | None, *, exact: bool):
 
 
 def calibration_of(eval_path: Path) -> dict:
-    """The temperature, abstention threshold and timeline smoothing the evaluate stage chose on the validation
-    subjects ({} if none)."""
+    """The temperature, abstention threshold, timeline smoothing and minutes estimator the evaluate stage chose on
+    the validation subjects ({} if none)."""
     if not eval_path.exists():
         return {}
     metrics = json.loads(eval_path.read_text())
@@ -115,6 +115,9 @@ def calibration_of(eval_path: Path) -> dict:
     chosen = {k: calibration[k] for k in ("temperature", "threshold", "target_accuracy", "ece_after") if k in calibration}
     if metrics.get("smoothing"):  # timelines: the HMM's switch probability and the threshold on its posteriors
         chosen["smoothing"] = {k: metrics["smoothing"][k] for k in ("switch_probability", "threshold")}
+    if metrics.get("minutes"):  # minutes per activity: the estimator's posteriors and its interval (har/minutes.py)
+        chosen["minutes"] = {k: metrics["minutes"][k]
+                             for k in ("method", "switch_probability", "interval_scale", "coverage")}
     return chosen
 
 

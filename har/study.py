@@ -32,6 +32,10 @@ spring change, so with two or more days one local day has 23 hours. A session ma
 daylight-saving change itself: the export's text times carry no offset, so a reader would see an hour
 missing or time running backwards; the generator refuses such a plan by name.
 
+With `plan.piece_seconds` (low, high) each session's recordings are cut to seeded lengths in that range
+(from their start): sessions whose activities change in composition and length, so that a minutes
+estimator cannot win by spreading time evenly over the activities.
+
 The same plan, sources and seed give the same files, byte for byte (workbooks included). Participant p's
 sessions depend only on the seed and p, not on how many participants are asked for.
 """
@@ -49,6 +53,7 @@ import pandas as pd
 
 from har.fusion import clean_stream, fuse_recording, native_rate
 from har.garmin import SENSORS, TIMESTAMP_FORMAT, read_garmin_pair
+from har.minutes import clipped_sums, interval_seconds
 from har.recording import ACC_TO_SI, GYR_TO_SI, Recording, SensorStream
 from har.wear import WearRule, recording_wear
 
@@ -74,11 +79,14 @@ class StudyPlan:
     recordings_per_session: int | None = None  # None: all of the subject's recordings in every session
     skip_s: float = 0.0  # leave out the first seconds of each recording (a personal model's calibration data)
     max_recording_s: float | None = None  # at most this much of each recording (None: the rest of it)
+    piece_seconds: tuple[float, float] | None = None  # each session's recordings cut to seeded lengths in this range
     midnight: bool = True  # the first participant's first day ends with a session across midnight
     seed: int = 0
     output: str = "garmin"  # "garmin" (workbook pairs) | "fused" (fused tables, for benchmarks)
 
     def __post_init__(self):
+        if self.piece_seconds is not None and not 0 < self.piece_seconds[0] <= self.piece_seconds[1]:
+            raise ValueError(f"piece_seconds must be (low, high) with 0 < low <= high, got {self.piece_seconds}")
         if self.output not in ("garmin", "fused"):
             raise ValueError(f"study output must be 'garmin' or 'fused', got {self.output!r}")
         if min(self.participants, self.days, self.sessions_per_day) < 1:
@@ -172,9 +180,19 @@ def desk_piece(garmin: Recording, interval: tuple[float, float], minutes: float,
                  nearest(garmin.gyr))
 
 
-def session_order(pieces: list[Piece], desks: list[Piece], count: int | None, rng: np.random.Generator) -> list[Piece]:
-    """A seeded order of the recordings with the desk stretches at distinct seeded places between two of them."""
+def cut_piece(piece: Piece, seconds: float) -> Piece:
+    """The piece's first `seconds` (both sensors; the whole piece when it is shorter)."""
+    a, g = piece.acc_t <= seconds, piece.gyr_t <= seconds
+    return Piece(piece.label, piece.source, piece.acc_t[a], piece.acc[a], piece.gyr_t[g], piece.gyr[g])
+
+
+def session_order(pieces: list[Piece], desks: list[Piece], count: int | None, rng: np.random.Generator,
+                  lengths: tuple[float, float] | None = None) -> list[Piece]:
+    """A seeded order of the recordings (each cut to a seeded length in `lengths` when given) with the desk
+    stretches at distinct seeded places between two of them."""
     chosen = [pieces[i] for i in rng.permutation(len(pieces))[:count or len(pieces)]]
+    if lengths is not None:
+        chosen = [cut_piece(piece, rng.uniform(*lengths)) for piece in chosen]
     inner = np.arange(1, len(chosen))  # boundaries between two recordings
     places = (rng.choice(inner, size=len(desks), replace=False) if len(desks) <= len(inner)
               else rng.integers(0, len(chosen) + 1, size=len(desks)))
@@ -442,7 +460,8 @@ def generate_study(out, source, subjects: list[str], *, labels: list[str], plan:
             content = []
             for _ in range(plan.sessions_per_day):
                 desks = [desk_piece(hour, still, m, step_s, rng) for m in plan.nonwear_minutes]
-                content.append(chain(session_order(pieces, desks, plan.recordings_per_session, rng), step_s))
+                content.append(chain(session_order(pieces, desks, plan.recordings_per_session, rng,
+                                                   plan.piece_seconds), step_s))
             durations = [min(c[0][-1], c[2][-1]) / 1000.0 for c in content]
             starts = day_schedule(day, durations, plan.timezone, rng, plan.midnight and p == 0 and d == 0)
             for start, (acc_ms, acc, gyr_ms, gyr, spans) in zip(starts, content):
@@ -507,24 +526,77 @@ def reported_seconds(episodes: list[dict], seconds: int) -> np.ndarray:
     return labels
 
 
-def compare_session(truth: np.ndarray, answer: Answer, activities: list[str]) -> dict:
+def truth_dates(summary: dict, timezone: str) -> np.ndarray:
+    """The local date of each second of a generated session's truth (its summary from `read_truth`)."""
+    return local_days(pd.Timestamp(summary["start_time"]).tz_convert(timezone), int(summary["seconds"]))
+
+
+def day_minutes(answer: Answer, dates: np.ndarray, activities: list[str]) -> list[dict]:
+    """Per local date of the truth (`dates`, one per second): the estimate's minutes and interval over the part of
+    the recording on that date (the answer's per-window basis cut at the date's first and last second,
+    har.minutes.clipped_sums), in the order of `activities`."""
+    basis = answer.minutes_basis
+    start, end = np.asarray(basis.start_s, float), np.asarray(basis.end_s, float)
+    shares = np.asarray(basis.shares, float).reshape(len(start), -1)
+    order = [answer.labels["activities"].index(a) for a in activities]
+    result = []
+    for date in dict.fromkeys(dates):
+        seconds = np.flatnonzero(dates == date)
+        estimate, spread, worn = clipped_sums(start, end, shares, float(seconds[0]), float(seconds[-1] + 1))
+        half = None if basis.interval_scale is None else basis.interval_scale * spread
+        bounds = interval_seconds(estimate, half, worn)
+        result.append({"date": str(date), "estimate": estimate[order] / 60.0,
+                       "bounds": None if bounds is None else bounds[order] / 60.0})
+    return result
+
+
+def compare_session(truth: np.ndarray, answer: Answer, activities: list[str], dates: np.ndarray | None = None) -> dict:
     """One scored session against its per-second truth: the sums the study figures are pooled from.
 
     `answer` is what `har.scoring.score` returns (`POST /recordings`, `serve.batch` answer the same): its
-    episodes give each second's label, its `minutes_per_activity` and `not_worn_minutes` what a
-    researcher reads.
+    episodes give each second's label, its `minutes_per_activity` (the estimate, with its interval) and
+    `counted_minutes_per_activity` and `not_worn_minutes` what a researcher reads. `dates` (the local date of each
+    second, `truth_dates`) adds the estimate and its interval per local day against the truth of that day.
     """
     truth = np.asarray(truth, dtype=object)
     reported = reported_seconds(answer.episodes, len(truth))
     true_minutes = {a: float(np.sum(truth == a)) / 60.0 for a in activities}
     worn, given = truth != NOT_WORN, np.isin(reported, activities)
+    days = []
+    if dates is not None:
+        for day in day_minutes(answer, dates, activities):
+            on_day = truth[dates == day["date"]]
+            days.append({**day, "true": np.array([np.sum(on_day == a) / 60.0 for a in activities])})
     return {"true_minutes": true_minutes, "reported_minutes": {a: float(answer.minutes_per_activity[a])
                                                                for a in activities},
+            "counted_minutes": {a: float(answer.counted_minutes_per_activity[a]) for a in activities},
+            "interval": {a: answer.minutes_interval_90[a] for a in activities},
             "true_not_worn_minutes": float(np.sum(~worn)) / 60.0,
             "reported_not_worn_minutes": float(answer.not_worn_minutes),
             "worn_reported_not_worn_s": int(np.sum(worn & (reported == NOT_WORN))),
             "invented_in_not_worn_s": int(np.sum(~worn & given)),
-            "truth": truth[worn], "reported": reported[worn]}
+            "truth": truth[worn], "reported": reported[worn], "days": days}
+
+
+def interval_figures(days: list[dict]) -> dict:
+    """How often the 90 % intervals of activity-days hold the true minutes, and how wide they are (their summed
+    width over the summed true minutes); None without intervals."""
+    with_bounds = [d for d in days if d.get("bounds") is not None]
+    if not with_bounds:
+        return {"activity_days": sum(len(d["true"]) for d in days), "interval_coverage": None,
+                "interval_width_share": None}
+    true = np.concatenate([d["true"] for d in with_bounds])
+    bounds = np.concatenate([d["bounds"] for d in with_bounds])
+    inside = (true >= bounds[:, 0] - 5e-4) & (true <= bounds[:, 1] + 5e-4)  # the reported minutes' rounding
+    return {"activity_days": int(len(true)), "interval_coverage": round(float(np.mean(inside)), 4),
+            "interval_width_share": round(float((bounds[:, 1] - bounds[:, 0]).sum() / max(true.sum(), 1e-9)), 4)}
+
+
+def bounds_sum(intervals: list) -> dict:
+    """The sessions' interval bounds added up (None where a session has none): a conservative interval of the sum."""
+    if any(i is None for i in intervals):
+        return {"low": None, "high": None}
+    return {"low": round(sum(i[0] for i in intervals), 3), "high": round(sum(i[1] for i in intervals), 3)}
 
 
 def study_figures(comparisons: list[dict], activities: list[str]) -> dict:
@@ -532,9 +604,11 @@ def study_figures(comparisons: list[dict], activities: list[str]) -> dict:
 
     minutes error = sum over sessions and activities of |reported - true| minutes / the true activity
     minutes (each session's errors count; they do not cancel between sessions), overall and per
-    activity. Over the true activity seconds: accuracy and macro-F1 (`uncertain`, `not_worn` and
-    uncovered seconds count as wrong), coverage (the share given an activity) and the accuracy of the
-    seconds given one.
+    activity, for the estimate (`minutes_per_activity`) and for the counted minutes. Over the true activity
+    seconds: accuracy and macro-F1 (`uncertain`, `not_worn` and uncovered seconds count as wrong), coverage
+    (the share given an activity) and the accuracy of the seconds given one. Over the activity-days (each
+    activity on each local day of each session, where `dates` were given): how often the 90 % interval holds
+    the true minutes.
     """
     from sklearn.metrics import f1_score
 
@@ -550,6 +624,8 @@ def study_figures(comparisons: list[dict], activities: list[str]) -> dict:
         "true_activity_minutes": round(sum(true.values()), 3),
         "reported_activity_minutes": round(sum(sum(c["reported_minutes"].values()) for c in comparisons), 3),
         "minutes_error": round(sum(error.values()) / max(sum(true.values()), 1e-9), 4),
+        "counted_minutes_error": round(sum(abs(c["counted_minutes"][a] - c["true_minutes"][a]) for c in comparisons
+                                           for a in activities) / max(sum(true.values()), 1e-9), 4),
         "minutes_error_per_activity": {a: round(error[a] / true[a], 4) for a in present},
         "session_minutes_error_max": round(max(sum(abs(c["reported_minutes"][a] - c["true_minutes"][a])
                                                    for a in activities) / max(sum(c["true_minutes"].values()), 1e-9)
@@ -564,6 +640,9 @@ def study_figures(comparisons: list[dict], activities: list[str]) -> dict:
         if worn_s else None,
         "coverage": round(float(np.mean(given)), 4) if worn_s else None,
         "given_accuracy": round(float(np.mean(reported[given] == truth[given])), 4) if given.any() else None,
-        "minutes": {a: {"true": round(true[a], 3), "reported": round(sum(c["reported_minutes"][a] for c in comparisons), 3)}
+        **interval_figures([d for c in comparisons for d in c["days"]]),
+        "minutes": {a: {"true": round(true[a], 3), "reported": round(sum(c["reported_minutes"][a] for c in comparisons), 3),
+                        "counted": round(sum(c["counted_minutes"][a] for c in comparisons), 3),
+                        **bounds_sum([c["interval"][a] for c in comparisons])}
                     for a in activities},
     }

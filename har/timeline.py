@@ -1,8 +1,9 @@
 """A scored recording's timeline: one label per window, runs of equal labels, minutes per label.
 
 Each window gets one label: an activity, `uncertain` (below the model's abstention threshold) or
-`not_worn` (inside a non-wear episode, har/wear.py; never scored). Minutes per activity count only
-the first kind. Functions over arrays; har/scoring.py and har/answer.py put them together for a
+`not_worn` (inside a non-wear episode, har/wear.py; never scored). The counted minutes per activity
+count only the first kind (the answer's `counted_minutes_per_activity`; its `minutes_per_activity`
+is har/minutes.py's estimate). Functions over arrays; har/scoring.py and har/answer.py put them together for a
 recording. See docs/timelines.md.
 """
 from __future__ import annotations
@@ -75,9 +76,9 @@ def wall_clock(start_time: str | None):
 
 def summarize(start_s: np.ndarray, worn: np.ndarray, probabilities: np.ndarray, all_labels: list[str], *,
               window_s: float, threshold: float = 0.0, start_time: str | None = None) -> dict:
-    """Timeline (one entry per window), merged episodes, minutes per activity, uncertain and not-worn minutes.
+    """Timeline (one entry per window), merged episodes, counted minutes per activity, uncertain and not-worn minutes.
 
-    `probabilities` are the worn windows' only. Minutes per activity count confident, worn windows;
+    `probabilities` are the worn windows' only. Counted minutes per activity count confident, worn windows;
     `start_time` is the ISO wall-clock time of t == 0; when given, entries carry wall-clock times too.
     """
     labels, activity, confidence = window_labels(worn, probabilities, all_labels, threshold)
@@ -92,5 +93,5 @@ def summarize(start_s: np.ndarray, worn: np.ndarray, probabilities: np.ndarray, 
     states = minutes_per_label(merged, [NOT_WORN, UNCERTAIN])
     return {"windows": len(timeline), "window_s": window_s, "covered_minutes": round(covered_s / 60.0, 3),
             "labels": {"activities": list(all_labels), **STATES}, "abstain_threshold": threshold,
-            "timeline": timeline, "episodes": merged, "minutes_per_activity": minutes_per_label(merged, all_labels),
+            "timeline": timeline, "episodes": merged, "counted_minutes_per_activity": minutes_per_label(merged, all_labels),
             "uncertain_minutes": states[UNCERTAIN], "not_worn_minutes": states[NOT_WORN]}

@@ -3,7 +3,8 @@
 Writes metrics/eval.json (macro-F1 first, then accuracy, balanced accuracy, Cohen's kappa, MCC,
 per-class precision/recall/F1, macro-F1 per test subject; under `calibration` the temperature and
 abstention threshold chosen on the validation subjects, the test subjects' expected calibration
-error before and after, and coverage with accepted-window accuracy and macro-F1),
+error before and after, and coverage with accepted-window accuracy and macro-F1; under `minutes` the minutes
+estimator's switch probability and interval scale chosen on the validation subjects, har/minutes.py),
 plots/confusion.csv (one row per window, for DVC's confusion template), plots/per_class_f1.csv,
 the PNGs of both, and the reliability diagram and risk-coverage curve as CSV for `dvc plots`.
 """
@@ -15,6 +16,7 @@ import pandas as pd
 
 from har.calibration import apply_temperature, calibrate, day_like_report
 from har.config import load_params, write_json
+from har.minutes import choose, day_like_designs, judge
 from har.wear import WearRule, recording_wear, worn_windows
 from stages.window import FUSED, load_meta, load_split
 from har.evaluation import classification_metrics, confusion, confusion_records, macro_f1
@@ -96,6 +98,21 @@ def save_per_class_png(per_class_f1: dict, path: str) -> None:
     plt.close(fig)
 
 
+def minutes_report(probabilities: dict, splits: dict, params: dict, n_classes: int) -> dict:
+    """The minutes estimator's switch probability and interval scale chosen on the validation subjects' day-like
+    sequences (har.minutes.choose), judged on the test subjects' (export stamps the choice into the model card)."""
+    settings = params["minutes"]
+    window_s = params["window"]["length"] / float(params["data"]["target_hz"])
+    step_s = window_s * (1 - float(params["window"]["overlap"]))
+    designs = {split: day_like_designs(probabilities[split], splits[split], settings, int(params["smoothing"]["seed"]),
+                                       window_s=window_s, step_s=step_s) for split in ("val", "test")}
+    chosen = choose(designs["val"], settings["switch_probabilities"], n_classes, float(settings["coverage"]))
+    return {**chosen, "validation": judge(designs["val"], chosen["switch_probability"], chosen["interval_scale"],
+                                          n_classes, chosen["coverage"]),
+            "test": judge(designs["test"], chosen["switch_probability"], chosen["interval_scale"], n_classes,
+                          chosen["coverage"])}
+
+
 def main() -> None:
     meta = load_meta()
     labels = meta["labels"]
@@ -116,6 +133,9 @@ def main() -> None:
          "test": apply_temperature(probabilities, temperature)}, {"val": val, "test": test},
         params["smoothing"]["switch_probabilities"], params["calibration"]["target_accuracy"], len(labels),
         params["smoothing"]["seed"], params["calibration"].get("threshold"))
+    metrics["minutes"] = minutes_report({"val": apply_temperature(val_probabilities, temperature),
+                                         "test": apply_temperature(probabilities, temperature)},
+                                        {"val": val, "test": test}, params, len(labels))
     metrics["wear"] = wear_on_labelled(test, params)  # the test subjects wore the watch: ~0 must be marked
     write_json("metrics/eval.json", metrics)
 
@@ -139,6 +159,11 @@ def main() -> None:
           f"test macro-F1 {sm['test_without']['macro_f1']:.3f} -> {sm['test_with']['macro_f1']:.3f}, episodes "
           f"{sm['test_without']['episodes']} -> {sm['test_with']['episodes']} (true {sm['test_with']['true_episodes']}); "
           f"{selection(sm['test_with_selective'])}")
+    m = metrics["minutes"]
+    print(f"minutes: probability sums over HMM posteriors at switch probability {m['switch_probability']:g}, interval "
+          f"scale {m['interval_scale']:.3f} (chosen on validation); test minutes error "
+          + ", ".join(f"{k} {v['minutes_error']:.3f} (interval coverage {v['interval_coverage']:.2f})"
+                      for k, v in m["test"].items()))
 
 
 if __name__ == "__main__":

@@ -11,15 +11,18 @@ fused tables `python -m serve.batch` reads, under OUT/recordings; the truth per 
 day under OUT/truth and OUT/days.csv) from the labelled subjects of a split (data/windows/meta.json)
 or the subjects named, read from data.raw (WISDM, labelled sessions or a long table).
 
-The stage: one session per validation and per test subject (all their recordings in a seeded order,
-`sessions.nonwear_minutes` of the real Garmin hour's desk stillness between two of them), written as
-workbooks and scored through the one scoring path the service uses (har/scoring.py: `prepare`, then
-`score` with the ONNX runtime), then compared with the truth second by second (har.study). Again for
-each test subject's per-person model (har.personalize's `personalise`, fitted on the first
-`sessions.personal_seconds` of each recording, scored on sessions built from the rest, one window
-later), with the generic model's figures on the same sessions beside it. The timeline settings that
-matter for minutes (switch probability, abstention threshold) are compared on the validation sessions;
-the test sessions only report. See docs/sessions.md.
+The stage: per validation and per test subject one session of all their recordings in a seeded order
+(`sessions.nonwear_minutes` of the real Garmin hour's desk stillness between two of them) and one
+`varied` session (a seeded part of their recordings cut to seeded lengths: activities that change in
+composition and length), written as workbooks and scored through the one scoring path the service uses
+(har/scoring.py: `prepare`, then `score` with the ONNX runtime), then compared with the truth second by
+second and per local day (har.study: the minutes estimate, its 90 % interval's coverage of activity-days,
+the counted minutes). Again for each test subject's per-person model (har.personalize's `personalise`,
+fitted on the first `sessions.personal_seconds` of each recording, scored on sessions built from the
+rest, one window later), with the generic model's figures on the same sessions beside it. And every
+minutes estimator measured (har/minutes.py: counts, probability sums at each switch probability, PACC,
+EMQ) on the validation and test sessions of both designs; the model's own estimator was chosen on the
+validation subjects by stages/evaluate.py. See docs/sessions.md.
 """
 from __future__ import annotations
 
@@ -34,12 +37,16 @@ import numpy as np
 import pandas as pd
 
 from har.config import load_params, resolve_raw, write_json
+from har.minutes import (MinutesEstimator, adjusted, confusion_shares, counts, emq, minutes_error, sums,
+                         window_shares)
 from har.modelfile import ModelCard
 from har.preprocessing import Preprocessing
 from har.runtime import ModelRuntime
 from har.scoring import GarminPair, PreparedRecording, prepare, remembered, score
-from har.study import StudyPlan, compare_session, generate_study, read_truth, study_figures
+from har.smoothing import smooth
+from har.study import StudyPlan, compare_session, generate_study, read_truth, study_figures, truth_dates
 from har.wear import WearRule
+from har.windows import window_spans
 
 MODEL = Path("models/model.onnx")
 METRICS = Path("metrics/sessions.json")
@@ -62,8 +69,8 @@ def garmin_hour(params: dict) -> tuple[Path, Path]:
 
 def plan_from(settings: dict, **overrides) -> StudyPlan:
     keys = ("timezone", "first_day", "seed", "midnight")
-    return StudyPlan(**{k: settings[k] for k in keys if k in settings},
-                     nonwear_minutes=tuple(float(m) for m in settings["nonwear_minutes"]), **overrides)
+    overrides.setdefault("nonwear_minutes", tuple(float(m) for m in settings["nonwear_minutes"]))
+    return StudyPlan(**{k: settings[k] for k in keys if k in settings}, **overrides)
 
 
 # ---------------------------------------------------------------- scoring, the service's own path
@@ -71,48 +78,56 @@ def plan_from(settings: dict, **overrides) -> StudyPlan:
 @dataclasses.dataclass
 class Scored:
     """A session prepared once, and its model asked once (`predict` remembers its answer for the worn windows),
-    so that it can be answered under each timeline setting compared."""
+    so that it can be answered by several models' cards and measured by several minutes estimators."""
 
     session: str
     subject: str
     prepared: PreparedRecording
     predict: object  # har.scoring.remembered(runtime.predict)
     truth: np.ndarray
+    dates: np.ndarray  # the local date of each second of the truth
+    labels: tuple  # the model's activities
+
+    def arrays(self) -> dict:
+        """The worn windows' calibrated probabilities, start times, owned seconds and true class (the truth at the
+        middle of the span each owns; -1 in true non-wear), and the true seconds per activity."""
+        p = self.prepared
+        spans = window_spans(p.start_s, p.preprocessing.window_s)[p.worn]
+        middle = np.clip(((spans[:, 0] + spans[:, 1]) / 2).astype(int), 0, len(self.truth) - 1)
+        labels = list(self.labels)
+        y = np.array([labels.index(t) if t in labels else -1 for t in self.truth[middle]], dtype=np.int64)
+        true = np.array([np.sum(self.truth == a) for a in labels], float)
+        return {"probabilities": np.asarray(self.predict(p.worn_windows), np.float64), "start_s": p.start_s[p.worn],
+                "seconds": spans[:, 1] - spans[:, 0], "y": y, "true_s": true, "step_s": p.preprocessing.step_s}
 
 
-def score_study(study: Path, manifest: dict, runtimes: dict, params: dict) -> dict[str, list[Scored]]:
+def score_study(study: Path, manifest: dict, runtimes: dict, params: dict) -> list[Scored]:
     """Each session read from its workbooks and scored by its runtime (runtimes[subject], else runtimes[None])."""
     wear_rule = WearRule.from_params(params.get("wear"))
-    scored: dict[str, list[Scored]] = {}
+    timezone = manifest["plan"]["timezone"]
+    scored = []
     for entry in manifest["sessions"]:
         runtime = runtimes.get(entry["subject"]) or runtimes[None]
         name = entry["session"]
         pair = GarminPair(study / "recordings" / f"{name}-accelerometer_data.xlsx",
-                          study / "recordings" / f"{name}-gyroscope_data.xlsx",
-                          timezone=manifest["plan"]["timezone"], recording_id=name)
+                          study / "recordings" / f"{name}-gyroscope_data.xlsx", timezone=timezone, recording_id=name)
         prepared = prepare(pair, Preprocessing.from_card(runtime.card), wear_rule)
         predict = remembered(runtime.predict)
         if len(prepared.worn_windows):
             predict(prepared.worn_windows)  # the model's time is spent here, once per session
-        truth, _ = read_truth(study, name)
-        scored.setdefault(entry["subject"], []).append(Scored(name, entry["subject"], prepared, predict, truth))
+        truth, summary = read_truth(study, name)
+        scored.append(Scored(name, entry["subject"], prepared, predict, truth, truth_dates(summary, timezone),
+                             tuple(runtime.card.labels)))
     return scored
 
 
-def with_timeline(card: ModelCard, switch_probability: float, threshold: float) -> ModelCard:
-    """The same model with other timeline settings (what export would stamp into its calibration)."""
-    calibration = {**card.calibration, "threshold": threshold if not switch_probability else
-                   card.calibration.get("threshold"),
-                   "smoothing": {"switch_probability": switch_probability, "threshold": threshold}}
-    return dataclasses.replace(card, calibration=calibration)
-
-
 def figures(sessions: list[Scored], card_of, params: dict, *, personal: bool = False) -> dict:
-    """Every session answered with the card `card_of(subject)` (its timeline settings), pooled against the truth."""
+    """Every session answered with the card `card_of(subject)`, pooled against the truth (har.study.study_figures):
+    the estimate's minutes error, the counted minutes', the 90 % interval's coverage of activity-days..."""
     wear_rule = WearRule.from_params(params.get("wear"))
     comparisons = [compare_session(s.truth, score(s.prepared, s.predict, card_of(s.subject), wear_rule,
                                                   subject=s.subject, personal=personal),
-                                   card_of(s.subject).labels)
+                                   card_of(s.subject).labels, s.dates)
                    for s in sessions]
     return study_figures(comparisons, card_of(sessions[0].subject).labels)
 
@@ -122,22 +137,69 @@ def headline(result: dict) -> dict:
     return {k: v for k, v in result.items() if k != "minutes"}
 
 
-def timeline_candidates(card: ModelCard, sessions: list[Scored], params: dict) -> dict:
-    """Minutes error and the accuracy of given seconds on the validation sessions for each switch probability and
-    abstention threshold; the chosen pair: the lowest minutes error whose given seconds reach the target accuracy."""
-    settings = params["sessions"]
-    target = float(params["calibration"]["target_accuracy"])
-    rows = []
-    for s in settings["switch_probabilities"]:
-        for threshold in settings["thresholds"]:
-            variant = with_timeline(card, float(s), float(threshold))
-            result = figures(sessions, lambda _: variant, params)
-            rows.append({"switch_probability": float(s), "threshold": float(threshold),
-                         "minutes_error": result["minutes_error"], "coverage": result["coverage"],
-                         "given_accuracy": result["given_accuracy"], "macro_f1": result["macro_f1"]})
-    reaching = [r for r in rows if (r["given_accuracy"] or 0) >= target] or rows
-    chosen = min(reaching, key=lambda r: (r["minutes_error"], -r["threshold"], r["switch_probability"]))
-    return {"target_accuracy": target, "candidates": rows, "chosen": chosen}
+# ---------------------------------------------------------------- the minutes estimators compared
+
+def candidate_estimates(session: dict, card: ModelCard, switch_probabilities: list[float],
+                        confusion: np.ndarray) -> dict[str, np.ndarray]:
+    """Seconds per activity of one session (its `Scored.arrays`) by each estimator measured:
+    `uniform` an equal share of the worn time for every activity (no model: what a balanced design rewards);
+    `counted` the timeline's confident labels (the answer's counted minutes, the reference); `argmax` every worn
+    window's top activity of the timeline's posteriors (uncertain ones included); `pcc_<s>` probability sums over
+    the HMM posteriors at switch probability s (0: the calibrated probabilities); `acc` the counts of each window's
+    top calibrated class and `pacc` the sums at 0, each adjusted by its confusion matrix (`confusion`: hard and
+    soft, measured on other validation people); `emq` the priors re-estimated for the session."""
+    p, start, seconds, step = session["probabilities"], session["start_s"], session["seconds"], session["step_s"]
+    k = p.shape[1]
+    timeline = smooth(p, start, step, card.switch_probability) if card.switch_probability else p
+    top = timeline.argmax(axis=1) if len(timeline) else np.zeros(0, np.int64)
+    confident = np.where(timeline.max(axis=1) >= card.abstain_threshold, top, -1) if len(timeline) else top
+    result = {"uniform": np.full(k, seconds.sum() / k), "counted": counts(confident, seconds, k),
+              "argmax": counts(top, seconds, k)}
+    for s in switch_probabilities:
+        result[f"pcc_{s:g}"] = sums(window_shares(p, start, step, float(s)), seconds)[0]
+    hard, soft = confusion
+    result["acc"] = adjusted(counts(p.argmax(axis=1) if len(p) else np.zeros(0, np.int64), seconds, k), hard)
+    result["pacc"] = adjusted(sums(p, seconds)[0], soft)
+    result["emq"] = emq(p, seconds)
+    return result
+
+
+def compare_estimators(designs: dict[str, list[Scored]], card: ModelCard, params: dict,
+                       confusion_of) -> dict[str, dict]:
+    """Each estimator's minutes error (and worst session) per design: name -> design -> figures.
+    `confusion_of(subject)`: the confusion matrix PACC adjusts a subject's sums by."""
+    k = len(card.labels)
+    switch = [float(s) for s in params["minutes"]["switch_probabilities"]]
+    table: dict[str, dict] = {}
+    for design, sessions in designs.items():
+        arrays = [s.arrays() for s in sessions]
+        estimates = [candidate_estimates(a, card, switch, confusion_of(s.subject)) for a, s in zip(arrays, sessions)]
+        for name in estimates[0]:
+            per_session = [np.abs(e[name] - a["true_s"]).sum() / max(a["true_s"].sum(), 1e-9)
+                           for e, a in zip(estimates, arrays)]
+            table.setdefault(name, {})[design] = {
+                "minutes_error": round(minutes_error([e[name] for e in estimates], [a["true_s"] for a in arrays]), 4),
+                "session_minutes_error_max": round(float(max(per_session)), 4)}
+    return table
+
+
+def validation_confusions(sessions: list[Scored], n_classes: int):
+    """ACC's and PACC's confusion matrices (of the top class, of the probabilities): for a validation subject,
+    measured on the other validation subjects' sessions (leave one person out); for anyone else, on all of them."""
+    arrays = {s.subject: s.arrays() for s in sessions}
+
+    def matrix(subjects) -> tuple[np.ndarray, np.ndarray]:
+        parts = [arrays[s] for s in subjects]
+        y = np.concatenate([a["y"] for a in parts])
+        known = y >= 0
+        p = np.concatenate([a["probabilities"] for a in parts])[known]
+        seconds = np.concatenate([a["seconds"] for a in parts])[known]
+        return (confusion_shares(y[known], np.eye(n_classes)[p.argmax(axis=1)], seconds, n_classes),
+                confusion_shares(y[known], p, seconds, n_classes))
+
+    everyone = matrix(list(arrays))
+    others = {subject: matrix([s for s in arrays if s != subject]) for subject in arrays}
+    return lambda subject: others.get(subject, everyone)
 
 
 # ---------------------------------------------------------------- per-person models
@@ -168,58 +230,59 @@ def evaluate(params: dict, work: Path) -> dict:
     source = resolve_raw(params["data"]["raw"])
     hour = garmin_hour(params)
     window_s = card.window_length / float(card.input_contract["target_hz"])
+    varied = settings["varied"]
+    varied_plan = {"recordings_per_session": int(varied["recordings_per_session"]),
+                   "piece_seconds": tuple(float(x) for x in varied["piece_seconds"]),
+                   "nonwear_minutes": tuple(float(m) for m in varied["nonwear_minutes"])}
     timings = {}
 
-    def study(name: str, subjects: list[str], **overrides) -> tuple[Path, dict]:
+    def scored(name: str, subjects: list[str], runtimes: dict, **overrides) -> list[Scored]:
         started = time.perf_counter()
         folder = work / name
         manifest = generate_study(folder, source, subjects, labels=card.labels, data=params["data"], garmin=hour,
                                   plan=plan_from(settings, participants=len(subjects), **overrides))
         timings[f"generate_{name}_s"] = round(time.perf_counter() - started, 1)
-        return folder, manifest
-
-    def scored(folder: Path, manifest: dict, runtimes: dict, name: str) -> list[Scored]:
         started = time.perf_counter()
-        result = [s for group in score_study(folder, manifest, runtimes, params).values() for s in group]
+        result = score_study(folder, manifest, runtimes, params)
         timings[f"score_{name}_s"] = round(time.perf_counter() - started, 1)
         return result
 
-    val_folder, val_manifest = study("val", split_subjects("val"))
-    val = scored(val_folder, val_manifest, {None: runtime}, "val")
-    choice = timeline_candidates(card, val, params)
-
-    test_subjects = split_subjects("test")
-    test_folder, test_manifest = study("test", test_subjects)
-    test = scored(test_folder, test_manifest, {None: runtime}, "test")
-    chosen_card = with_timeline(card, choice["chosen"]["switch_probability"], choice["chosen"]["threshold"])
-
-    rest_folder, rest_manifest = study("rest", test_subjects, skip_s=float(settings["personal_seconds"]) + window_s)
+    val_subjects, test_subjects = split_subjects("val"), split_subjects("test")
+    generic = {None: runtime}
+    val, val_varied = scored("val", val_subjects, generic), scored("val_varied", val_subjects, generic, **varied_plan)
+    test, test_varied = scored("test", test_subjects, generic), scored("test_varied", test_subjects, generic,
+                                                                        **varied_plan)
+    rest = scored("rest", test_subjects, generic, skip_s=float(settings["personal_seconds"]) + window_s)
     started = time.perf_counter()
     personal = personal_runtimes(test_subjects, params, work / "personal")
     timings["personalise_s"] = round(time.perf_counter() - started, 1)
-    rest_generic = scored(rest_folder, rest_manifest, {None: runtime}, "rest")
     # The same windows (the same workbooks, read once), answered by each subject's own model.
-    rest_personal = [dataclasses.replace(s, predict=remembered(personal[s.subject].predict)) for s in rest_generic]
+    rest_personal = [dataclasses.replace(s, predict=remembered(personal[s.subject].predict)) for s in rest]
     personal_cards = {s: r.card for s, r in personal.items()}
-    chosen = (choice["chosen"]["switch_probability"], choice["chosen"]["threshold"])
-    generic, generic_chosen = (lambda _: card), (lambda _: chosen_card)
-    own, own_chosen = (lambda subject: personal_cards[subject]), (lambda subject: with_timeline(personal_cards[subject], *chosen))
-    shipped = figures(test, generic, params)
+    own = lambda subject: personal_cards[subject]
+    shipped = figures(test, lambda _: card, params)
+    started = time.perf_counter()
+    confusion_of = validation_confusions(val, len(card.labels))
+    candidates = {"validation": compare_estimators({"balanced": val, "varied": val_varied}, card, params, confusion_of),
+                  "test": compare_estimators({"balanced": test, "varied": test_varied}, card, params, confusion_of)}
+    timings["estimators_s"] = round(time.perf_counter() - started, 1)
     return {
         "model_version": card.version,
         "plan": {"sessions_per_subject": 1, "nonwear_minutes": list(settings["nonwear_minutes"]),
                  "timezone": settings["timezone"], "seed": settings["seed"],
-                 "personal_seconds": settings["personal_seconds"], "window_s": window_s},
+                 "personal_seconds": settings["personal_seconds"], "window_s": window_s,
+                 "varied": {k: list(v) if isinstance(v, tuple) else v for k, v in varied_plan.items()}},
         "shipped_timeline": {"switch_probability": card.switch_probability, "threshold": card.abstain_threshold},
-        "validation": {"shipped": headline(figures(val, generic, params)), "timeline": choice},
-        "test": {"generic": headline(shipped),
-                 "generic_chosen_timeline": headline(figures(test, generic_chosen, params)),
+        "estimator": MinutesEstimator.from_card(card).describe(),
+        "validation": {"balanced": headline(figures(val, lambda _: card, params)),
+                       "varied": headline(figures(val_varied, lambda _: card, params))},
+        "test": {"generic": headline(shipped), "varied": headline(figures(test_varied, lambda _: card, params)),
                  "minutes": shipped["minutes"]},
         "personal": {"subjects": test_subjects,
-                     "generic": headline(figures(rest_generic, generic, params)),
-                     "personal": headline(figures(rest_personal, own, params, personal=True)),
-                     "generic_chosen_timeline": headline(figures(rest_generic, generic_chosen, params)),
-                     "personal_chosen_timeline": headline(figures(rest_personal, own_chosen, params, personal=True))},
+                     "generic": headline(figures(rest, lambda _: card, params)),
+                     "personal": headline(figures(rest_personal, own, params, personal=True))},
+        "estimators": {name: {split: rows[name] for split, rows in candidates.items()}
+                       for name in candidates["test"]},
         "seconds": timings,
     }
 
@@ -231,17 +294,22 @@ def write_plot(report: dict) -> None:
     import matplotlib.pyplot as plt
 
     minutes = report["test"]["minutes"]
-    table = pd.DataFrame([{"activity": a, "true": m["true"], "reported": m["reported"]} for a, m in minutes.items()])
+    table = pd.DataFrame([{"activity": a, "true": m["true"], "reported": m["reported"], "low": m["low"],
+                           "high": m["high"], "counted": m["counted"]} for a, m in minutes.items()])
     PLOT_CSV.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(PLOT_CSV, index=False)
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(table) + 1.2))
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(table) + 1.2))
     y = np.arange(len(table))
-    ax.barh(y - 0.2, table["true"], height=0.4, label="true")
-    ax.barh(y + 0.2, table["reported"], height=0.4, label="reported (generic model)")
+    ax.barh(y - 0.27, table["true"], height=0.27, label="true")
+    below, above = table["reported"] - table["low"], table["high"] - table["reported"]
+    ax.barh(y, table["reported"], height=0.27, xerr=[below, above], capsize=2,
+            label="estimated, with the sessions' 90 % intervals added up")
+    ax.barh(y + 0.27, table["counted"], height=0.27, label="counted (confident labels)")
     ax.set_yticks(y, table["activity"])
     ax.invert_yaxis()
-    ax.set_xlabel("minutes, test subjects' generated sessions")
-    ax.set_title(f"Minutes per activity: error {report['test']['generic']['minutes_error']:.2f} of the true minutes")
+    ax.set_xlabel("minutes, test subjects' generated sessions (generic model)")
+    ax.set_title(f"Minutes per activity: error {report['test']['generic']['minutes_error']:.2f} of the true minutes "
+                 f"(counted {report['test']['generic']['counted_minutes_error']:.2f})")
     ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(PLOT_PNG, dpi=100, metadata={"Software": None})
@@ -256,8 +324,11 @@ def stage() -> int:
     seconds = report.pop("seconds")
     write_json(METRICS, report)
     write_plot(report)
-    g, p = report["test"]["generic"], report["personal"]
-    print(f"sessions: test subjects, generic model: minutes error {g['minutes_error']:.3f}, not worn "
+    g, v, p = report["test"]["generic"], report["test"]["varied"], report["personal"]
+    print(f"sessions: test subjects, generic model: minutes error {g['minutes_error']:.3f} (counted "
+          f"{g['counted_minutes_error']:.3f}; worst session {g['session_minutes_error_max']:.3f}), varied sessions "
+          f"{v['minutes_error']:.3f} (counted {v['counted_minutes_error']:.3f}); 90 % intervals hold "
+          f"{g['interval_coverage']} and {v['interval_coverage']} of activity-days; not worn "
           f"{g['reported_not_worn_minutes']:.1f} of {g['true_not_worn_minutes']:.1f} min, worn reported not worn "
           f"{g['worn_reported_not_worn_share']:.2%}, invented in non-wear {g['invented_in_not_worn_minutes']:.2f} min, "
           f"given seconds right {g['given_accuracy']} at coverage {g['coverage']}")

@@ -161,6 +161,40 @@ def checked_episodes(answer: dict) -> tuple[np.ndarray, np.ndarray]:
     return start, end
 
 
+def checked_basis(answer: dict) -> None:
+    """The answer's minutes basis (where it has one), once it is what days add up: as many ends and share rows as
+    window starts, a share per activity of the model, shares in [0, 1], spans in time order that do not overlap."""
+    basis = answer.get("minutes_basis")
+    if basis is None:
+        return
+    name = answer.get("recording", {}).get("id")
+    k = len(answer["labels"]["activities"])
+    start, end = np.asarray(basis["start_s"], float), np.asarray(basis["end_s"], float)
+    rows = basis["shares"]
+    if len(end) != len(start) or len(rows) != len(start) or any(len(r) != k for r in rows):
+        raise StoreError(f"recording {name!r}: minutes_basis has {len(start)} window starts, {len(end)} ends and "
+                         f"{len(rows)} share rows; expected one end and one row of {k} shares (the model's "
+                         "activities) per start")
+    shares = np.asarray(rows, float).reshape(len(start), k)
+    bad = ~np.isfinite(start) | ~np.isfinite(end) | (end < start) | ~np.all((shares >= 0) & (shares <= 1), axis=1)
+    bad[1:] |= start[1:] < end[:-1]
+    if bad.any():
+        w = int(np.flatnonzero(bad)[0])
+        raise StoreError(f"recording {name!r}: minutes_basis window {w} spans [{start[w]}, {end[w]}) s with shares "
+                         f"{shares[w].tolist()}; expected finite bounds in time order, not overlapping, and shares "
+                         "between 0 and 1")
+    scale = basis.get("interval_scale")
+    if scale is not None and not (np.isfinite(scale) and scale >= 0):
+        raise StoreError(f"recording {name!r}: minutes_basis interval_scale {scale!r}; expected a number >= 0 or null")
+
+
+def covered_span(recording, episodes: tuple) -> tuple[float, float] | None:
+    """The span the episodes cover, in seconds since 1970 UTC (the arithmetic of day_math.episode_frame)."""
+    start = recording.start_epoch + episodes[0]
+    end = recording.start_epoch + episodes[1]
+    return (float(start.min()), float(end.max())) if len(start) else None
+
+
 class Store:
     def __init__(self, engine, *, blob_root: Path, personal_models_dir: Path | None = None,
                  default_timezone: str = "UTC", min_worn_hours: float = DEFAULT_MIN_WORN_HOURS):
@@ -258,6 +292,7 @@ class Store:
             except ValueError as error:
                 raise StoreError(str(error)) from None
         episodes = checked_episodes(answer)
+        checked_basis(answer)
         blob = self._blob_writer.submit(self.put_blob, fused)
         try:
             with self.transaction(write=True) as conn:
@@ -284,7 +319,8 @@ class Store:
                 if inserted:  # the blob is on disk before the row that names it commits
                     queries.set_blob(conn, recording_id, blob.result())
                 if not created:
-                    answer = queries.unpack(queries.scoring_of(conn, recording_id, answer["model"]["sha256"]).answer)
+                    row = queries.scoring_of(conn, recording_id, answer["model"]["sha256"])
+                    answer = queries.stored_answer(row.answer, row.minutes_basis, row.interval_scale)
                 stored = queries.recording(conn, person.id, recording_id)
         finally:
             wait([blob])  # no write of this call outlives it
@@ -294,25 +330,45 @@ class Store:
                   recording_id=recording_id)
         return self._recording_entry(subject, person.timezone, stored) | {"answer": answer}, created
 
-    def add_scoring(self, recording_id: int, answer: dict) -> bool:
-        """Another model's scoring of a stored recording (re-scoring); False when that model already scored it.
-        Days and hours follow it from the commit on."""
+    @contextmanager
+    def _stored_recording(self, recording_id: int, answer: dict):
+        """A write transaction on a stored recording for a new answer of it (checked first), its participant
+        locked: (conn, recording, participant, the answer's episode bounds)."""
         episodes = checked_episodes(answer)
+        checked_basis(answer)
         with self.transaction(write=True) as conn:
             recording = queries.recording(conn, None, recording_id)
             if recording is None:
                 raise NotFound(f"no recording {recording_id}")
             queries.lock_participant(conn, recording.participant_id)
-            person = queries.participant_by_id(conn, recording.participant_id)
+            yield conn, recording, queries.participant_by_id(conn, recording.participant_id), episodes
+
+    def add_scoring(self, recording_id: int, answer: dict) -> bool:
+        """Another model's scoring of a stored recording (re-scoring); False when that model already scored it.
+        Days and hours follow it from the commit on."""
+        with self._stored_recording(recording_id, answer) as (conn, recording, person, episodes):
             return self._add_scoring(conn, person, recording, answer, episodes)
+
+    def complete_scoring(self, recording_id: int, answer: dict) -> bool:
+        """The same model's answer for a scoring stored without a minutes basis (before revision 0003): its answer,
+        basis and episodes replaced, and the days it touches recomputed. False when there is no such scoring to
+        complete (none by this model, or it has its basis already)."""
+        with self._stored_recording(recording_id, answer) as (conn, recording, person, episodes):
+            scoring = queries.scoring_of(conn, recording_id, answer["model"]["sha256"])
+            if scoring is None or scoring.minutes_basis is not None or answer.get("minutes_basis") is None:
+                return False
+            covered = covered_span(recording, episodes)
+            queries.replace_scoring(conn, scoring.id, answer, covered)
+            first, last = summaries.dirty_dates(person.timezone, (recording.start_epoch, recording.end_epoch),
+                                                [covered, (scoring.covered_start, scoring.covered_end)])
+            summaries.refresh(conn, person.id, person.timezone, first, last)
+            return True
 
     def _add_scoring(self, conn, person, recording, answer: dict, episodes: tuple,
                      previous_span: tuple[float, float] | None = None) -> bool:
         """The scoring, its episodes and the summaries of the days it changes (the participant is locked).
         `previous_span`: the recording's span before a live recording grew (its days change too)."""
-        start = recording.start_epoch + episodes[0]  # the arithmetic of day_math.episode_frame
-        end = recording.start_epoch + episodes[1]
-        covered = (float(start.min()), float(end.max())) if len(start) else None
+        covered = covered_span(recording, episodes)
         previous = queries.newest_scoring(conn, recording.id)
         if queries.add_scoring(conn, recording.id, answer, covered) is None:
             return False
@@ -367,6 +423,13 @@ class Store:
     def has_scoring(self, content_hash: str, model_sha256: str) -> bool:
         with self.transaction() as conn:
             return queries.has_scoring(conn, content_hash, model_sha256)
+
+    def scoring_state(self, recording_id: int, model_sha256: str) -> str | None:
+        """None when the model has not scored the recording; "complete", or "without_basis" for a scoring stored
+        before answers carried their minutes basis (store/rescore.py completes those)."""
+        with self.transaction() as conn:
+            row = queries.scoring_of(conn, recording_id, model_sha256)
+        return None if row is None else "complete" if row.minutes_basis is not None else "without_basis"
 
     def _participant(self, conn, subject: str):
         person = queries.participant(conn, subject)
@@ -451,7 +514,9 @@ class Store:
                 raise NotFound(f"subject {subject!r} has no recording {recording_id}")
             scorings = queries.scorings(conn, [recording_id], with_answer=True)
         return (self._recording_entry(subject, person.timezone, row)
-                | {"scorings": [_scoring_entry(s) for s in scorings], "answer": queries.unpack(scorings[-1].answer)})
+                | {"scorings": [_scoring_entry(s) for s in scorings],
+                   "answer": queries.stored_answer(scorings[-1].answer, scorings[-1].minutes_basis,
+                                                   scorings[-1].interval_scale)})
 
     def stored_recordings(self) -> list:
         """Every recording row with its participant's subject (re-scoring walks these)."""

@@ -1,8 +1,10 @@
 """Study-wide tables from the store: participants, days, hours, episodes (docs/data-dictionary.md).
 
 Column names are plain and stable, in the field's style (stepcount's and GGIR's day summaries):
-`date`, `worn_min`, `<activity>_min`, `valid_day`. The activity columns are the union of the activities
-of every participant's newest scorings, in the order first seen, so all participants share one set.
+`date`, `worn_min`, `<activity>_min`, `valid_day`. `<activity>_min` is the minutes estimate (har/minutes.py),
+with its 90 % interval in `<activity>_min_low` and `<activity>_min_high` and the count of the timeline's
+confident labels in `<activity>_counted_min`. The activity columns are the union of the activities of every
+participant's newest scorings, in the order first seen, so all participants share one set.
 
 The tables come a few participants at a time (`study_tables`), each part from the store's summary rows
 (and, for `episodes`, the stored episodes) of those participants only: memory stays flat in the number
@@ -18,17 +20,34 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from store.days import NOT_WORN, UNCERTAIN, day_dicts
+from store.days import NOT_WORN, UNCERTAIN, day_dicts, estimated
 
 STATE_COLUMNS = {"recorded_min": "recorded_minutes", "worn_min": "worn_minutes", "not_worn_min": "not_worn_minutes",
-                 "uncertain_min": "uncertain_minutes", "overlap_min": "overlap_minutes"}
+                 "uncertain_min": "uncertain_minutes", "overlap_min": "overlap_minutes",
+                 "unestimated_min": "unestimated_minutes"}
+
+
+def minutes_columns(activities: list[str]) -> list[str]:
+    """The estimate of each activity, then its interval's bounds, then the counted minutes."""
+    return [f"{a}{suffix}" for suffix in ("_min", "_min_low", "_min_high", "_counted_min") for a in activities]
+
+
+def activity_minutes(minutes: dict, interval: dict, counted: dict, activities: list[str]) -> dict:
+    """A day's or an hour's minutes fields (store.days.minutes_fields) as its table's activity columns."""
+    row = {}
+    for a in activities:
+        bounds = interval.get(a)
+        row.update({f"{a}_min": minutes.get(a, 0.0), f"{a}_min_low": np.nan if bounds is None else bounds[0],
+                    f"{a}_min_high": np.nan if bounds is None else bounds[1], f"{a}_counted_min": counted.get(a, 0.0)})
+    return row
 
 
 def days_frame(subject: str, days: list[dict], activities: list[str]) -> pd.DataFrame:
     """GET /subjects/{subject}/days as a table: one row per participant-day."""
     rows = [{"subject": subject, "date": d["date"], "weekday": d["weekday"], "day_hours": d["day_hours"],
              "recordings": d["recordings"], **{c: d[k] for c, k in STATE_COLUMNS.items()},
-             **{f"{a}_min": d["minutes_per_activity"].get(a, 0.0) for a in activities},
+             **activity_minutes(d["minutes_per_activity"], d["minutes_interval_90"], d["counted_minutes_per_activity"],
+                                activities),
              **{f"{a}_episodes": d["episodes_per_activity"].get(a, 0) for a in activities},
              "valid_day": d["valid"]} for d in days]
     return pd.DataFrame(rows, columns=list(column_types(activities)["days"]))
@@ -36,16 +55,23 @@ def days_frame(subject: str, days: list[dict], activities: list[str]) -> pd.Data
 
 def hours_frame(subject: str, hours: pd.DataFrame, activities: list[str]) -> pd.DataFrame:
     """One row per participant and local hour (a 25-hour day has one `hour` twice; `hour_start` tells them apart)."""
-    minutes = lambda seconds: np.round(seconds / 60.0, 3)
+    minutes = lambda seconds: np.round(np.asarray(seconds, float) / 60.0, 3)
+    worn = (hours["recorded_s"] - hours[NOT_WORN]).to_numpy(float)
+    estimate, bounds, unestimated = estimated(hours, activities, worn, len(hours))
     frame = pd.DataFrame({"subject": subject, "date": [d.isoformat() for d in hours["date"]],
                           "hour": hours["hour"].astype(int), "hour_start": hours["hour_start"],
-                          "recorded_min": minutes(hours["recorded_s"]),
-                          "worn_min": minutes(hours["recorded_s"] - hours[NOT_WORN]),
+                          "recorded_min": minutes(hours["recorded_s"]), "worn_min": minutes(worn),
                           "not_worn_min": minutes(hours[NOT_WORN]), "uncertain_min": minutes(hours[UNCERTAIN]),
-                          "overlap_min": minutes(hours["overlap_s"])})
-    for activity in activities:
-        frame[f"{activity}_min"] = minutes(hours[activity]) if activity in hours else 0.0
-    return frame.reset_index(drop=True)
+                          "overlap_min": minutes(hours["overlap_s"]), "unestimated_min": minutes(unestimated)})
+    lacking = np.array([b is None for b in bounds], bool)
+    low = np.array([np.full(len(activities), np.nan) if b is None else b[:, 0] for b in bounds]).reshape(-1, len(activities))
+    high = np.array([np.full(len(activities), np.nan) if b is None else b[:, 1] for b in bounds]).reshape(-1, len(activities))
+    for k, activity in enumerate(activities):
+        frame[f"{activity}_min"] = minutes(estimate[:, k])
+        frame[f"{activity}_min_low"] = np.where(lacking, np.nan, minutes(low[:, k]))
+        frame[f"{activity}_min_high"] = np.where(lacking, np.nan, minutes(high[:, k]))
+        frame[f"{activity}_counted_min"] = minutes(hours[activity]) if activity in hours else 0.0
+    return frame[list(column_types(activities)["hours"])].reset_index(drop=True)
 
 
 def participants_frame(people: list[dict], days: pd.DataFrame, activities: list[str]) -> pd.DataFrame:
@@ -69,7 +95,7 @@ def participants_frame(people: list[dict], days: pd.DataFrame, activities: list[
 def column_types(activities: list[str]) -> dict[str, dict[str, str]]:
     """Each table's columns in order, with the type the data dictionary gives (text, date, integer, number,
     boolean): every part of a table is written with these, whatever one part happens to hold."""
-    minutes = [*STATE_COLUMNS, *[f"{a}_min" for a in activities]]
+    minutes = [*STATE_COLUMNS, *minutes_columns(activities)]
     return {
         "participants": {"subject": "text", "timezone": "text", "recordings": "integer", "first_date": "date",
                          "last_date": "date", "days": "integer", "valid_days": "integer", "valid_weekdays": "integer",

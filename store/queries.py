@@ -44,6 +44,40 @@ def unpack(blob: bytes) -> dict:
     return msgspec.json.decode(zlib.decompress(blob))
 
 
+SHARE_SCALE = 10_000  # shares come with 4 decimals (har.minutes.SHARE_DECIMALS): kept exactly as 16-bit integers
+
+
+def pack_basis(basis: dict) -> bytes:
+    """The answer's minutes basis as bytes: n and k, the windows' starts and ends (float64), then each activity's
+    shares as 16-bit integers in ten-thousandths, column by column (a confident stretch is long runs of 0 and
+    10000), zlib-compressed: some 5 KB per recorded hour."""
+    start = np.asarray(basis["start_s"], "<f8")
+    shares = np.asarray(basis["shares"], np.float64).reshape(len(start), -1)
+    header = np.array(shares.shape, "<i8")
+    return zlib.compress(header.tobytes() + start.tobytes() + np.asarray(basis["end_s"], "<f8").tobytes()
+                         + np.round(shares * SHARE_SCALE).astype("<u2").T.tobytes(), 6)
+
+
+def unpack_basis(blob: bytes) -> dict:
+    """pack_basis's arrays: start_s, end_s [n] and shares [n, k]."""
+    data = zlib.decompress(blob)
+    n, k = np.frombuffer(data[:16], "<i8")
+    start = np.frombuffer(data, "<f8", count=n, offset=16)
+    end = np.frombuffer(data, "<f8", count=n, offset=16 + 8 * n)
+    shares = np.frombuffer(data, "<u2", count=n * k, offset=16 + 16 * n).reshape(k, n).T / SHARE_SCALE
+    return {"start_s": start, "end_s": end, "shares": shares}
+
+
+def stored_answer(answer: bytes, basis: bytes | None, interval_scale: float | None) -> dict:
+    """A scoring's answer as it was given: the packed answer with its minutes basis put back."""
+    result = unpack(answer)
+    if basis is not None:
+        arrays = unpack_basis(basis)
+        result["minutes_basis"] = {"start_s": arrays["start_s"].tolist(), "end_s": arrays["end_s"].tolist(),
+                                   "shares": arrays["shares"].round(4).tolist(), "interval_scale": interval_scale}
+    return result
+
+
 def insert_ignoring_conflict(conn: Connection, table, values: dict, conflict: list[str]):
     """INSERT that does nothing when a row with the same `conflict` columns exists (SQLite and PostgreSQL)."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
@@ -99,6 +133,21 @@ def set_blob(conn: Connection, recording_id: int, blob_sha256: str) -> None:
     conn.execute(update(Recording).where(Recording.id == recording_id).values(blob_sha256=blob_sha256))
 
 
+def scoring_values(answer: dict, covered: tuple[float, float] | None) -> dict:
+    """A scoring row's answer, minutes basis (kept apart: days add it up) and covered span."""
+    basis = answer.get("minutes_basis")
+    return {"answer": pack({k: v for k, v in answer.items() if k != "minutes_basis"}),
+            "minutes_basis": pack_basis(basis) if basis is not None else None,
+            "interval_scale": basis.get("interval_scale") if basis is not None else None,
+            "covered_start": covered[0] if covered else None, "covered_end": covered[1] if covered else None}
+
+
+def add_episodes(conn: Connection, scoring_id: int, answer: dict) -> None:
+    rows = [{"scoring_id": scoring_id, **{k: e.get(k) for k in EPISODE_KEYS}} for e in answer["episodes"]]
+    if rows:
+        conn.execute(insert(Episode), rows)
+
+
 def add_scoring(conn: Connection, recording_id: int, answer: dict, covered: tuple[float, float] | None) -> int | None:
     """The scoring and its episodes; None (and nothing written) when this model already scored the recording.
     `covered`: the span the episodes cover, in seconds since 1970 UTC."""
@@ -106,15 +155,35 @@ def add_scoring(conn: Connection, recording_id: int, answer: dict, covered: tupl
     scoring_id = insert_ignoring_conflict(conn, Scoring.__table__, {
         "recording_id": recording_id, "model_name": model["name"], "model_version": str(model["version"]),
         "model_sha256": model["sha256"], "personal": bool(model.get("personal")),
-        "labels": list(answer["labels"]["activities"]), "scored_at": now(), "answer": pack(answer),
-        "covered_start": covered[0] if covered else None, "covered_end": covered[1] if covered else None},
+        "labels": list(answer["labels"]["activities"]), "scored_at": now(), **scoring_values(answer, covered)},
         ["recording_id", "model_sha256"])
     if scoring_id is None:
         return None
-    rows = [{"scoring_id": scoring_id, **{k: e.get(k) for k in EPISODE_KEYS}} for e in answer["episodes"]]
-    if rows:
-        conn.execute(insert(Episode), rows)
+    add_episodes(conn, scoring_id, answer)
     return scoring_id
+
+
+def replace_scoring(conn: Connection, scoring_id: int, answer: dict, covered: tuple[float, float] | None) -> None:
+    """A scoring's answer, basis and episodes replaced by the same model's new answer (re-scoring a scoring stored
+    before its model's answers carried a minutes basis)."""
+    conn.execute(update(Scoring).where(Scoring.id == scoring_id).values(**scoring_values(answer, covered)))
+    conn.execute(delete(Episode).where(Episode.scoring_id == scoring_id))
+    add_episodes(conn, scoring_id, answer)
+
+
+def scoring_labels(conn: Connection, scoring_ids: list[int]) -> list:
+    """(id, labels) of the scorings: their models' activities."""
+    return conn.execute(select(Scoring.id, Scoring.labels).where(Scoring.id.in_(scoring_ids))
+                        .order_by(Scoring.id)).all()
+
+
+def bases_of(conn: Connection, scoring_ids: list[int]) -> dict[int, dict | None]:
+    """scoring id -> its minutes basis (unpack_basis's arrays, its activities and interval scale), None without."""
+    rows = conn.execute(select(Scoring.id, Scoring.minutes_basis, Scoring.labels, Scoring.interval_scale)
+                        .where(Scoring.id.in_(scoring_ids))).all()
+    return {r.id: None if r.minutes_basis is None else
+            {**unpack_basis(r.minutes_basis), "activities": list(r.labels), "interval_scale": r.interval_scale}
+            for r in rows}
 
 
 def scoring_of(conn: Connection, recording_id: int, model_sha256: str):
@@ -249,33 +318,36 @@ def _summary_rows(conn: Connection, columns: list, table, participant_ids: list[
 
 
 def summary_days(conn: Connection, participant_ids: list[int], first: str | None = None, last: str | None = None):
-    """participant_id, date, recordings, recorded_seconds, overlap_seconds, in date order."""
+    """participant_id, date, recordings, recorded_seconds, overlap_seconds, unestimated_seconds,
+    no_interval_seconds, in date order."""
     t = SummaryDay
-    return _summary_rows(conn, [t.participant_id, t.date, t.recordings, t.recorded_seconds, t.overlap_seconds], t,
-                         participant_ids, first, last, [t.date])
+    return _summary_rows(conn, [t.participant_id, t.date, t.recordings, t.recorded_seconds, t.overlap_seconds,
+                                t.unestimated_seconds, t.no_interval_seconds], t, participant_ids, first, last, [t.date])
 
 
 def summary_day_labels(conn: Connection, participant_ids: list[int], first: str | None = None,
                        last: str | None = None):
-    """participant_id, date, label, seconds, episodes."""
+    """participant_id, date, label, seconds, episodes, estimate_seconds, interval_seconds."""
     t = SummaryDayLabel
-    return _summary_rows(conn, [t.participant_id, t.date, t.label, t.seconds, t.episodes], t, participant_ids,
-                         first, last, [t.date, t.label])
+    return _summary_rows(conn, [t.participant_id, t.date, t.label, t.seconds, t.episodes, t.estimate_seconds,
+                                t.interval_seconds], t, participant_ids, first, last, [t.date, t.label])
 
 
 def summary_hours(conn: Connection, participant_ids: list[int], first: str | None = None, last: str | None = None):
-    """participant_id, date, bin, hour, recorded_seconds, overlap_seconds, in time order."""
+    """participant_id, date, bin, hour, recorded_seconds, overlap_seconds, unestimated_seconds, no_interval_seconds,
+    in time order."""
     t = SummaryHour
-    return _summary_rows(conn, [t.participant_id, t.date, t.bin, t.hour, t.recorded_seconds, t.overlap_seconds], t,
-                         participant_ids, first, last, [t.date, t.bin])
+    return _summary_rows(conn, [t.participant_id, t.date, t.bin, t.hour, t.recorded_seconds, t.overlap_seconds,
+                                t.unestimated_seconds, t.no_interval_seconds], t, participant_ids, first, last,
+                         [t.date, t.bin])
 
 
 def summary_hour_labels(conn: Connection, participant_ids: list[int], first: str | None = None,
                         last: str | None = None):
-    """participant_id, date, bin, label, seconds."""
+    """participant_id, date, bin, label, seconds, estimate_seconds, interval_seconds."""
     t = SummaryHourLabel
-    return _summary_rows(conn, [t.participant_id, t.date, t.bin, t.label, t.seconds], t, participant_ids, first,
-                         last, [t.date, t.bin, t.label])
+    return _summary_rows(conn, [t.participant_id, t.date, t.bin, t.label, t.seconds, t.estimate_seconds,
+                                t.interval_seconds], t, participant_ids, first, last, [t.date, t.bin, t.label])
 
 
 def day_counts(conn: Connection, min_worn_seconds: float) -> list:
@@ -325,7 +397,8 @@ def recording(conn: Connection, participant_id: int | None, recording_id: int):
 
 def scorings(conn: Connection, recording_ids: list[int], *, with_answer: bool = False) -> list:
     columns = [Scoring.id, Scoring.recording_id, Scoring.model_name, Scoring.model_version, Scoring.model_sha256,
-               Scoring.personal, Scoring.scored_at, *([Scoring.answer] if with_answer else [])]
+               Scoring.personal, Scoring.scored_at,
+               *([Scoring.answer, Scoring.minutes_basis, Scoring.interval_scale] if with_answer else [])]
     return conn.execute(select(*columns).where(Scoring.recording_id.in_(recording_ids))
                         .order_by(Scoring.recording_id, Scoring.id)).all()
 

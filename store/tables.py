@@ -10,8 +10,9 @@ recording is tens of rows instead of 1,800 (docs/study.md).
 Days and hours are read from summary rows, kept up to date at ingest (store/summaries.py): per
 participant and local date, and per participant, local date and hour bin, the seconds of each label of
 the timeline that results once overlapping recordings are resolved (each second once). Rows are keyed
-(participant, date[, bin], label) with value columns, so that further sums over the same seconds (an
-estimate's probability sums) become further columns. A date or hour with nothing recorded has no row.
+(participant, date[, bin], label) with value columns: the timeline's seconds (the counted minutes) and, over
+the same resolved seconds, the minutes estimate's sums and its interval's half-width (har/minutes.py; each
+scoring keeps its per-window basis for that). A date or hour with nothing recorded has no row.
 """
 from __future__ import annotations
 
@@ -66,6 +67,10 @@ class Scoring(Base):
     # the span its episodes cover, seconds since 1970 UTC (None without episodes): which recordings reach a day
     covered_start: Mapped[float | None] = mapped_column(Float)
     covered_end: Mapped[float | None] = mapped_column(Float)
+    # The answer's minutes basis (each worn window's span and share of each activity, store.queries.pack_basis),
+    # kept apart from `answer`: what days and hours add up (None: scored before the minutes estimate, revision 0003)
+    minutes_basis: Mapped[bytes | None] = mapped_column(LargeBinary)
+    interval_scale: Mapped[float | None] = mapped_column(Float)  # the basis's q (None: no interval)
 
 
 class Episode(Base):
@@ -108,6 +113,8 @@ class SummaryDay(Base):
     recordings: Mapped[int] = mapped_column(Integer)  # recordings touching the date
     recorded_seconds: Mapped[float] = mapped_column(Float)  # covered by a recording, overlaps once
     overlap_seconds: Mapped[float] = mapped_column(Float)  # covered by more than one recording
+    unestimated_seconds: Mapped[float] = mapped_column(Float)  # worn, of a scoring without a minutes basis
+    no_interval_seconds: Mapped[float] = mapped_column(Float)  # worn, of a scoring without an interval scale
 
 
 class SummaryDayLabel(Base):
@@ -117,8 +124,10 @@ class SummaryDayLabel(Base):
     participant_id: Mapped[int] = participant_key()
     date: Mapped[str] = mapped_column(String(10), primary_key=True)
     label: Mapped[str] = mapped_column(String(64), primary_key=True)  # an activity, `uncertain` or `not_worn`
-    seconds: Mapped[float] = mapped_column(Float)
+    seconds: Mapped[float] = mapped_column(Float)  # the timeline's: the counted minutes
     episodes: Mapped[int] = mapped_column(Integer)  # runs of the label that start on the date
+    estimate_seconds: Mapped[float] = mapped_column(Float)  # the minutes estimate's (har/minutes.py)
+    interval_seconds: Mapped[float] = mapped_column(Float)  # its 90 % interval's half-width
 
 
 class SummaryHour(Base):
@@ -131,6 +140,8 @@ class SummaryHour(Base):
     hour: Mapped[int] = mapped_column(Integer)  # the local hour the bin starts at
     recorded_seconds: Mapped[float] = mapped_column(Float)
     overlap_seconds: Mapped[float] = mapped_column(Float)
+    unestimated_seconds: Mapped[float] = mapped_column(Float)
+    no_interval_seconds: Mapped[float] = mapped_column(Float)
 
 
 class SummaryHourLabel(Base):
@@ -142,6 +153,8 @@ class SummaryHourLabel(Base):
     bin: Mapped[int] = mapped_column(Integer, primary_key=True)
     label: Mapped[str] = mapped_column(String(64), primary_key=True)
     seconds: Mapped[float] = mapped_column(Float)
+    estimate_seconds: Mapped[float] = mapped_column(Float)
+    interval_seconds: Mapped[float] = mapped_column(Float)
 
 
 SUMMARY_TABLES = (SummaryDay, SummaryDayLabel, SummaryHour, SummaryHourLabel)

@@ -12,6 +12,7 @@ import pandas as pd
 
 from store import _labels, _local_days, queries
 from store import days as day_math
+from store.summaries import timeline_frame
 
 
 def timeline(store, subject: str):
@@ -21,12 +22,14 @@ def timeline(store, subject: str):
         columns = queries.episode_columns(conn, [person.id])
         labels = _labels([r.labels for r in queries.newest_labels(conn, [person.id])])
         recordings = queries.recordings(conn, [person.id])
-    # rows come ordered by recording start, then id: priority is the recording's rank in that order
-    recording = pd.Series(columns["recording_id"], dtype="int64")
-    priority = (recording != recording.shift()).cumsum() - 1
-    episodes = day_math.episode_frame(columns["start_epoch"], columns["label"], columns["start_s"], columns["end_s"],
-                                      priority)
-    hours, runs = day_math.hours_table(episodes, person.timezone, labels)
+        scorings = queries.newest_scorings(conn, [person.id])
+        bases = queries.bases_of(conn, [s[0] for s in scorings])
+        label_lists = [r.labels for r in queries.scoring_labels(conn, [s[0] for s in scorings])]
+    # scorings come ordered by recording start, then id: priority is the recording's rank in that order
+    rank = {s[0]: k for k, s in enumerate(scorings)}
+    start_epoch = {s[0]: s[3] for s in scorings}
+    frame, activities = timeline_frame(columns, start_epoch, rank, bases, label_lists)
+    hours, runs = day_math.hours_table(frame, person.timezone, list(dict.fromkeys([*labels, *activities])))
     per_day: dict = {}
     for r in recordings:
         for day in _local_days(r.start_epoch, r.end_epoch, person.timezone):

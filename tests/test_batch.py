@@ -73,8 +73,13 @@ def test_the_csv_tables_hold_the_json_answer(batch_run):
         {k: e[k] for k in ("label", "start_s", "end_s", "windows")} for e in answer["episodes"]]
     minutes = pd.read_csv(folder / "minutes_per_activity.csv")
     assert dict(zip(minutes["label"], minutes["minutes"])) == {
-        **answer["minutes_per_activity"], "uncertain": answer["uncertain_minutes"],
+        **answer["minutes_per_activity"], "uncertain": 0.0, "not_worn": answer["not_worn_minutes"]}
+    assert dict(zip(minutes["label"], minutes["counted_minutes"])) == {
+        **answer["counted_minutes_per_activity"], "uncertain": answer["uncertain_minutes"],
         "not_worn": answer["not_worn_minutes"]}
+    # both columns add up to the covered time (each value rounded to 0.001)
+    for column in ("minutes", "counted_minutes"):
+        assert minutes[column].sum() == pytest.approx(answer["covered_minutes"], abs=0.001 * len(minutes))
     assert set(answer["minutes_per_activity"]) == set(LABELS)
     assert answer["not_worn_minutes"] >= 55  # the real hour lay on a desk
 

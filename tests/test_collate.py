@@ -53,15 +53,22 @@ def test_collate_writes_the_tables_the_data_dictionary_describes(store, store_ur
     days = pd.read_parquet(out / "days.parquet")
     p1 = days[days["subject"] == "p1"].set_index("date")
     assert list(p1.index) == ["2025-06-07", "2025-06-08", "2025-06-09", "2025-06-10"]  # the 8th: nothing recorded
-    assert p1.loc["2025-06-07", "sitting_min"] == 1020.0 and bool(p1.loc["2025-06-07", "valid_day"])
+    # 17 h of windows sharing 0.7 with sitting (store_helpers.basis_of): estimated 714 of the 1020 counted minutes
+    assert p1.loc["2025-06-07", "sitting_counted_min"] == 1020.0 and bool(p1.loc["2025-06-07", "valid_day"])
+    assert p1.loc["2025-06-07", "sitting_min"] == 714.0
+    assert p1.loc["2025-06-07", "sitting_min_low"] < 714.0 < p1.loc["2025-06-07", "sitting_min_high"] <= 1020.0
+    assert p1.loc["2025-06-07", "unestimated_min"] == 0.0
     assert p1.loc["2025-06-08", "recorded_min"] == 0.0 and not p1.loc["2025-06-08", "valid_day"]
-    assert p1.loc["2025-06-09", "typing_min"] == 60.0  # clapping 23:30-00:30 is split at midnight:
-    assert (p1.loc["2025-06-09", "clapping_min"], p1.loc["2025-06-10", "clapping_min"]) == (30.0, 30.0)
+    assert p1.loc["2025-06-09", "typing_counted_min"] == 60.0  # clapping 23:30-00:30 is split at midnight:
+    assert (p1.loc["2025-06-09", "clapping_counted_min"], p1.loc["2025-06-10", "clapping_counted_min"]) == (30.0, 30.0)
+    assert p1.loc["2025-06-09", "typing_min"] == 46.5  # 0.7 of its own hour, 0.15 of clapping's half hour
     people = pd.read_csv(out / "participants.csv").set_index("subject")
-    assert people.loc["p1", "valid_days"] == 1 and people.loc["p1", "sitting_min_weekend_mean"] == 1020.0
+    assert people.loc["p1", "valid_days"] == 1 and people.loc["p1", "sitting_min_weekend_mean"] == 714.0
     assert pd.isna(people.loc["p1", "sitting_min_weekday_mean"])  # no valid weekday
     hours = pd.read_csv(out / "hours.csv")
-    assert hours.groupby("subject")["typing_min"].sum().to_dict() == {"p1": 60.0, "p2": 60.0}
+    assert hours.groupby("subject")["typing_counted_min"].sum().to_dict() == {"p1": 60.0, "p2": 60.0}
+    # p1: 0.15 of the 17 sitting hours and of the clapping hour, 0.7 of the typing hour
+    assert hours.groupby("subject")["typing_min"].sum().round(3).to_dict() == {"p1": 204.0, "p2": 42.0}
     episodes = pd.read_parquet(out / "episodes.parquet")
     assert list(episodes["start_time"][episodes["subject"] == "p2"]) == ["2025-06-09T08:00:00.000+00:00"]
 

@@ -281,13 +281,13 @@ def test_a_window_below_the_threshold_is_uncertain_and_a_not_worn_one_gets_no_ac
         window_labels(worn, probabilities[:2], ["sitting", "typing"], threshold=0.6)
 
 
-def test_minutes_per_activity_count_only_confident_worn_windows():
+def test_counted_minutes_per_activity_count_only_confident_worn_windows():
     start = np.arange(0.0, 40.0, 2.0)  # 20 back-to-back windows of 4 s, each owning 2 s
     worn = np.arange(20) < 15
     probabilities = np.tile([[0.9, 0.1]], (15, 1))
     probabilities[10:] = [0.5, 0.5]  # five worn windows below the threshold
     summary = summarize(start, worn, probabilities, ["sitting", "typing"], window_s=4.0, threshold=0.6)
-    assert summary["minutes_per_activity"] == {"sitting": round(20 / 60, 3), "typing": 0.0}
+    assert summary["counted_minutes_per_activity"] == {"sitting": round(20 / 60, 3), "typing": 0.0}
     assert summary["uncertain_minutes"] == round(10 / 60, 3)
     assert summary["not_worn_minutes"] == round(12 / 60, 3)  # the last window owns its full 4 s
     assert [e["label"] for e in summary["episodes"]] == ["sitting", "uncertain", "not_worn"]
@@ -300,7 +300,7 @@ def test_a_recording_entirely_not_worn_still_has_a_timeline():
     summary = summarize(np.arange(0.0, 20.0, 2.0), np.zeros(10, bool), np.empty((0, 2)), ["sitting", "typing"],
                         window_s=4.0, threshold=0.6)
     assert summary["windows"] == 10 and {t["label"] for t in summary["timeline"]} == {"not_worn"}
-    assert summary["not_worn_minutes"] == round(22 / 60, 3) and sum(summary["minutes_per_activity"].values()) == 0
+    assert summary["not_worn_minutes"] == round(22 / 60, 3) and sum(summary["counted_minutes_per_activity"].values()) == 0
 
 
 # --- tokens and settings ---------------------------------------------------------------------------

@@ -44,13 +44,20 @@ def test_a_recording_crossing_midnight_is_split_between_its_two_days(store):
     assert created and rec["days"] == ["2025-06-10", "2025-06-11"]
     assert rec["start_time"] == "2025-06-10T23:00:00.000+02:00" and rec["end_time"] == "2025-06-11T01:00:00.000+02:00"
     first, second = store.days("p1")
+    # Each 2-s window gives its episode's activity 0.7 and the others 0.15 (store_helpers.basis_of): spread 0.21
+    # and 0.1275 per window second, times the interval scale 2.
     assert first == {"date": "2025-06-10", "weekday": "Tuesday", "day_hours": 24.0, "recorded_minutes": 60.0,
                      "worn_minutes": 60.0, "not_worn_minutes": 0.0, "uncertain_minutes": 0.0, "overlap_minutes": 0.0,
-                     "minutes_per_activity": {"sitting": 30.0, "typing": 30.0, "clapping": 0.0},
+                     "minutes_per_activity": {"sitting": 25.5, "typing": 25.5, "clapping": 9.0},
+                     "minutes_interval_90": {"sitting": [5.25, 45.75], "typing": [5.25, 45.75],
+                                             "clapping": [0.0, 24.3]},
+                     "counted_minutes_per_activity": {"sitting": 30.0, "typing": 30.0, "clapping": 0.0},
+                     "unestimated_minutes": 0.0,
                      "episodes_per_activity": {"sitting": 1, "typing": 1, "clapping": 0}, "recordings": 1,
                      "valid": False}
     # typing runs on from 23:30 to 00:30: its episode is counted on the day it started
-    assert second["minutes_per_activity"] == {"sitting": 0.0, "typing": 30.0, "clapping": 0.0}
+    assert second["counted_minutes_per_activity"] == {"sitting": 0.0, "typing": 30.0, "clapping": 0.0}
+    assert second["minutes_per_activity"] == {"sitting": 4.5, "typing": 21.0, "clapping": 4.5}
     assert second["episodes_per_activity"]["typing"] == 0
     assert (second["worn_minutes"], second["not_worn_minutes"]) == (30.0, 30.0)
 
@@ -65,7 +72,8 @@ def test_daylight_saving_days_have_23_and_25_hours(store):
     assert day(store.days("p1"), "2025-03-31")["recorded_minutes"] == 0.0  # nothing recorded between the two
     profile = {h["hour"]: h for h in store.hours("p1")["weekend"]}  # both are Sundays
     # 02:00-03:00 happens twice in October (120 min that day), and not at all in March
-    assert profile[2]["days"] == 1 and profile[2]["minutes_per_activity"]["typing"] == 120.0
+    assert profile[2]["days"] == 1 and profile[2]["counted_minutes_per_activity"]["typing"] == 120.0
+    assert profile[2]["minutes_per_activity"]["typing"] == 84.0  # 0.7 of each window
     assert profile[3]["days"] == 2 and profile[3]["recorded_minutes"] == 60.0
     assert store.hours("p1")["weekday"][3]["days"] == 0
 
@@ -75,8 +83,9 @@ def test_overlapping_recordings_count_each_second_once_and_report_the_overlap(st
     ingest(store, "p1", "2025-06-10T10:30:00", [("typing", 0, 3600)], content="b")
     (only,) = store.days("p1")
     assert only["recorded_minutes"] == 90.0 and only["overlap_minutes"] == 30.0 and only["recordings"] == 2
-    # the recording that started first gives the overlapping half hour its label
-    assert only["minutes_per_activity"] == {"sitting": 60.0, "typing": 30.0, "clapping": 0.0}
+    # the recording that started first gives the overlapping half hour its label, and its windows the estimate
+    assert only["counted_minutes_per_activity"] == {"sitting": 60.0, "typing": 30.0, "clapping": 0.0}
+    assert only["minutes_per_activity"] == {"sitting": 46.5, "typing": 30.0, "clapping": 13.5}
 
 
 def test_a_day_is_valid_with_the_configured_minimum_of_worn_hours(store):
@@ -105,8 +114,9 @@ def test_a_persons_days_add_up_to_their_per_recording_answers(store):
     assert len(days) >= 3 and sum(d["overlap_minutes"] for d in days) == 0
     tolerance = 1e-3 * (len(days) + len(answers))  # both sides round to thousandths of a minute
     for activity in ACTIVITIES:
-        assert sum(d["minutes_per_activity"][activity] for d in days) == pytest.approx(
-            sum(a["minutes_per_activity"][activity] for a in answers), abs=tolerance)
+        for minutes in ("minutes_per_activity", "counted_minutes_per_activity"):
+            assert sum(d[minutes][activity] for d in days) == pytest.approx(
+                sum(a[minutes][activity] for a in answers), abs=tolerance)
     for state in ("uncertain", "not_worn"):
         assert sum(d[f"{state}_minutes"] for d in days) == pytest.approx(sum(a[f"{state}_minutes"] for a in answers),
                                                                          abs=tolerance)
@@ -140,10 +150,10 @@ def test_sixteen_concurrent_identical_uploads_store_one_recording(store):
     assert not errors and len(results) == 16
     assert sorted(created for _, created in results) == [False] * 15 + [True]
     assert len({rec["id"] for rec, _ in results}) == 1
-    # one day, one hour, two labels in the summaries
+    # one day, one hour, three activities with counted or estimated time in the summaries
     assert table_counts(store) == {"participants": 1, "recordings": 1, "scorings": 1, "episodes": 2, "audit": 0,
-                                   "summary_days": 1, "summary_day_labels": 2, "summary_hours": 1,
-                                   "summary_hour_labels": 2}
+                                   "summary_days": 1, "summary_day_labels": 3, "summary_hours": 1,
+                                   "summary_hour_labels": 3}
 
 
 KILLED_INGEST = """
@@ -220,37 +230,39 @@ def test_an_ingest_writes_one_audit_event_and_the_same_content_again_none(store)
 
 
 def test_erasure_leaves_nothing_of_the_person(store, store_url, tmp_path):
+    # A long id: two bytes like b"p1" turn up by chance in a database file's checksums and compressed blobs.
+    erased = "participant-to-erase-7"
     (tmp_path / "personal").mkdir()
-    (tmp_path / "personal" / "p1.onnx").write_bytes(b"model of p1")
+    (tmp_path / "personal" / f"{erased}.onnx").write_bytes(b"model of p1")
     (tmp_path / "personal" / "p2.onnx").write_bytes(b"model of p2")
-    ingest(store, "p1", "2025-06-10T10:00:00", [("sitting", 0, 600)], content="a", seed=1)
-    ingest(store, "p1", "2025-06-11T10:00:00", [("typing", 0, 600), ("sitting", 600, 900)], content="b", seed=2)
+    ingest(store, erased, "2025-06-10T10:00:00", [("sitting", 0, 600)], content="a", seed=1)
+    ingest(store, erased, "2025-06-11T10:00:00", [("typing", 0, 600), ("sitting", 600, 900)], content="b", seed=2)
     ingest(store, "p2", "2025-06-10T10:00:00", [("sitting", 0, 600)], content="c", seed=3)
     blobs_before = set((tmp_path / "blobs").glob("*.parquet"))
     with recorded_audit() as events:
-        counts = store.erase("p1")
+        counts = store.erase(erased)
     # One audit event, the same counts as the store's row, a hash of the id and never the id itself.
-    event = one_audit_event(events, "store.erasure", subject=None, subject_hash=subject_hash("p1"),
+    event = one_audit_event(events, "store.erasure", subject=None, subject_hash=subject_hash(erased),
                             counts={k: v for k, v in counts.items() if k != "at"})
-    assert len(events) == 1 and "p1" not in str(event.values())
+    assert len(events) == 1 and erased not in str(event.values())
     assert {k: v for k, v in counts.items() if k != "at"} == {
         "episodes": 3, "scorings": 2, "recordings": 2, "participants": 1, "blobs": 2, "personal_models": 1}
     assert [s["subject"] for s in store.subjects()] == ["p2"]
     assert len(blobs_before) == 3 and len(list((tmp_path / "blobs").glob("*.parquet"))) == 1
     assert sorted(p.name for p in (tmp_path / "personal").iterdir()) == ["p2.onnx"]
     (audit,) = store.audit_rows()
-    assert audit["subject_hash"] == subject_hash("p1") and audit["counts"] == {k: v for k, v in counts.items()
+    assert audit["subject_hash"] == subject_hash(erased) and audit["counts"] == {k: v for k, v in counts.items()
                                                                                if k != "at"}
     with pytest.raises(NotFound):
-        store.days("p1")
-    with store.transaction() as conn:  # no row of the store's tables names p1 any more
+        store.days(erased)
+    with store.transaction() as conn:  # no row of the store's tables names the person any more
         rows = [str(tuple(row)) for table in (Participant, Recording, Scoring, Episode, Audit)
                 for row in conn.execute(select(table)).all()]
-    assert rows and not any("'p1'" in row for row in rows)
+    assert rows and not any("'" + erased + "'" in row for row in rows)
     if store_url.startswith("sqlite"):  # nor do the database's bytes (secure_delete, the WAL folded in)
         database = tmp_path / "study.db"
         files = [database, *database.parent.glob("study.db-*")]
-        assert not any(b"p1" in path.read_bytes() for path in files)
+        assert not any(erased.encode() in path.read_bytes() for path in files)
 
 
 def test_unknown_time_zones_and_start_times_are_refused_with_the_reason(store):
@@ -278,3 +290,23 @@ def test_episodes_that_days_cannot_be_computed_from_are_refused_with_the_reason(
         store.add_scoring(rec["id"], answer("2025-06-10T10:00:00", [("sitting", 60, 0)],
                                             model={**MODEL, "sha256": "f" * 64}))
     assert table_counts(store)["scorings"] == 1 and store.days("p1")[0]["recorded_minutes"] == 1.0
+
+
+def test_a_minutes_basis_that_days_cannot_add_up_is_refused_with_the_reason(store):
+    from store import StoreError
+
+    def broken(change) -> dict:
+        result = answer("2025-06-10T10:00:00", [("sitting", 0, 60)], name="r9")
+        change(result["minutes_basis"])
+        return result
+
+    cases = [(lambda b: b["shares"].pop(), r"recording 'r9': minutes_basis has 30 window starts, 30 ends and 29 share "
+                                          r"rows; expected one end and one row of 3 shares"),
+             (lambda b: b["shares"][4].__setitem__(0, 1.5), r"minutes_basis window 4 spans \[8.0, 10.0\) s with "
+                                                            r"shares \[1.5, 0.15, 0.15\]; expected .* shares between"),
+             (lambda b: b["start_s"].__setitem__(3, 5.0), r"minutes_basis window 3 spans \[5.0, 8.0\) s"),
+             (lambda b: b.__setitem__("interval_scale", -1), r"interval_scale -1; expected a number >= 0 or null")]
+    for change, message in cases:
+        with pytest.raises(StoreError, match=message):
+            store.ingest("p1", content_hash="x", fused=fused(60), timezone=BERLIN, answer=broken(change))
+    assert table_counts(store)["recordings"] == 0

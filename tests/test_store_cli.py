@@ -60,7 +60,7 @@ def test_rescore_keeps_the_old_scoring_and_days_follow_the_new_one(store, store_
     before = store.days("p1")[0]["minutes_per_activity"]
     done = run_store("--params", params_for(tmp_path, store_url), "rescore", "--model", str(champion))
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"scored": 1, "already_scored": 0}
+    assert json.loads(done.stdout) == {"scored": 1, "completed": 0, "already_scored": 0}
     stored = store.recording("p1", rec["id"])
     assert [s["version"] for s in stored["scorings"]] == ["tiny0001", "tiny0002"]
     expected = scored_answer(champion, fused, "2025-06-10T10:00:00")  # from the blob, exactly as from the upload
@@ -68,7 +68,33 @@ def test_rescore_keeps_the_old_scoring_and_days_follow_the_new_one(store, store_
     after = store.days("p1")[0]["minutes_per_activity"]
     assert after["typing"] == pytest.approx(before["sitting"], abs=1e-3)  # the renamed classes moved with it
     again = run_store("--params", params_for(tmp_path, store_url), "rescore", "--model", str(champion))
-    assert json.loads(again.stdout) == {"scored": 0, "already_scored": 1}
+    assert json.loads(again.stdout) == {"scored": 0, "completed": 0, "already_scored": 1}
+
+
+def test_rescore_completes_a_scoring_stored_before_the_minutes_estimate(store, store_url, tmp_path):
+    """A scoring without its minutes basis (stored before revision 0003) gives its counted minutes and no interval;
+    `rescore` with the same model puts the estimate and its interval in its place."""
+    model = write_tiny_model(tmp_path / "model.onnx", calibration={"minutes": {
+        "method": "pcc", "switch_probability": 0.0, "interval_scale": 3.0, "coverage": 0.9}})
+    fused = fused_minutes(10)
+    answer = scored_answer(model, fused, "2025-06-10T10:00:00")
+    old = {k: v for k, v in answer.items() if k not in ("minutes_basis", "minutes_interval_90", "minutes_estimate")}
+    old["minutes_per_activity"] = old["counted_minutes_per_activity"]
+    store.ingest("p1", content_hash="raw", fused=fused, answer=old, timezone="UTC")
+    (day,) = store.days("p1")
+    assert day["minutes_per_activity"] == answer["counted_minutes_per_activity"]
+    assert day["unestimated_minutes"] == day["worn_minutes"] > 0
+    assert set(day["minutes_interval_90"].values()) == {None}
+    done = run_store("--params", params_for(tmp_path, store_url), "rescore", "--model", str(model))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"scored": 0, "completed": 1, "already_scored": 0}
+    (day,) = store.days("p1")
+    assert day["minutes_per_activity"] == pytest.approx(answer["minutes_per_activity"], abs=2e-3)
+    assert day["minutes_interval_90"] == {a: pytest.approx(b, abs=2e-3) for a, b in answer["minutes_interval_90"].items()}
+    assert day["unestimated_minutes"] == 0.0 and day["counted_minutes_per_activity"] == answer["counted_minutes_per_activity"]
+    assert store.recording("p1", 1)["answer"]["minutes_basis"]["shares"] == answer["minutes_basis"]["shares"]
+    again = run_store("--params", params_for(tmp_path, store_url), "rescore", "--model", str(model))
+    assert json.loads(again.stdout) == {"scored": 0, "completed": 0, "already_scored": 1}
 
 
 def test_erase_and_upgrade_from_the_command_line(store, store_url, tmp_path):

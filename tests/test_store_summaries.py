@@ -176,19 +176,29 @@ def test_a_rescoring_moves_the_days_to_the_newest_scoring_where_recordings_overl
                  answer=answer("2025-06-10T10:30:00", [("typing", 0, 3600)]))
     (before,) = store.days("p1")
     assert (before["recorded_minutes"], before["overlap_minutes"]) == (90.0, 30.0)
-    assert before["minutes_per_activity"] == {"sitting": 60.0, "typing": 30.0, "clapping": 0.0}
+    assert before["counted_minutes_per_activity"] == {"sitting": 60.0, "typing": 30.0, "clapping": 0.0}
+    # the estimate: the first recording's windows (sitting 0.7, the others 0.15 each) own 10:00-11:00, the
+    # second's (typing 0.7) 11:00-11:30
+    assert before["minutes_per_activity"] == {"sitting": 46.5, "typing": 30.0, "clapping": 13.5}
+    assert before["unestimated_minutes"] == 0.0 and before["minutes_interval_90"]["typing"][0] < 30.0
     # The champion hears drinking in the first recording's first 20 minutes only: from 10:30 the second
     # recording is alone, and its typing counts whole.
     assert store.add_scoring(first["id"], answer("2025-06-10T10:00:00", [("drinking", 0, 1200)], model=CHAMPION,
                                                  activities=CHAMPION_ACTIVITIES))
     (after,) = store.days("p1")
     assert (after["recorded_minutes"], after["overlap_minutes"]) == (80.0, 0.0)
-    assert after["minutes_per_activity"] == {"typing": 60.0, "drinking": 20.0, "sitting": 0.0, "clapping": 0.0}
+    assert after["counted_minutes_per_activity"] == {"typing": 60.0, "drinking": 20.0, "sitting": 0.0, "clapping": 0.0}
+    # drinking's 20 minutes (0.7 drinking, 0.15 typing and sitting), then the second recording's typing hour
+    assert after["minutes_per_activity"] == {"typing": 45.0, "drinking": 14.0, "sitting": 12.0, "clapping": 9.0}
     assert after["episodes_per_activity"] == {"typing": 1, "drinking": 1, "sitting": 0, "clapping": 0}
     with store.transaction() as conn:  # the kept rows themselves, hour by hour
-        rows = conn.execute(select(SummaryHourLabel.bin, SummaryHourLabel.label, SummaryHourLabel.seconds)
+        rows = conn.execute(select(SummaryHourLabel.bin, SummaryHourLabel.label, SummaryHourLabel.seconds,
+                                   SummaryHourLabel.estimate_seconds)
                             .order_by(SummaryHourLabel.bin, SummaryHourLabel.label)).all()
-    assert [tuple(r) for r in rows] == [(10, "drinking", 1200.0), (10, "typing", 1800.0), (11, "typing", 1800.0)]
+    assert [(b, label, s, round(e, 6)) for b, label, s, e in rows] == [
+        (10, "clapping", 0.0, 270.0), (10, "drinking", 1200.0, 840.0), (10, "sitting", 0.0, 450.0),
+        (10, "typing", 1800.0, 1440.0), (11, "clapping", 0.0, 270.0), (11, "sitting", 0.0, 270.0),
+        (11, "typing", 1800.0, 1260.0)]
     assert store.days("p1") == reference.days(store, "p1") and store.hours("p1") == reference.hours(store, "p1")
 
 
@@ -199,9 +209,10 @@ def test_erasure_removes_the_persons_summaries_and_no_one_elses(store):
     with store.transaction() as conn:
         ids = dict(conn.execute(select(Participant.subject, Participant.id)).all())
     before = summary_counts(store)
-    # two dates, two hours, two labels: one day row per date, one label row per date and label that has time
+    # two dates, two hours, three activities: one day row per date, one label row per date and activity that has
+    # counted or estimated time (every window shares some with each activity)
     assert {t: before[(t, ids["p1"])] for t, _ in before if _ == ids["p1"]} == {
-        "summary_days": 2, "summary_day_labels": 2, "summary_hours": 2, "summary_hour_labels": 2}
+        "summary_days": 2, "summary_day_labels": 6, "summary_hours": 2, "summary_hour_labels": 6}
     store.erase("p1")
     assert summary_counts(store) == {k: n for k, n in before.items() if k[1] == ids["p2"]}
 
@@ -296,9 +307,9 @@ def test_the_head_revision_read_from_the_file_names_is_alembics(store_url):
 
     from store import MIGRATIONS, current_revision, head_revision
 
-    assert head_revision() == ScriptDirectory(str(MIGRATIONS)).get_current_head() == "0002"
+    assert head_revision() == ScriptDirectory(str(MIGRATIONS)).get_current_head() == "0003"
     opened = Store.open(store_url)
     try:
-        assert current_revision(opened.engine) == "0002"
+        assert current_revision(opened.engine) == "0003"
     finally:
         opened.close()

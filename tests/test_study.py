@@ -171,11 +171,14 @@ def test_fused_output_is_what_the_batch_scorer_reads(tmp_path):
 
 # ---------------------------------------------------------------- the sessions figures, by hand
 
-def answer(episodes, minutes, not_worn):
+def answer(episodes, minutes, not_worn, counted=None, basis=None):
     """The part of a har.answer.Answer that compare_session reads."""
     labels = ["typing", "sitting"]
     return SimpleNamespace(episodes=[{"label": l, "start_s": s, "end_s": e} for l, s, e in episodes],
-                           minutes_per_activity={a: minutes.get(a, 0.0) for a in labels}, not_worn_minutes=not_worn)
+                           minutes_per_activity={a: minutes.get(a, 0.0) for a in labels}, not_worn_minutes=not_worn,
+                           counted_minutes_per_activity={a: (counted or minutes).get(a, 0.0) for a in labels},
+                           minutes_interval_90=dict.fromkeys(labels), minutes_basis=basis,
+                           labels={"activities": labels})
 
 
 def test_the_sessions_figures_worked_out_by_hand():
@@ -200,6 +203,42 @@ def test_the_sessions_figures_worked_out_by_hand():
     assert figures["given_accuracy"] == pytest.approx(5 / 6, abs=1e-4)
     # typing: precision 3/4, recall 3/4 -> F1 0.75; sitting: precision 2/2, recall 2/4 -> F1 2/3
     assert figures["macro_f1"] == pytest.approx((0.75 + 2 / 3) / 2, abs=1e-4)
+
+
+def test_the_estimate_and_its_interval_per_local_day_worked_out_by_hand():
+    # 8 s over two local days (seconds 0-5 on the first): typing 0-4, sitting 4-8. Four windows own 2 s each with
+    # shares (typing, sitting) 0.9/0.1, 0.5/0.5, 0.5/0.5, 0.1/0.9; interval scale 1.
+    truth = np.array(["typing"] * 4 + ["sitting"] * 4, dtype=object)
+    dates = np.array(["2025-03-29"] * 5 + ["2025-03-30"] * 3, dtype=object)
+    basis = SimpleNamespace(start_s=[0.0, 2.0, 4.0, 6.0], end_s=[2.0, 4.0, 6.0, 8.0], interval_scale=1.0,
+                            shares=[[0.9, 0.1], [0.5, 0.5], [0.5, 0.5], [0.1, 0.9]])
+    result = answer([("typing", 0, 2), ("uncertain", 2, 6), ("sitting", 6, 8)], {"typing": 4 / 60, "sitting": 4 / 60},
+                    0.0, counted={"typing": 2 / 60, "sitting": 2 / 60}, basis=basis)
+    comparison = compare_session(truth, result, ["typing", "sitting"], dates)
+    first, second = comparison["days"]
+    # day one, seconds 0-5: typing 1.8 + 1.0 + 0.5 = 3.3 s, sitting 0.2 + 1.0 + 0.5 = 1.7 s, spread 0.18 + 0.5 + 0.25 s
+    assert first["date"] == "2025-03-29" and np.allclose(first["estimate"] * 60, [3.3, 1.7])
+    assert np.allclose(first["bounds"] * 60, [[3.3 - 0.93, 3.3 + 0.93], [1.7 - 0.93, 1.7 + 0.93]])
+    assert first["true"].tolist() == [4 / 60, 1 / 60] and second["true"].tolist() == [0.0, 3 / 60]
+    figures = study_figures([comparison], ["typing", "sitting"])
+    # Day one holds its true 4 s of typing in [2.37, 4.23] and 1 s of sitting in [0.77, 2.63]. Day two (seconds 5-8):
+    # typing 0.5 + 0.2 = 0.7 s, sitting 0.5 + 1.8 = 2.3 s, spread 0.25 + 0.18 = 0.43 s: [0.27, 1.13] misses the true
+    # 0 s of typing and [1.87, 2.73] the true 3 s of sitting.
+    assert np.allclose(second["bounds"] * 60, [[0.27, 1.13], [1.87, 2.73]])
+    assert figures["activity_days"] == 4 and figures["interval_coverage"] == 0.5
+    assert figures["counted_minutes_error"] == pytest.approx(4 / 8, abs=1e-4) and figures["minutes_error"] == 0.0
+
+
+def test_piece_seconds_cut_each_sessions_recordings_to_seeded_lengths(tmp_path):
+    plan = StudyPlan(seed=4, midnight=False, recordings_per_session=4, piece_seconds=(20.0, 40.0),
+                     nonwear_minutes=(1.0,))
+    manifest = generate_study(tmp_path, WISDM_DIR, [SUBJECT], labels=LABELS, garmin=(GARMIN_ACC, GARMIN_GYR), plan=plan)
+    _, summary = read_truth(tmp_path, manifest["sessions"][0]["session"])
+    lengths = [p["end_s"] - p["start_s"] for p in summary["pieces"] if p["label"] != NOT_WORN]
+    assert len(lengths) == 4 and all(19.0 <= length <= 41.0 for length in lengths), lengths
+    assert len(set(round(length) for length in lengths)) > 1
+    with pytest.raises(ValueError, match="piece_seconds must be"):
+        StudyPlan(piece_seconds=(30.0, 10.0))
 
 
 def test_minutes_errors_of_two_sessions_do_not_cancel():

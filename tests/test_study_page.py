@@ -60,7 +60,8 @@ def study(tmp_path_factory):
     params["data"]["timezone"] = ZONE
     params["serve"]["personal"]["models_dir"] = str(folder / "personal")
     params["wear"]["min_duration_min"] = 0.5  # the sessions' 1-minute desk stretches are not worn
-    model = write_tiny_model(folder / "model.onnx", calibration={"threshold": 0.55})  # some windows uncertain
+    model = write_tiny_model(folder / "model.onnx", calibration={  # some windows uncertain; minutes with an interval
+        "threshold": 0.55, "minutes": {"method": "pcc", "switch_probability": 0.0, "interval_scale": 3.0}})
     headers = {"Authorization": f"Bearer {TOKEN}"}
     process, url = start_study_server(folder, model, params)
     try:
@@ -177,13 +178,14 @@ def test_a_participants_days_hours_and_a_day_equal_the_api(study, browser):
     not_worn = [c for c in browser.find_elements(By.CSS_SELECTOR, "#heatmap rect[data-dominant=not_worn]")]
     assert all(c.get_attribute("fill") == "url(#pattern-not-worn)" for c in not_worn)
 
-    # The day bars: per day and label, the API's minutes, with not-worn and uncertain time; invalid days marked.
+    # The day bars: per day and label, the API's estimated minutes, with not-worn time (the estimates share out the
+    # uncertain time); invalid days marked.
     bars = {(b.get_attribute("data-date"), b.get_attribute("data-label")): float(b.get_attribute("data-minutes"))
             for b in browser.find_elements(By.CSS_SELECTOR, "#day-bars rect[data-date]")}
     for day in days:
-        expected_bars = {**day["minutes_per_activity"], "not_worn": day["not_worn_minutes"],
-                         "uncertain": day["uncertain_minutes"]}
+        expected_bars = {**day["minutes_per_activity"], "not_worn": day["not_worn_minutes"]}
         assert {label: bars[(day["date"], label)] for label in expected_bars} == pytest.approx(expected_bars)
+        assert sum(expected_bars.values()) == pytest.approx(day["recorded_minutes"], abs=0.01)
     marks = browser.find_elements(By.CSS_SELECTOR, "#day-bars .invalid-day text")
     assert len(marks) == sum(not d["valid"] for d in days)
 
@@ -216,6 +218,12 @@ def test_a_participants_days_hours_and_a_day_equal_the_api(study, browser):
             for c in browser.find_elements(By.CSS_SELECTOR, "#trend circle[data-date]")}
     assert dots == pytest.approx({(d["date"], label): minutes for d in days if d["recorded_minutes"] > 0
                                   for label, minutes in d["minutes_per_activity"].items()})
+    # ... each with its 90 % interval drawn behind it
+    rules = {(r.get_attribute("data-date"), r.get_attribute("data-label")):
+             [float(r.get_attribute("data-low")), float(r.get_attribute("data-high"))]
+             for r in browser.find_elements(By.CSS_SELECTOR, "#trend line[data-date]")}
+    assert rules and rules == {(d["date"], label): pytest.approx(bounds) for d in days if d["recorded_minutes"] > 0
+                               for label, bounds in d["minutes_interval_90"].items()}
     assert browser.find_elements(By.CSS_SELECTOR, "#profiles svg")
     assert TOKEN not in browser.page_source
     only_the_service_was_asked(browser, url)

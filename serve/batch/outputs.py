@@ -1,5 +1,8 @@
 """What a batch run writes for a recording: recording.json, three CSV tables, and done.json last.
 
+minutes_per_activity.csv gives the answer's one shape of minutes (har/minutes.py): the estimate, its 90 %
+interval and the counted minutes per activity.
+
 `write_outputs` takes an answer in its JSON form (har.answer.Answer.to_builtins), so the page's
 `POST /recordings/files` writes the very files of a `/recordings` answer a client sends back.
 """
@@ -32,11 +35,21 @@ def write_outputs(folder: Path, result: dict) -> None:
     replace_text(folder / "episodes.csv", pd.DataFrame(
         result["episodes"], columns=["label", "start_s", "end_s", "duration_s", "start_time", "end_time", "windows",
                                      "mean_confidence"]).to_csv(index=False))
-    # Activities first, then the two states, so the file adds up to the covered time.
-    minutes = [*result["minutes_per_activity"].items(), ("uncertain", result["uncertain_minutes"]),
-               ("not_worn", result["not_worn_minutes"])]
-    replace_text(folder / "minutes_per_activity.csv",
-                 pd.DataFrame(minutes, columns=["label", "minutes"]).to_csv(index=False))
+    replace_text(folder / "minutes_per_activity.csv", minutes_table(result).to_csv(index=False))
+
+
+def minutes_table(result: dict) -> pd.DataFrame:
+    """Per activity the estimated minutes, their 90 % interval and the counted minutes; then the two states. Each
+    of the two columns `minutes` and `counted_minutes` adds up to the covered time: the estimate shares the
+    uncertain time out among the activities (its `uncertain` row is 0), the count keeps it apart."""
+    interval = result.get("minutes_interval_90") or {}
+    counted = result.get("counted_minutes_per_activity", result["minutes_per_activity"])
+    rows = [{"label": a, "minutes": m, "minutes_low": (interval.get(a) or [None, None])[0],
+             "minutes_high": (interval.get(a) or [None, None])[1], "counted_minutes": counted.get(a)}
+            for a, m in result["minutes_per_activity"].items()]
+    rows += [{"label": "uncertain", "minutes": 0.0, "counted_minutes": result["uncertain_minutes"]},
+             {"label": "not_worn", "minutes": result["not_worn_minutes"], "counted_minutes": result["not_worn_minutes"]}]
+    return pd.DataFrame(rows, columns=["label", "minutes", "minutes_low", "minutes_high", "counted_minutes"])
 
 
 def source_state(sources: list[Path], input_folder: Path) -> list[dict]:

@@ -172,9 +172,9 @@ def score_recording(job: Job, spec: ModelSpec, input_folder: Path, output_folder
 
 def scored_entry(job: Job, answer: Answer, input_folder: Path, started: float) -> dict:
     """The summary's line for a scored recording."""
-    # What the recording mostly was, states included: a watch left on a desk is mostly not_worn.
-    top = max([*answer.minutes_per_activity.items(), ("uncertain", answer.uncertain_minutes),
-               ("not_worn", answer.not_worn_minutes)], key=lambda item: item[1])
+    # What the recording mostly was by the estimate (which shares out the uncertain time), or not worn: a watch left
+    # on a desk is mostly not_worn.
+    top = max([*answer.minutes_per_activity.items(), ("not_worn", answer.not_worn_minutes)], key=lambda item: item[1])
     return {"recording": job.name, **({"subject": job.subject} if job.subject else {}),
             "sources": [str(p.relative_to(input_folder)) for p in job.sources], "windows": answer.windows,
             "covered_minutes": answer.covered_minutes, "most_minutes": top[0],

@@ -14,19 +14,22 @@ SECURED = [{"bearer": []}]
 
 def hour_cells(store, subject: str) -> dict:
     """The store's hour rows of a subject as JSON (the heatmap's cells): one per hour of absolute time from
-    the first to the last day, with its date, local hour and start, and minutes recorded, not worn,
-    uncertain and per activity."""
-    from store.days import NOT_WORN, UNCERTAIN, minutes
+    the first to the last day, with its date, local hour and start, minutes recorded, not worn and uncertain,
+    and per activity the estimated minutes, their 90 % interval and the counted minutes (store.days'
+    one shape of minutes)."""
+    from store.days import NOT_WORN, UNCERTAIN, estimated, minutes, minutes_fields
 
     zone = store.participant(subject)["timezone"]
     rows = store.hour_rows(subject)
     days = store.days(subject)  # its activities are those of GET /days, in its order
     activities = list(days[0]["minutes_per_activity"]) if days else []
+    worn = (rows["recorded_s"] - rows[NOT_WORN]).to_numpy(float) if len(rows) else []
+    estimate, bounds, _ = estimated(rows, activities, worn, len(rows))
     cells = [{"date": row["date"].isoformat(), "hour": int(row["hour"]), "hour_start": row["hour_start"],
               "recorded_minutes": minutes(row["recorded_s"]), "not_worn_minutes": minutes(row[NOT_WORN]),
               "uncertain_minutes": minutes(row[UNCERTAIN]),
-              "minutes_per_activity": {a: minutes(row[a]) for a in activities}}
-             for row in rows.to_dict("records")]
+              **minutes_fields(activities, estimate[k], bounds[k], [row.get(a, 0.0) for a in activities])}
+             for k, row in enumerate(rows.to_dict("records"))]
     return {"subject": subject, "timezone": zone, "hours": cells}
 
 

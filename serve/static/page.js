@@ -87,20 +87,35 @@ function drawTimeline(answer, origin) {
   $("legend").replaceChildren(...legendItems(shown));
 }
 
+// The estimated minutes per activity (they share out the uncertain time), each with its 90 % interval drawn over
+// its bar and the counted minutes in its tooltip; then the two states as the timeline has them.
 function drawMinutes(answer) {
   const rows = Object.entries(answer.minutes_per_activity || {}).sort((a, b) => b[1] - a[1]);
   const special = [["uncertain", answer.uncertain_minutes], ["not_worn", answer.not_worn_minutes]]
     .filter(([, minutes]) => typeof minutes === "number");
+  const intervals = answer.minutes_interval_90 || {}, counted = answer.counted_minutes_per_activity || {};
   const all = [...rows, ...special];
-  const most = Math.max(1e-9, ...all.map(([, m]) => m));
+  const most = Math.max(1e-9, ...all.map(([, m]) => m), ...Object.values(intervals).map((i) => (i ? i[1] : 0)));
   $("minutes").replaceChildren(...all.map(([label, minutes]) => {
     const bar = el("span", {class: "bar"});
     bar.style.width = `${(100 * minutes) / most}%`;
     bar.style.background = fill(label).startsWith("url") ? colour(label) : fill(label);
     if (SPECIAL[label]) bar.style.backgroundImage = "repeating-linear-gradient(45deg, #777 0 1px, transparent 1px 5px)";
-    return el("li", {"data-label": label, "data-minutes": minutes, class: SPECIAL[label] ? "special" : null},
-      el("span", {class: "name", text: labelName(label)}), el("span", {class: "track"}, bar),
+    const track = el("span", {class: "track"}, bar);
+    const interval = intervals[label];
+    const attributes = {"data-label": label, "data-minutes": minutes, class: SPECIAL[label] ? "special" : null};
+    if (interval) {
+      const whisker = el("span", {class: "interval"});
+      whisker.style.left = `${(100 * interval[0]) / most}%`;
+      whisker.style.width = `${(100 * (interval[1] - interval[0])) / most}%`;
+      track.append(whisker);
+      Object.assign(attributes, {"data-low": interval[0], "data-high": interval[1]});
+    }
+    const item = el("li", attributes, el("span", {class: "name", text: labelName(label)}), track,
       el("span", {class: "value", text: `${fmt(minutes, 1)} min`}));
+    if (label in counted) item.title = `estimated ${fmt(minutes, 1)} min` + (interval ? ` (90 % interval ` +
+      `${fmt(interval[0], 1)} to ${fmt(interval[1], 1)})` : "") + `; counted ${fmt(counted[label], 1)} min`;
+    return item;
   }));
 }
 

@@ -180,10 +180,12 @@ function minutesOf(cell, label) {
   return (cell.minutes_per_activity || {})[label] || 0;
 }
 
+// The estimated minutes of the activities share out all worn time, uncertain time included: an hour is the
+// activity with the most estimated minutes, or not worn.
 function dominant(cell) {
   if (!(cell.recorded_minutes > 0)) return "gap";
   let best = null, most = -1;
-  for (const label of [...study.activities, ...STATES]) {
+  for (const label of [...study.activities, "not_worn"]) {
     const minutes = minutesOf(cell, label);
     if (minutes > most) { best = label; most = minutes; }
   }
@@ -210,7 +212,7 @@ function drawAll() {
 function annotated(data, attributes) {
   return function render(index, scales, values, dimensions, context, next) {
     const g = next(index, scales, values, dimensions, context);
-    const shapes = g.querySelectorAll("rect, circle");
+    const shapes = g.querySelectorAll("rect, circle, line");
     index.forEach((i, k) => {
       const shape = shapes[k];
       for (const [name, value] of Object.entries(attributes(data[i]))) shape.setAttribute(`data-${name}`, value);
@@ -272,11 +274,17 @@ function drawHeatmap() {
   $("heatmap-legend").replaceChildren(...legend);
 }
 
+// A day's bar: the estimated minutes of each activity (they share out the worn time, uncertain time included),
+// then the not-worn minutes: together the recorded minutes.
 function dayRows() {
-  return study.days.flatMap((day) => [...study.activities, ...STATES].map((label) => ({
+  return study.days.flatMap((day) => [...study.activities, "not_worn"].map((label) => ({
     date: day.date, label, valid: day.valid,
-    minutes: label === "not_worn" ? day.not_worn_minutes : label === "uncertain" ? day.uncertain_minutes
-      : (day.minutes_per_activity || {})[label] || 0})));
+    minutes: label === "not_worn" ? day.not_worn_minutes : (day.minutes_per_activity || {})[label] || 0,
+    interval: label === "not_worn" ? null : (day.minutes_interval_90 || {})[label] || null})));
+}
+
+function intervalText(interval) {
+  return interval ? ` (90 % interval ${fmt(interval[0], 1)} to ${fmt(interval[1], 1)})` : "";
 }
 
 function drawDayBars() {
@@ -290,9 +298,10 @@ function drawDayBars() {
     y: {label: "minutes", grid: true},
     color: {type: "identity"},
     marks: [
-      Plot.barY(rows, {x: "date", y: "minutes", z: "label", fill: (r) => fill(r.label), order: [...study.activities, ...STATES],
+      Plot.barY(rows, {x: "date", y: "minutes", z: "label", fill: (r) => fill(r.label), order: [...study.activities, "not_worn"],
         fillOpacity: (r) => r.valid ? 1 : 0.45, stroke: "#fff", strokeWidth: 0.3,
-        title: (r) => `${r.date}: ${fmt(r.minutes, 1)} min ${labelName(r.label)}${r.valid ? "" : " (invalid day)"}`,
+        title: (r) => `${r.date}: ${fmt(r.minutes, 1)} min ${labelName(r.label)}${intervalText(r.interval)}` +
+          `${r.valid ? "" : " (invalid day)"}`,
         render: annotated(rows, (r) => ({date: r.date, label: r.label, minutes: r.minutes, valid: r.valid}))}),
       Plot.text(invalid, {x: "date", y: (d) => d.recorded_minutes, text: () => "✗", dy: -7, fill: "#8a1c00",
         className: "invalid-day"}),
@@ -302,7 +311,7 @@ function drawDayBars() {
   // The keyboard's way to a day (the charts' shapes take clicks, not focus).
   $("day-pick").replaceChildren(el("option", {value: "", text: "choose a day"}), ...study.days.map((d) =>
     el("option", {value: d.date, text: `${d.date} ${d.weekday}${d.valid ? "" : " (invalid)"}`})));
-  $("bars-legend").replaceChildren(...legendItems([...study.activities, ...STATES]));
+  $("bars-legend").replaceChildren(...legendItems([...study.activities, "not_worn"]));
 }
 
 function drawTrend() {
@@ -314,15 +323,23 @@ function drawTrend() {
   const rows = study.activities.flatMap((label) => all.map((day) => {
     const date = day.toISOString().slice(0, 10), row = byDate.get(date);
     const recorded = row && row.recorded_minutes > 0;
-    return {day, date, label, minutes: recorded ? (row.minutes_per_activity || {})[label] || 0 : NaN};
+    const interval = recorded ? (row.minutes_interval_90 || {})[label] || null : null;
+    return {day, date, label, minutes: recorded ? (row.minutes_per_activity || {})[label] || 0 : NaN,
+            low: interval ? interval[0] : NaN, high: interval ? interval[1] : NaN};
   }));
+  const intervals = rows.filter((r) => Number.isFinite(r.low));
   const svg = plotted(Plot.plot({
     width: chartWidth("trend"), height: 40 + 90 * study.activities.length, marginLeft: 48, marginRight: 90,
     x: {type: "utc", label: null}, y: {label: "minutes", grid: true},
     fy: {label: null, tickFormat: labelName}, color: {type: "identity"},
     marks: [
+      // each day's 90 % interval of the estimate, behind its dot
+      Plot.ruleX(intervals, {x: "day", y1: "low", y2: "high", fy: "label", stroke: (r) => colour(r.label),
+        strokeOpacity: 0.35, strokeWidth: 3,
+        render: annotated(intervals, (r) => ({date: r.date, label: r.label, low: r.low, high: r.high}))}),
       Plot.dot(rows, {x: "day", y: "minutes", fy: "label", r: 2, fill: (r) => colour(r.label), fillOpacity: 0.6,
-        title: (r) => `${r.date}: ${fmt(r.minutes, 1)} min ${labelName(r.label)}`,
+        title: (r) => `${r.date}: ${fmt(r.minutes, 1)} min ${labelName(r.label)}` +
+          intervalText(Number.isFinite(r.low) ? [r.low, r.high] : null),
         render: annotated(rows, (r) => ({date: r.date, label: r.label, minutes: r.minutes}))}),
       Plot.lineY(rows, Plot.windowY({k: 7, anchor: "end", reduce: "mean", strict: false},
         {x: "day", y: "minutes", fy: "label", z: "label", stroke: (r) => colour(r.label), strokeWidth: 2})),

@@ -1,5 +1,5 @@
-"""Days and hours kept at ingest: the summary tables (store/tables.py), each scoring's covered span, and both
-filled for the rows already stored.
+"""Days and hours kept at ingest: the summary tables (store/tables.py) and each scoring's covered span, filled
+for the rows already stored (the summaries by revision 0003).
 
 Revision ID: 0002
 Revises: 0001
@@ -49,17 +49,14 @@ def upgrade() -> None:
         sa.Column("bin", sa.Integer, primary_key=True),
         sa.Column("label", sa.String(64), primary_key=True),
         sa.Column("seconds", sa.Float, nullable=False), **SUMMARY)
-    # The rows already stored: each scoring's span from its episodes, then every participant's days, computed
-    # by the code ingest uses (one implementation of the arithmetic; a later revision that changes these
-    # tables fills them again itself).
+    # The rows already stored: each scoring's span from its episodes here; every participant's days are computed
+    # by revision 0003, which adds the columns today's summary code writes (one implementation of the arithmetic,
+    # run once, by the newest revision that changes these tables).
     op.execute("UPDATE scorings SET "
                "covered_start = (SELECT MIN(r.start_epoch + e.start_s) FROM episodes e JOIN recordings r "
                "ON r.id = scorings.recording_id WHERE e.scoring_id = scorings.id), "
                "covered_end = (SELECT MAX(r.start_epoch + e.end_s) FROM episodes e JOIN recordings r "
                "ON r.id = scorings.recording_id WHERE e.scoring_id = scorings.id)")
-    from store.summaries import rebuild
-
-    rebuild(op.get_bind())
 
 
 def downgrade() -> None:
