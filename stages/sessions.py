@@ -167,8 +167,7 @@ def candidate_estimates(session: dict, card: ModelCard, switch_probabilities: li
 def compare_estimators(designs: dict[str, list[Scored]], card: ModelCard, params: dict,
                        confusion_of) -> dict[str, dict]:
     """Each estimator's minutes error (and worst session) per design: name -> design -> figures.
-    `confusion_of(subject)`: the confusion matrix PACC adjusts a subject's sums by."""
-    k = len(card.labels)
+    `confusion_of(subject)`: the confusion matrices ACC and PACC adjust a subject's counts and sums by."""
     switch = [float(s) for s in params["minutes"]["switch_probabilities"]]
     table: dict[str, dict] = {}
     for design, sessions in designs.items():
