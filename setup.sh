@@ -26,10 +26,14 @@ command -v podman >/dev/null || missing+=(podman)
 command -v runc >/dev/null || missing+=(runc)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 command -v podman-compose >/dev/null || missing+=(podman-compose)
+apt_pid=""
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    # In the background: only the tests need these, so they install while pip and the pipeline run
+    # (the end of this script waits for them and fails with apt-get's output if it failed).
+    apt_log="$(mktemp)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}") >"$apt_log" 2>&1 &
+    apt_pid=$!
   else
     echo "setup.sh: missing ${missing[*]}; install with: apt-get install -y ${missing[*]}" >&2
   fi
@@ -49,4 +53,10 @@ if [ "${1:-}" != "--no-run" ]; then
   export PATH="$PWD/.venv/bin:$PATH"
   dvc repro
   python scripts/summary.py
+fi
+
+if [ -n "$apt_pid" ] && ! wait "$apt_pid"; then
+  cat "$apt_log" >&2
+  echo "setup.sh: apt-get install ${missing[*]} failed (its output above)" >&2
+  exit 1
 fi
