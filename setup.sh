@@ -26,17 +26,25 @@ command -v podman >/dev/null || missing+=(podman)
 command -v runc >/dev/null || missing+=(runc)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 command -v podman-compose >/dev/null || missing+=(podman-compose)
+# .cache/setup-packages.done appears once no more packages are coming (holding apt-get's exit status, or
+# "none"): .ci/run waits for it to build the container tests' images beside the pipeline.
+mkdir -p .cache
+rm -f .cache/setup-packages.done
 apt_pid=""
-if [ "${#missing[@]}" -gt 0 ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    # In the background: only the tests need these, so they install while pip and the pipeline run
-    # (the end of this script waits for them and fails with apt-get's output if it failed).
-    apt_log="$(mktemp)"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}") >"$apt_log" 2>&1 &
-    apt_pid=$!
-  else
-    echo "setup.sh: missing ${missing[*]}; install with: apt-get install -y ${missing[*]}" >&2
-  fi
+if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  # In the background: only the tests need these, so they install while pip and the pipeline run
+  # (the end of this script waits for them and fails with apt-get's output if it failed).
+  apt_log="$(mktemp)"
+  (
+    status=0
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } || status=$?
+    echo "$status" > .cache/setup-packages.done
+    exit "$status"
+  ) >"$apt_log" 2>&1 &
+  apt_pid=$!
+else
+  [ "${#missing[@]}" -eq 0 ] || echo "setup.sh: missing ${missing[*]}; install with: apt-get install -y ${missing[*]}" >&2
+  echo none > .cache/setup-packages.done
 fi
 
 python3 -m venv .venv
