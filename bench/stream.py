@@ -71,6 +71,7 @@ async def watch(url: str, subject: str, seconds: float, seed: int, delays: dict,
                     return
 
         receiver = asyncio.create_task(receive())
+        receiver.add_done_callback(lambda task: task.cancelled() or task.exception())  # read: no "never retrieved"
         seq = 0
         for b in range(len(acc) // per_batch):
             at = started + (b + 1) * BATCH_MS / 1000  # a batch leaves once its 250 ms are recorded
@@ -100,8 +101,11 @@ def level(url: str, pid: int, watches: int, seconds: float) -> dict:
                 await asyncio.sleep(5)
 
         sampler = asyncio.create_task(sample())
-        await asyncio.gather(*(watch(url, f"B{i:04d}", seconds, i, delays, failures) for i in range(watches)),
-                             return_exceptions=False)
+        # A watch whose connection fails (a keepalive ping unanswered: the service, or this client, fell behind)
+        # counts as a failed watch; the level goes on with the others.
+        outcomes = await asyncio.gather(*(watch(url, f"B{i:04d}", seconds, i, delays, failures)
+                                          for i in range(watches)), return_exceptions=True)
+        failures.extend(repr(o) for o in outcomes if isinstance(o, BaseException))
         sampler.cancel()
 
     started = time.monotonic()
@@ -116,7 +120,7 @@ def level(url: str, pid: int, watches: int, seconds: float) -> dict:
         return float(np.percentile(delays[kind], q)) if delays[kind] else None
 
     return {"watches": watches, "seconds": seconds, "labels": len(delays["label"]),
-            "provisional_labels": len(delays["provisional"]), "failures": failures[:5],
+            "provisional_labels": len(delays["provisional"]), "failed_watches": len(failures), "failures": failures[:5],
             "provisional_delay_p50_s": percentile("provisional", 50),
             "provisional_delay_p95_s": percentile("provisional", 95),
             "final_delay_p50_s": percentile("label", 50), "final_delay_p95_s": percentile("label", 95),
