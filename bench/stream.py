@@ -1,8 +1,8 @@
 """How many watches streaming at 50 Hz one `python -m serve` process holds (docs/streaming.md).
 
     python bench/stream.py --watches 50 100 200 300 --seconds 120 --model models/model.onnx
-    python bench/stream.py --watches 200 --seconds 1800 --model models/model.onnx \
-        --out metrics/bench_stream_soak.json                                       # the 30-minute soak
+    python bench/stream.py --watches 50 --seconds 1800 --model models/model.onnx \
+        --out metrics/bench_stream_soak.json     # the 30-minute soak, at the level one process holds
 
 Each simulated watch streams a study-like signal (a Garmin-format pair made by har.study from the WISDM data,
 repeated) in real time: one accelerometer and one gyroscope batch per 250 ms, 50 Hz, the gyroscope 30 ms behind,
